@@ -1,0 +1,24 @@
+// Command converter converts Windows container images into pre-built CimFS
+// images (CIMs) and publishes them as OCI artifacts referring to the image.
+//
+// This file only wires commands together; the work is done in internal/.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCmd()
+	if err := root.ExecuteContext(ctx); err != nil {
+		// One short line: no usage text, no stack trace.
+		fmt.Fprintf(os.Stderr, "converter: %v\n", err)
+		os.Exit(exitCode(err))
+	}
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/cimconv/cimconv/internal/version"
+)
+
+// globalFlags are shared by every command.
+type globalFlags struct {
+	logLevel  string
+	logFormat string
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:   "converter",
+		Short: "Convert Windows container images into pre-built CimFS images (CIMs)",
+		Long: `converter builds the CimFS image (CIM) chain of a Windows container image once,
+off the nodes, and publishes it as an OCI artifact whose subject is the image.
+Nodes then fetch the pre-built CIMs instead of importing layer tars.
+
+Builders:
+  hcsshim   Windows CimFS (production; Windows Server 2022 20348.2031+ or 26100+)
+  portable  pure Go, every OS. EXPERIMENTAL: its CIMs are not yet validated
+            against CimFS.dll; artifacts it writes are annotated as such.`,
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", envOr("CIMCONV_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", envOr("CIMCONV_LOG_FORMAT", "console"), "log format on stderr: console or json")
+	root.AddCommand(commands(g)...)
+	return root
+}
+
+// commands lists the subcommands; each lives in its own file.
+func commands(g *globalFlags) []*cobra.Command {
+	var cmds []*cobra.Command
+	for _, f := range registeredCommands {
+		cmds = append(cmds, f(g))
+	}
+	return cmds
+}
+
+// registeredCommands is filled by init functions of the command files.
+var registeredCommands []func(*globalFlags) *cobra.Command
+
+// logger builds the zap logger for a command; logs always go to stderr so
+// that --json output on stdout stays clean.
+func (g *globalFlags) logger() (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(g.logLevel)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", g.logLevel, err)
+	}
+	var cfg zap.Config
+	switch g.logFormat {
+	case "json":
+		cfg = zap.NewProductionConfig()
+	case "console":
+		cfg = zap.NewDevelopmentConfig()
+		cfg.DisableStacktrace = true
+	default:
+		return nil, fmt.Errorf("--log-format %q: want console or json", g.logFormat)
+	}
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	cfg.OutputPaths = []string{"stderr"}
+	cfg.ErrorOutputPaths = []string{"stderr"}
+	return cfg.Build()
+}
+
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+// exitError carries a specific exit code (e.g. 2 for "differences found").
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func exitCode(err error) int {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}

@@ -1,0 +1,89 @@
+package builder
+
+import (
+	"context"
+	"io"
+)
+
+// CIM formats a builder can write.
+const (
+	FormatForked = "forked" // classic region-file CIM forked from its parent's CIM
+	FormatBlock  = "block"  // block CIM (Windows only, newer builds)
+)
+
+// LayerSource describes one layer of an image and how to read it.
+type LayerSource struct {
+	// Digest is the layer digest as listed in the image manifest ("sha256:...").
+	Digest string
+	// DiffID is the digest of the uncompressed tar, from the image config.
+	DiffID string
+	// ChainID is the OCI chainID of this layer and every layer below it.
+	ChainID string
+	// MediaType is the layer's media type as listed in the manifest.
+	MediaType string
+	// Size is the compressed size from the manifest, or -1 when unknown.
+	Size int64
+	// Open returns the layer bytes as stored (compressed or not). Builders
+	// detect the compression from the bytes, not from MediaType.
+	Open func(ctx context.Context) (io.ReadCloser, error)
+}
+
+// BuiltLayer is the result of building one layer's CIM.
+type BuiltLayer struct {
+	// ChainID and DiffID of the layer this CIM was built from.
+	ChainID string
+	DiffID  string
+	// SourceDigest is LayerSource.Digest.
+	SourceDigest string
+
+	// CimDir is the directory holding the CIM files of the whole chain
+	// (a forked CIM must sit beside its parents' region files).
+	CimDir string
+	// CimName is the file name of this layer's .cim inside CimDir.
+	CimName string
+	// CimFiles lists this layer's own files inside CimDir (its .cim,
+	// region_* and objectid_* files), sorted.
+	CimFiles []string
+
+	// SideDir holds the files kept beside the CIM for children
+	// (Hives/*_BASE, layout); empty when the layer has none.
+	SideDir string
+	// SideFiles lists paths relative to SideDir, slash-separated, sorted.
+	SideFiles []string
+
+	Format       string // FormatForked or FormatBlock
+	CimVersion   string // e.g. "3.0"
+	Builder      string // builder name, e.g. "portable"
+	WindowsBuild string // OS build the CIM targets ("" when not tied to a host)
+	// IntegrityDigest is the verified block CIM digest, when there is one.
+	IntegrityDigest string
+	// Experimental is true when the builder is not validated against CimFS.dll.
+	Experimental bool
+	// UnmergedDeltas is true when delta hives were kept without merging
+	// (inspection and tests only; such a chain must never be published).
+	UnmergedDeltas bool
+
+	// Parent is the layer this one was forked from (nil for a base layer).
+	Parent *BuiltLayer
+}
+
+// Capabilities says what a builder can do on this host.
+type Capabilities struct {
+	Name          string
+	Formats       []string
+	WindowsBuild  string // host build the output targets, "" if host-independent
+	HiveMerge     bool   // can merge delta hives of non-base layers
+	Deterministic bool   // same chain -> byte-identical output
+	Experimental  bool   // not validated against CimFS.dll
+}
+
+// Builder writes the CIM for one layer.
+type Builder interface {
+	// BuildLayer writes the CIM for one layer, forked from parent (nil for a
+	// base layer), into dir. dir is shared by the whole chain: parent's CimDir
+	// equals dir when parent != nil. On error nothing of this layer is left in
+	// dir.
+	BuildLayer(ctx context.Context, layer LayerSource, parent *BuiltLayer, dir string) (*BuiltLayer, error)
+	// Capabilities describes the builder on this host.
+	Capabilities() Capabilities
+}

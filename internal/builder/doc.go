@@ -1,0 +1,7 @@
+// Package builder defines the interface every CIM builder implements and the
+// types passed between the conversion pipeline and a builder.
+//
+// It owns the contract only: the portable pure-Go builder lives in
+// builder/portable, the Windows CimFS builder in builder/hcsshim. Package
+// builder must not import the registry, queue or any concrete builder.
+package builder
