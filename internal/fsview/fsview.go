@@ -1,0 +1,151 @@
+package fsview
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Entry types, spelled as in `converter cim ls --json`.
+const (
+	TypeFile    = "file"
+	TypeDir     = "dir"
+	TypeSymlink = "symlink"
+)
+
+// Entry describes one path of a tree.
+type Entry struct {
+	// Path is relative to the root, '/'-separated, spelled as stored
+	// (e.g. "Files/Windows/System32/notepad.exe"). The root itself is not listed.
+	Path string `json:"path"`
+	// Type is TypeFile, TypeDir or TypeSymlink.
+	Type string `json:"type"`
+	// Size is the default stream's length in bytes (0 for directories).
+	Size int64 `json:"size"`
+	// Attributes are Windows FILE_ATTRIBUTE_* bits; directories include 0x10,
+	// symlinks (reparse points) 0x400.
+	Attributes uint32 `json:"attributes"`
+	// SHA256 is the hex digest of the default stream (files only).
+	SHA256 string `json:"sha256,omitempty"`
+	// SD is the self-relative security descriptor, base64.
+	SD string `json:"sd,omitempty"`
+	// EA is the FILE_FULL_EA_INFORMATION buffer, base64.
+	EA string `json:"ea,omitempty"`
+	// Reparse is the REPARSE_DATA_BUFFER, base64 (symlinks and junctions).
+	Reparse string `json:"reparse,omitempty"`
+	// Streams are the alternate data streams, sorted by name.
+	Streams []Stream `json:"streams,omitempty"`
+	// LastWriteTime is the Windows FILETIME of the last write (100 ns since 1601).
+	LastWriteTime int64 `json:"lastWriteTime,omitempty"`
+}
+
+// Stream describes one alternate data stream.
+type Stream struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Difference is one mismatch between two views.
+type Difference struct {
+	Path  string `json:"path"`
+	Field string `json:"field"` // "missing", "extra", or the compared field
+	Want  string `json:"want,omitempty"`
+	Got   string `json:"got,omitempty"`
+}
+
+func (d Difference) String() string {
+	switch d.Field {
+	case "missing":
+		return fmt.Sprintf("%s: missing", d.Path)
+	case "extra":
+		return fmt.Sprintf("%s: unexpected entry", d.Path)
+	}
+	return fmt.Sprintf("%s: %s differs: want %s, got %s", d.Path, d.Field, d.Want, d.Got)
+}
+
+// FoldPath is the key two views are matched on: Windows compares names
+// case-insensitively, so paths are folded to upper case.
+func FoldPath(p string) string { return strings.ToUpper(p) }
+
+// CompareOptions selects which fields Compare checks.
+type CompareOptions struct {
+	// IgnoreTimes skips LastWriteTime.
+	IgnoreTimes bool
+	// IgnoreCase skips the spelling check of paths that match case-insensitively.
+	IgnoreCase bool
+}
+
+// Compare reports every difference between want and got, sorted by path.
+// Entries are matched by FoldPath.
+func Compare(want, got []Entry, opt CompareOptions) []Difference {
+	wm := index(want)
+	gm := index(got)
+	var diffs []Difference
+	for k, w := range wm {
+		g, ok := gm[k]
+		if !ok {
+			diffs = append(diffs, Difference{Path: w.Path, Field: "missing"})
+			continue
+		}
+		diffs = append(diffs, compareEntry(w, g, opt)...)
+	}
+	for k, g := range gm {
+		if _, ok := wm[k]; !ok {
+			diffs = append(diffs, Difference{Path: g.Path, Field: "extra"})
+		}
+	}
+	sort.Slice(diffs, func(i, j int) bool {
+		if diffs[i].Path != diffs[j].Path {
+			return diffs[i].Path < diffs[j].Path
+		}
+		return diffs[i].Field < diffs[j].Field
+	})
+	return diffs
+}
+
+func index(es []Entry) map[string]Entry {
+	m := make(map[string]Entry, len(es))
+	for _, e := range es {
+		m[FoldPath(e.Path)] = e
+	}
+	return m
+}
+
+func compareEntry(w, g Entry, opt CompareOptions) []Difference {
+	var d []Difference
+	add := func(field, want, got string) {
+		if want != got {
+			d = append(d, Difference{Path: w.Path, Field: field, Want: want, Got: got})
+		}
+	}
+	if !opt.IgnoreCase {
+		add("spelling", w.Path, g.Path)
+	}
+	add("type", w.Type, g.Type)
+	add("size", fmt.Sprint(w.Size), fmt.Sprint(g.Size))
+	add("attributes", fmt.Sprintf("%#x", w.Attributes), fmt.Sprintf("%#x", g.Attributes))
+	add("sha256", w.SHA256, g.SHA256)
+	add("sd", w.SD, g.SD)
+	add("ea", w.EA, g.EA)
+	add("reparse", w.Reparse, g.Reparse)
+	add("streams", streamsString(w.Streams), streamsString(g.Streams))
+	if !opt.IgnoreTimes {
+		add("lastWriteTime", fmt.Sprint(w.LastWriteTime), fmt.Sprint(g.LastWriteTime))
+	}
+	return d
+}
+
+func streamsString(ss []Stream) string {
+	parts := make([]string, len(ss))
+	for i, s := range ss {
+		parts[i] = fmt.Sprintf("%s:%d:%s", s.Name, s.Size, s.SHA256)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+// Sort orders entries by path, the order `cim ls` prints them in.
+func Sort(es []Entry) {
+	sort.Slice(es, func(i, j int) bool { return es[i].Path < es[j].Path })
+}
