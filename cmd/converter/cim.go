@@ -1,0 +1,24 @@
+package main
+
+import "github.com/spf13/cobra"
+
+// cimSubcommands are the `converter cim ...` commands; each registers itself
+// from its own file.
+var cimSubcommands []func(*globalFlags) *cobra.Command
+
+func init() { registeredCommands = append(registeredCommands, newCimCmd) }
+
+func newCimCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "cim",
+		Short: "Build, list, read, inspect and verify CIMs locally",
+		Long: `Work with CimFS images (CIMs) on local files, without a registry.
+
+The pure-Go (portable) writer is EXPERIMENTAL: its output has not been validated
+against Windows' CimFS.dll.`,
+	}
+	for _, f := range cimSubcommands {
+		cmd.AddCommand(f(g))
+	}
+	return cmd
+}
