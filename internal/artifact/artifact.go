@@ -1,0 +1,183 @@
+package artifact
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Media types.
+const (
+	// ArtifactType is the manifest's artifactType and its config media type.
+	ArtifactType = "application/vnd.cimconv.cim.v1+json"
+	// LayerMediaType is the media type of a per-layer blob.
+	LayerMediaType = "application/vnd.cimconv.cim.layer.v1.tar+zstd"
+)
+
+// Annotation keys.
+const (
+	AnnotationSourceDigest  = "io.cimconv.source.digest"
+	AnnotationSourceDiffID  = "io.cimconv.source.diffid"
+	AnnotationChainID       = "io.cimconv.chainid"
+	AnnotationCimFormat     = "io.cimconv.cim.format"
+	AnnotationCimVersion    = "io.cimconv.cim.version"
+	AnnotationBuilder       = "io.cimconv.builder"
+	AnnotationWindowsBuild  = "io.cimconv.windows.build"
+	AnnotationExperimental  = "io.cimconv.experimental"
+	AnnotationIntegrity     = "io.cimconv.cim.integrity"
+	AnnotationFormatVersion = "io.cimconv.format.version"
+	AnnotationConverter     = "io.cimconv.converter.version"
+	AnnotationOptions       = "io.cimconv.options"
+	AnnotationCreated       = "org.opencontainers.image.created"
+)
+
+// Config is the artifact's config blob.
+type Config struct {
+	// FormatVersion is the artifact layout version (version.FormatVersion).
+	FormatVersion string `json:"formatVersion"`
+	// Converter is the converter release that built it.
+	Converter string `json:"converter"`
+	// Format is the CIM format: "forked" or "block".
+	Format string `json:"format"`
+	// CimVersion is the CIM on-disk version, e.g. "3.0".
+	CimVersion string `json:"cimVersion"`
+	// Builder names the builder ("portable", "hcsshim").
+	Builder string `json:"builder"`
+	// Experimental is true when the builder is not validated against CimFS.dll.
+	Experimental bool `json:"experimental,omitempty"`
+	// WindowsBuild is the OS build the CIMs were written on or for
+	// ("10.0.20348.2031"); empty when host-independent.
+	WindowsBuild string `json:"windowsBuild,omitempty"`
+	// Options is the normalized conversion options string.
+	Options string `json:"options,omitempty"`
+	// Layers lists the chain, base first; Layers[i] is the i-th layer blob.
+	Layers []LayerConfig `json:"layers"`
+}
+
+// LayerConfig describes one layer of the chain.
+type LayerConfig struct {
+	SourceDigest string   `json:"sourceDigest"`
+	DiffID       string   `json:"diffID"`
+	ChainID      string   `json:"chainID"`
+	Cim          string   `json:"cim"`                 // the .cim file name
+	CimFiles     []string `json:"cimFiles"`            // .cim, region_*, objectid_* in the blob
+	SideFiles    []string `json:"sideFiles,omitempty"` // Hives/*_BASE, layout in the blob
+	Integrity    string   `json:"integrity,omitempty"`
+}
+
+// Validate checks the config a node fetched before it trusts any name in it.
+func (c *Config) Validate() error {
+	if c.FormatVersion == "" {
+		return fmt.Errorf("artifact config: no formatVersion")
+	}
+	if len(c.Layers) == 0 {
+		return fmt.Errorf("artifact config: no layers")
+	}
+	for i, l := range c.Layers {
+		if !strings.HasSuffix(l.Cim, ".cim") || !safeName(l.Cim) {
+			return fmt.Errorf("artifact config: layer %d: bad CIM name %q", i, l.Cim)
+		}
+		for _, f := range l.CimFiles {
+			if !safeName(f) {
+				return fmt.Errorf("artifact config: layer %d: bad CIM file name %q", i, f)
+			}
+		}
+		for _, f := range l.SideFiles {
+			if err := SafeRelPath(f); err != nil {
+				return fmt.Errorf("artifact config: layer %d: side file: %w", i, err)
+			}
+		}
+		if !strings.HasPrefix(l.ChainID, "sha256:") || len(l.ChainID) != 71 {
+			return fmt.Errorf("artifact config: layer %d: bad chainID %q", i, l.ChainID)
+		}
+	}
+	return nil
+}
+
+// safeName reports whether s is a plain file name (no directories).
+func safeName(s string) bool {
+	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "/\\:\x00")
+}
+
+// SafeRelPath checks a slash-separated relative path from an untrusted blob.
+func SafeRelPath(p string) error {
+	if p == "" || strings.HasPrefix(p, "/") || strings.ContainsAny(p, "\\:\x00") {
+		return fmt.Errorf("unsafe path %q", p)
+	}
+	for _, c := range strings.Split(p, "/") {
+		if c == "" || c == "." || c == ".." {
+			return fmt.Errorf("unsafe path %q", p)
+		}
+	}
+	return nil
+}
+
+// Candidate is one artifact found for a subject, as listed by referrers.
+type Candidate struct {
+	Digest      string
+	Annotations map[string]string
+}
+
+// Created returns the artifact's creation time from its annotations.
+func (c Candidate) Created() time.Time {
+	t, _ := time.Parse(time.RFC3339, c.Annotations[AnnotationCreated])
+	return t
+}
+
+// Compatible reports whether an artifact built on windowsBuild can be used on
+// a node running nodeBuild (both "10.0.B.R" or "B"). Host-independent
+// artifacts (no build) are always compatible. A node can use CIMs written by
+// the same or an older build of the same major.minor, never a newer one: CIM
+// format versions only grow.
+func Compatible(windowsBuild, nodeBuild string) bool {
+	if windowsBuild == "" || nodeBuild == "" {
+		return true
+	}
+	a, errA := buildNumber(windowsBuild)
+	n, errN := buildNumber(nodeBuild)
+	if errA != nil || errN != nil {
+		return false
+	}
+	return a <= n
+}
+
+func buildNumber(v string) (int, error) {
+	parts := strings.Split(v, ".")
+	s := parts[0]
+	if len(parts) >= 3 {
+		s = parts[2]
+	}
+	return strconv.Atoi(s)
+}
+
+// Choose picks the newest artifact compatible with nodeBuild among
+// candidates; it never takes the first one blindly. It returns false when
+// none is compatible.
+func Choose(cands []Candidate, nodeBuild string) (Candidate, bool) {
+	var ok []Candidate
+	for _, c := range cands {
+		if c.Annotations[AnnotationFormatVersion] == "" {
+			continue
+		}
+		if Compatible(c.Annotations[AnnotationWindowsBuild], nodeBuild) {
+			ok = append(ok, c)
+		}
+	}
+	if len(ok) == 0 {
+		return Candidate{}, false
+	}
+	sort.SliceStable(ok, func(i, j int) bool {
+		ti, tj := ok[i].Created(), ok[j].Created()
+		if !ti.Equal(tj) {
+			return ti.After(tj)
+		}
+		return ok[i].Digest > ok[j].Digest // deterministic tie-break
+	})
+	return ok[0], true
+}
+
+// MarshalConfig encodes c deterministically.
+func MarshalConfig(c *Config) ([]byte, error) { return json.Marshal(c) }
