@@ -3,6 +3,8 @@ package builder
 import (
 	"context"
 	"io"
+	"path/filepath"
+	"strings"
 )
 
 // CIM formats a builder can write.
@@ -86,4 +88,11 @@ type Builder interface {
 	BuildLayer(ctx context.Context, layer LayerSource, parent *BuiltLayer, dir string) (*BuiltLayer, error)
 	// Capabilities describes the builder on this host.
 	Capabilities() Capabilities
+}
+
+// SideDir is where the files kept beside a layer's CIM (Hives/*_BASE, layout)
+// live inside a chain directory: one folder per chainID, as containerd's
+// cimfs snapshotter keeps one layer directory per snapshot.
+func SideDir(chainDir, chainID string) string {
+	return filepath.Join(chainDir, "layers", strings.TrimPrefix(chainID, "sha256:"))
 }
