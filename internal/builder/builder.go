@@ -2,6 +2,8 @@ package builder
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"path/filepath"
 	"strings"
@@ -95,4 +97,15 @@ type Builder interface {
 // cimfs snapshotter keeps one layer directory per snapshot.
 func SideDir(chainDir, chainID string) string {
 	return filepath.Join(chainDir, "layers", strings.TrimPrefix(chainID, "sha256:"))
+}
+
+// ChainID computes the OCI chainID of a layer from its parent's chainID ("" for
+// a base layer) and its diffID: ChainID(L0) = DiffID(L0),
+// ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln)).
+func ChainID(parent, diffID string) string {
+	if parent == "" {
+		return diffID
+	}
+	sum := sha256.Sum256([]byte(parent + " " + diffID))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
