@@ -1,0 +1,53 @@
+package progress
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestThrottledPlainOutput(t *testing.T) {
+	var buf bytes.Buffer
+	p := NewWriter(&buf, time.Minute)
+	now := time.Unix(1000, 0)
+	p.now = func() time.Time { return now }
+	p.Update("one")
+	p.Update("two") // within the interval: dropped
+	now = now.Add(2 * time.Minute)
+	p.Update("three")
+	p.Println("done %d", 1)
+	if got, want := buf.String(), "one\nthree\ndone 1\n"; got != want {
+		t.Fatalf("output %q, want %q", got, want)
+	}
+}
+
+func TestDisabledPrintsNothing(t *testing.T) {
+	var buf bytes.Buffer
+	p := &Printer{w: &buf}
+	p.Update("x")
+	p.Println("y")
+	if buf.Len() != 0 {
+		t.Fatalf("disabled printer wrote %q", buf.String())
+	}
+}
+
+func TestTTYRewritesLine(t *testing.T) {
+	var buf bytes.Buffer
+	p := &Printer{w: &buf, tty: true, enabled: true, now: time.Now}
+	p.Update("a")
+	p.Update("b")
+	p.Println("c")
+	if !strings.HasSuffix(buf.String(), "\r\033[Kc\n") || strings.Count(buf.String(), "\r\033[K") != 3 {
+		t.Fatalf("tty output %q", buf.String())
+	}
+}
+
+func TestBytes(t *testing.T) {
+	tests := map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 5 << 20: "5.0 MiB", 3 << 30: "3.0 GiB"}
+	for n, want := range tests {
+		if got := Bytes(n); got != want {
+			t.Errorf("Bytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
