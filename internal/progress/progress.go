@@ -45,12 +45,17 @@ func (p *Printer) Update(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	line := fmt.Sprintf(format, args...)
+	now := p.now()
 	if p.tty {
-		fmt.Fprintf(p.w, "\r\033[K%s", line)
-		p.pending = true
+		// Redraw at most ten times a second: callers report every read.
+		if now.Sub(p.last) >= 100*time.Millisecond {
+			p.last = now
+			fmt.Fprintf(p.w, "\r\033[K%s", line)
+			p.pending = true
+		}
 		return
 	}
-	if now := p.now(); now.Sub(p.last) >= p.interval {
+	if now.Sub(p.last) >= p.interval {
 		p.last = now
 		fmt.Fprintln(p.w, line)
 	}

@@ -34,11 +34,14 @@ func TestDisabledPrintsNothing(t *testing.T) {
 
 func TestTTYRewritesLine(t *testing.T) {
 	var buf bytes.Buffer
-	p := &Printer{w: &buf, tty: true, enabled: true, now: time.Now}
+	now := time.Unix(1000, 0)
+	p := &Printer{w: &buf, tty: true, enabled: true, now: func() time.Time { return now }}
 	p.Update("a")
+	p.Update("dropped") // redraws are throttled
+	now = now.Add(time.Second)
 	p.Update("b")
 	p.Println("c")
-	if !strings.HasSuffix(buf.String(), "\r\033[Kc\n") || strings.Count(buf.String(), "\r\033[K") != 3 {
+	if strings.Contains(buf.String(), "dropped") || !strings.HasSuffix(buf.String(), "\r\033[Kc\n") || strings.Count(buf.String(), "\r\033[K") != 3 {
 		t.Fatalf("tty output %q", buf.String())
 	}
 }
