@@ -1,0 +1,132 @@
+package cim
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"sync"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// GUID is a region-set ID in its on-disk (Windows, little-endian fields) byte
+// order: Data1 u32, Data2 u16, Data3 u16, Data4 [8]byte.
+type GUID [16]byte
+
+// String formats g like go-winio's guid.GUID.String(): lowercase, no braces.
+// Region and objectid file names are built from it.
+func (g GUID) String() string {
+	return fmt.Sprintf("%08x-%04x-%04x-%04x-%012x",
+		binary.LittleEndian.Uint32(g[0:4]), binary.LittleEndian.Uint16(g[4:6]),
+		binary.LittleEndian.Uint16(g[6:8]), g[8:10], g[10:16])
+}
+
+// The upcase table maps each BMP code unit to its upper case. It is stored in
+// every image, and names are compared (and link tables sorted) through it.
+//
+// Windows' own table (NTFS $UpCase / RtlUpcaseUnicodeChar) is not published.
+// This one is built from Go's simple Unicode upper-case mappings
+// (unicode.ToUpper) with these exceptions, chosen to stay close to the
+// Windows table as described publicly by ntfs-3g's default $UpCase builder:
+//   - surrogate code units (D800-DFFF) map to themselves;
+//   - a mapping whose result is outside the BMP is dropped;
+//   - non-ASCII characters never map to ASCII (U+0131 dotless i, U+017F long s),
+//     and U+00B5 MICRO SIGN and U+0345 stay themselves, as Windows keeps them.
+//
+// Not validated against a table written by CimFS.dll.
+var upcaseTable = sync.OnceValue(func() []uint16 {
+	t := make([]uint16, upcaseTableLength)
+	for c := range t {
+		t[c] = uint16(c)
+		if c >= 0xd800 && c < 0xe000 {
+			continue
+		}
+		u := unicode.ToUpper(rune(c))
+		if u > 0xffff || (c >= 0x80 && u < 0x80) || c == 0xb5 || c == 0x345 {
+			continue
+		}
+		t[c] = uint16(u)
+	}
+	return t
+})
+
+// foldKey returns the sort/compare key of a name: each BMP character upcased
+// through table, supplementary characters as their code points, encoded as
+// UTF-8 so that Go string order equals the code-point order the reader's
+// binary search uses (surrogate pairs compare above every BMP character).
+func foldKey(name string, table []uint16) string {
+	var sb strings.Builder
+	sb.Grow(len(name))
+	for _, r := range name {
+		if r < upcaseTableLength {
+			r = rune(table[r])
+		}
+		sb.WriteRune(r)
+	}
+	return sb.String()
+}
+
+// foldKey16 is foldKey for a UTF-16 name as stored in a link table. Unpaired
+// surrogates are kept as their code unit values so a corrupt name still
+// compares deterministically.
+func foldKey16(name []uint16, table []uint16) string {
+	var sb strings.Builder
+	sb.Grow(len(name))
+	for i := 0; i < len(name); i++ {
+		r := rune(name[i])
+		if utf16.IsSurrogate(r) && i+1 < len(name) {
+			if d := utf16.DecodeRune(r, rune(name[i+1])); d != utf8.RuneError {
+				sb.WriteRune(d)
+				i++
+				continue
+			}
+		}
+		r = rune(table[r])
+		if utf16.IsSurrogate(r) {
+			// Not valid UTF-8 on its own: write the code unit as raw 3-byte
+			// sequence so ordering stays by code unit.
+			sb.WriteByte(byte(0xe0 | r>>12))
+			sb.WriteByte(byte(0x80 | (r>>6)&0x3f))
+			sb.WriteByte(byte(0x80 | r&0x3f))
+			continue
+		}
+		sb.WriteRune(r)
+	}
+	return sb.String()
+}
+
+// checkName validates one path component and returns its UTF-16 form.
+func checkName(name string) ([]uint16, error) {
+	switch {
+	case name == "":
+		return nil, fmt.Errorf("empty path component")
+	case name == "." || name == "..":
+		return nil, fmt.Errorf("path component %q not allowed", name)
+	case !utf8.ValidString(name):
+		return nil, fmt.Errorf("path component %q is not valid UTF-8", name)
+	case strings.ContainsRune(name, 0):
+		return nil, fmt.Errorf("path component %q contains NUL", name)
+	}
+	u := utf16.Encode([]rune(name))
+	if len(u) > maxNameUnits {
+		return nil, fmt.Errorf("path component %.40q... is %d UTF-16 units long (max %d)", name, len(u), maxNameUnits)
+	}
+	return u, nil
+}
+
+// splitPath splits a '/' or '\' separated path relative to the root into
+// components, ignoring empty components (leading, trailing or doubled
+// separators). The empty path is the root.
+func splitPath(p string) ([]string, error) {
+	if len(p) > maxPathUnits*3 || len(utf16.Encode([]rune(p))) > maxPathUnits {
+		return nil, fmt.Errorf("path %.60q... longer than %d UTF-16 units", p, maxPathUnits)
+	}
+	parts := strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' })
+	for _, c := range parts {
+		if _, err := checkName(c); err != nil {
+			return nil, err
+		}
+	}
+	return parts, nil
+}
