@@ -1,0 +1,585 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Endpoint names: the last path element under /webhooks/ and Event.Source.
+const (
+	SourceDistribution = "distribution"
+	SourceHarbor       = "harbor"
+	SourceCloudEvents  = "cloudevents"
+	SourceACR          = "acr"
+)
+
+// Outcomes reported to the event counter (WithEventCounter).
+const (
+	OutcomeAccepted     = "accepted"
+	OutcomeDuplicate    = "duplicate"
+	OutcomeIgnored      = "ignored"
+	OutcomeUnauthorized = "unauthorized"
+	OutcomeRefused      = "refused"
+	OutcomeInvalid      = "invalid"
+	OutcomeError        = "error"
+)
+
+// Defaults.
+const (
+	DefaultMaxBodyBytes    int64 = 1 << 20
+	DefaultOwnArtifactType       = "application/vnd.cimconv.cim.v1+json"
+	DefaultSignatureHeader       = "X-Cimconv-Signature"
+	DefaultTimestampHeader       = "X-Cimconv-Timestamp"
+	DefaultReplayWindow          = 5 * time.Minute
+
+	// dedupeWindow bounds how long an accepted event id is remembered, so a
+	// registry that retries a whole envelope does not queue an event twice.
+	dedupeWindow   = 10 * time.Minute
+	dedupeCapacity = 4096
+)
+
+// ErrDuplicate may be returned (wrapped) by a Sink to say the event was
+// already queued; the handler then counts it as a duplicate, not a failure.
+var ErrDuplicate = errors.New("webhook: duplicate event")
+
+var endpoints = []string{SourceDistribution, SourceHarbor, SourceCloudEvents, SourceACR}
+
+// Event is a registry's announcement that a manifest was pushed, in a form
+// that does not depend on the registry that sent it.
+type Event struct {
+	Source        string // "distribution" | "harbor" | "cloudevents" | "acr"
+	Registry      string // host[:port] as the registry names itself
+	Repository    string
+	Digest        string // manifest digest when the event has one
+	Tag           string
+	MediaType     string // manifest media type when known
+	ArtifactType  string // when known (OCI artifact manifests)
+	SubjectDigest string // when the pushed manifest has a subject (it is itself an artifact)
+	ID            string // the registry's event id (for logs and dedupe)
+}
+
+// Ref returns "registry/repo@digest", or "registry/repo:tag" when the event
+// has no digest.
+func (e Event) Ref() string {
+	if e.Digest != "" {
+		return e.Registry + "/" + e.Repository + "@" + e.Digest
+	}
+	return e.Registry + "/" + e.Repository + ":" + e.Tag
+}
+
+// Sink receives the events the handler accepts. An error makes the handler
+// answer 503 so that the registry retries.
+type Sink interface {
+	Submit(ctx context.Context, e Event) error
+}
+
+// SinkFunc adapts a function to Sink.
+type SinkFunc func(ctx context.Context, e Event) error
+
+// Submit calls f.
+func (f SinkFunc) Submit(ctx context.Context, e Event) error { return f(ctx, e) }
+
+// Auth is the credential check of one endpoint. When both a bearer token and
+// an HMAC secret are set, a request must pass both. Secrets are never logged.
+type Auth struct {
+	// BearerToken is compared in constant time with the request's
+	// Authorization header, given as "Bearer <token>", as the bare token
+	// (Harbor sends its "auth header" verbatim), or as the password of
+	// "Basic" credentials (zot's HTTP sink only speaks Basic).
+	BearerToken string
+	// HMACSecret keys an HMAC-SHA256 over timestamp + "." + body; the
+	// signature is hex, optionally prefixed with "sha256=".
+	HMACSecret []byte
+	// SignatureHeader and TimestampHeader name the headers carrying the
+	// signature and the Unix timestamp (seconds). Defaults:
+	// X-Cimconv-Signature, X-Cimconv-Timestamp.
+	SignatureHeader, TimestampHeader string
+	// ReplayWindow is how far a timestamp may be from now, either way, and
+	// how long a signature is remembered to refuse its reuse. Default 5m.
+	ReplayWindow time.Duration
+}
+
+// Option configures a Handler.
+type Option func(*config) error
+
+type config struct {
+	auth          map[string]Auth
+	noAuth        map[string]bool
+	allow         []allowEntry
+	maxBody       int64
+	ownType       string
+	log           *zap.Logger
+	count         func(source, outcome string)
+	now           func() time.Time
+	dedupeWindow  time.Duration
+	dedupeEntries int
+}
+
+// WithAuth sets the credential check of one endpoint ("distribution",
+// "harbor", "cloudevents", "acr"), or of every endpoint without its own with
+// "*". An endpoint with neither Auth nor WithInsecureNoAuth refuses every
+// request with 401.
+func WithAuth(endpoint string, a Auth) Option {
+	return func(c *config) error {
+		if endpoint != "*" && !isEndpoint(endpoint) {
+			return fmt.Errorf("webhook auth: unknown endpoint %q (want one of %s or \"*\")", endpoint, strings.Join(endpoints, ", "))
+		}
+		if a.BearerToken == "" && len(a.HMACSecret) == 0 {
+			return fmt.Errorf("webhook auth for %q: neither a bearer token nor an HMAC secret is set", endpoint)
+		}
+		if a.ReplayWindow < 0 {
+			return fmt.Errorf("webhook auth for %q: negative replay window %s", endpoint, a.ReplayWindow)
+		}
+		if a.SignatureHeader == "" {
+			a.SignatureHeader = DefaultSignatureHeader
+		}
+		if a.TimestampHeader == "" {
+			a.TimestampHeader = DefaultTimestampHeader
+		}
+		if a.ReplayWindow == 0 {
+			a.ReplayWindow = DefaultReplayWindow
+		}
+		c.auth[endpoint] = a
+		return nil
+	}
+}
+
+// WithInsecureNoAuth lets the named endpoints ("*" for all) accept requests
+// without credentials. Meant for loopback development setups only.
+func WithInsecureNoAuth(names ...string) Option {
+	return func(c *config) error {
+		for _, n := range names {
+			if n != "*" && !isEndpoint(n) {
+				return fmt.Errorf("webhook no-auth: unknown endpoint %q", n)
+			}
+			c.noAuth[n] = true
+		}
+		return nil
+	}
+}
+
+// WithAllowedRegistries sets the registries events may name: "host[:port]"
+// allows every repository of that registry, "host[:port]/repo-prefix" only
+// the repositories at or below the prefix. Events for anything else are
+// refused (403), so a webhook cannot make workers contact arbitrary hosts.
+// Without this option every event is refused.
+func WithAllowedRegistries(hosts ...string) Option {
+	return func(c *config) error {
+		for _, h := range hosts {
+			e, err := parseAllowEntry(h)
+			if err != nil {
+				return err
+			}
+			c.allow = append(c.allow, e)
+		}
+		return nil
+	}
+}
+
+// WithMaxBodyBytes limits request bodies (default 1 MiB); larger ones get 413.
+func WithMaxBodyBytes(n int64) Option {
+	return func(c *config) error {
+		if n <= 0 {
+			return fmt.Errorf("webhook max body bytes: %d is not positive", n)
+		}
+		c.maxBody = n
+		return nil
+	}
+}
+
+// WithOwnArtifactType sets the artifact type cimconv publishes (default
+// application/vnd.cimconv.cim.v1+json); pushes of it are dropped so that
+// publishing an artifact never triggers a conversion of it.
+func WithOwnArtifactType(t string) Option {
+	return func(c *config) error {
+		if t == "" {
+			return errors.New("webhook own artifact type: empty")
+		}
+		c.ownType = t
+		return nil
+	}
+}
+
+// WithLogger sets the logger (default: no logs).
+func WithLogger(l *zap.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return errors.New("webhook logger: nil")
+		}
+		c.log = l
+		return nil
+	}
+}
+
+// WithEventCounter receives one call per event (or per request when the
+// request fails before its events are read) with the endpoint name and one
+// of the Outcome* constants.
+func WithEventCounter(f func(source, outcome string)) Option {
+	return func(c *config) error {
+		if f == nil {
+			return errors.New("webhook event counter: nil")
+		}
+		c.count = f
+		return nil
+	}
+}
+
+// Handler serves POST /webhooks/{distribution,harbor,cloudevents,acr}. It is
+// safe for concurrent use.
+type Handler struct {
+	sink   Sink
+	cfg    config
+	replay *expirySet // signatures seen within their replay window
+	seen   *expirySet // accepted event ids, for dedupe of retried envelopes
+}
+
+// New returns a Handler that submits accepted events to sink.
+func New(sink Sink, opts ...Option) (*Handler, error) {
+	if sink == nil {
+		return nil, errors.New("webhook: nil sink")
+	}
+	c := config{
+		auth:          map[string]Auth{},
+		noAuth:        map[string]bool{},
+		maxBody:       DefaultMaxBodyBytes,
+		ownType:       DefaultOwnArtifactType,
+		log:           zap.NewNop(),
+		count:         func(string, string) {},
+		now:           time.Now,
+		dedupeWindow:  dedupeWindow,
+		dedupeEntries: dedupeCapacity,
+	}
+	for _, o := range opts {
+		if err := o(&c); err != nil {
+			return nil, err
+		}
+	}
+	return &Handler{
+		sink:   sink,
+		cfg:    c,
+		replay: newExpirySet(0),
+		seen:   newExpirySet(c.dedupeEntries),
+	}, nil
+}
+
+func isEndpoint(s string) bool {
+	for _, e := range endpoints {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+// response is the short JSON body of every answer.
+type response struct {
+	Accepted   int    `json:"accepted"`
+	Ignored    int    `json:"ignored"`
+	Duplicates int    `json:"duplicates,omitempty"`
+	Refused    int    `json:"refused,omitempty"`
+	Invalid    int    `json:"invalid,omitempty"`
+	Failed     int    `json:"failed,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// ServeHTTP routes on the last path element, so the handler works mounted at
+// "/webhooks/" with or without http.StripPrefix.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	endpoint := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/webhooks"), "/")
+	if !isEndpoint(endpoint) {
+		writeJSON(w, http.StatusNotFound, response{Error: fmt.Sprintf("no webhook endpoint %q (want /webhooks/{%s})", r.URL.Path, strings.Join(endpoints, ","))})
+		return
+	}
+	if r.Method == http.MethodOptions && endpoint == SourceCloudEvents {
+		// CloudEvents HTTP webhook validation handshake (Azure Event Grid
+		// and others send it before delivering).
+		if origin := r.Header.Get("WebHook-Request-Origin"); origin != "" {
+			w.Header().Set("WebHook-Allowed-Origin", origin)
+			w.Header().Set("Allow", "POST, OPTIONS")
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeJSON(w, http.StatusMethodNotAllowed, response{Error: fmt.Sprintf("method %s not allowed on %s (use POST)", r.Method, r.URL.Path)})
+		return
+	}
+	log := h.cfg.log.With(zap.String("source", endpoint), zap.String("remote", r.RemoteAddr))
+
+	// The bearer token is checked before the body is read, so
+	// unauthenticated senders cannot make us buffer a megabyte.
+	auth, authOK := h.authFor(endpoint)
+	if !authOK {
+		h.unauthorized(w, log, endpoint, fmt.Sprintf("endpoint %s has no credentials configured", endpoint))
+		return
+	}
+	if auth != nil && auth.BearerToken != "" {
+		if err := checkToken(r.Header.Get("Authorization"), auth.BearerToken); err != nil {
+			h.unauthorized(w, log, endpoint, err.Error())
+			return
+		}
+	}
+
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			h.cfg.count(endpoint, OutcomeInvalid)
+			log.Warn("webhook refused", zap.String("outcome", OutcomeInvalid), zap.String("reason", "body too large"), zap.Int64("limit", h.cfg.maxBody))
+			writeJSON(w, http.StatusRequestEntityTooLarge, response{Error: fmt.Sprintf("request body exceeds %d bytes", h.cfg.maxBody)})
+			return
+		}
+		h.cfg.count(endpoint, OutcomeInvalid)
+		writeJSON(w, http.StatusBadRequest, response{Error: fmt.Sprintf("reading request body: %v", err)})
+		return
+	}
+
+	var sig string
+	if auth != nil && len(auth.HMACSecret) > 0 {
+		sig, err = h.checkSignature(r.Header, body, auth)
+		if err != nil {
+			h.unauthorized(w, log, endpoint, err.Error())
+			return
+		}
+	}
+
+	items, err := parse(endpoint, r, body)
+	if err != nil {
+		if sig != "" {
+			h.replay.remove(sig) // nothing was done: a corrected retry may reuse it
+		}
+		h.cfg.count(endpoint, OutcomeInvalid)
+		log.Warn("webhook refused", zap.String("outcome", OutcomeInvalid), zap.Error(err))
+		writeJSON(w, http.StatusBadRequest, response{Error: oneLine(err.Error())})
+		return
+	}
+
+	resp, status := h.process(r.Context(), log, endpoint, r, items)
+	if status >= 500 && sig != "" {
+		// The registry must be able to retry the same signed request.
+		h.replay.remove(sig)
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
+	writeJSON(w, status, resp)
+}
+
+func (h *Handler) unauthorized(w http.ResponseWriter, log *zap.Logger, endpoint, reason string) {
+	h.cfg.count(endpoint, OutcomeUnauthorized)
+	log.Warn("webhook refused", zap.String("outcome", OutcomeUnauthorized), zap.String("reason", reason))
+	w.Header().Set("WWW-Authenticate", `Bearer realm="cimconv-webhooks"`)
+	writeJSON(w, http.StatusUnauthorized, response{Error: "unauthorized: " + reason})
+}
+
+// process filters, validates and submits the parsed items of one request and
+// returns the answer. A sink failure on any event makes the whole answer 503
+// (the registry retries; events already accepted are deduped by id).
+func (h *Handler) process(ctx context.Context, log *zap.Logger, endpoint string, r *http.Request, items []item) (response, int) {
+	var resp response
+	var firstErr, firstInvalid, firstRefused string
+	fallbackRegistry := strings.ToLower(r.URL.Query().Get("registry"))
+	for _, it := range items {
+		ev := it.ev
+		ev.Source = endpoint
+		if ev.Registry == "" {
+			ev.Registry = fallbackRegistry
+		}
+		ev.Registry = strings.ToLower(ev.Registry)
+		if it.ignore == "" {
+			it.ignore = h.ownArtifact(it)
+		}
+		l := log.With(eventFields(ev)...)
+		if it.ignore != "" {
+			resp.Ignored++
+			h.cfg.count(endpoint, OutcomeIgnored)
+			l.Debug("webhook event ignored", zap.String("reason", it.ignore))
+			continue
+		}
+		if err := validateEvent(ev); err != nil {
+			resp.Invalid++
+			h.cfg.count(endpoint, OutcomeInvalid)
+			l.Warn("webhook event invalid", zap.Error(err))
+			if firstInvalid == "" {
+				firstInvalid = err.Error()
+			}
+			continue
+		}
+		if reason := h.refuse(ev); reason != "" {
+			resp.Refused++
+			h.cfg.count(endpoint, OutcomeRefused)
+			l.Warn("webhook event refused", zap.String("reason", reason))
+			if firstRefused == "" {
+				firstRefused = reason
+			}
+			continue
+		}
+		key := ""
+		if ev.ID != "" {
+			key = endpoint + "\x00" + ev.Registry + "\x00" + ev.ID
+			if h.seen.contains(key, h.cfg.now()) {
+				resp.Duplicates++
+				h.cfg.count(endpoint, OutcomeDuplicate)
+				l.Debug("webhook event duplicate")
+				continue
+			}
+		}
+		err := h.sink.Submit(ctx, ev)
+		switch {
+		case errors.Is(err, ErrDuplicate):
+			resp.Duplicates++
+			h.cfg.count(endpoint, OutcomeDuplicate)
+			l.Debug("webhook event duplicate (sink)")
+		case err != nil:
+			resp.Failed++
+			h.cfg.count(endpoint, OutcomeError)
+			l.Error("webhook event not queued", zap.Error(err))
+			if firstErr == "" {
+				firstErr = fmt.Sprintf("queueing %s: %v", ev.Ref(), err)
+			}
+			continue
+		default:
+			resp.Accepted++
+			h.cfg.count(endpoint, OutcomeAccepted)
+			l.Info("webhook event accepted", zap.String("image", ev.Ref()))
+		}
+		if key != "" {
+			h.seen.add(key, h.cfg.now().Add(h.cfg.dedupeWindow))
+		}
+	}
+	switch {
+	case resp.Failed > 0:
+		resp.Error = oneLine(firstErr)
+		return resp, http.StatusServiceUnavailable
+	case resp.Accepted+resp.Duplicates > 0:
+		return resp, http.StatusOK
+	case resp.Invalid > 0:
+		resp.Error = oneLine(firstInvalid)
+		return resp, http.StatusBadRequest
+	case resp.Refused > 0:
+		resp.Error = oneLine(firstRefused)
+		return resp, http.StatusForbidden
+	}
+	return resp, http.StatusOK
+}
+
+// ownArtifact returns why an item is one of our artifacts (or any artifact
+// with a subject), or "" when it may be an image to convert.
+func (h *Handler) ownArtifact(it item) string {
+	switch {
+	case it.ev.ArtifactType == h.cfg.ownType:
+		return "own artifact (artifactType " + h.cfg.ownType + ")"
+	case it.configMediaType == h.cfg.ownType:
+		return "own artifact (config media type " + h.cfg.ownType + ")"
+	case slices.Contains(it.refTypes, h.cfg.ownType):
+		return "own artifact (references a " + h.cfg.ownType + " descriptor)"
+	case it.ev.SubjectDigest != "":
+		return "manifest has a subject (" + it.ev.SubjectDigest + "): an artifact, not an image"
+	}
+	return ""
+}
+
+func eventFields(e Event) []zap.Field {
+	f := []zap.Field{zap.String("registry", e.Registry), zap.String("repository", e.Repository)}
+	if e.Digest != "" {
+		f = append(f, zap.String("digest", e.Digest))
+	}
+	if e.Tag != "" {
+		f = append(f, zap.String("tag", e.Tag))
+	}
+	if e.ID != "" {
+		f = append(f, zap.String("event_id", e.ID))
+	}
+	return f
+}
+
+func writeJSON(w http.ResponseWriter, status int, v response) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
+}
+
+// expirySet remembers keys until their expiry, optionally bounded in size
+// (oldest insertion evicted first).
+type expirySet struct {
+	mu    sync.Mutex
+	m     map[string]time.Time
+	order []string
+	max   int
+}
+
+func newExpirySet(max int) *expirySet {
+	return &expirySet{m: map[string]time.Time{}, max: max}
+}
+
+func (s *expirySet) contains(k string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	exp, ok := s.m[k]
+	return ok && now.Before(exp)
+}
+
+// addIfAbsent inserts k unless a live entry exists; it reports whether it
+// inserted.
+func (s *expirySet) addIfAbsent(k string, now, exp time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.m[k]; ok && now.Before(old) {
+		return false
+	}
+	s.insertLocked(k, now, exp)
+	return true
+}
+
+func (s *expirySet) add(k string, exp time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.insertLocked(k, time.Time{}, exp)
+}
+
+func (s *expirySet) insertLocked(k string, now, exp time.Time) {
+	if _, ok := s.m[k]; !ok {
+		s.order = append(s.order, k)
+	}
+	s.m[k] = exp
+	// Drop expired entries from the front, and the oldest beyond the bound.
+	for len(s.order) > 0 {
+		first := s.order[0]
+		e, ok := s.m[first]
+		switch {
+		case !ok:
+		case s.max > 0 && len(s.m) > s.max:
+			delete(s.m, first)
+		case !now.IsZero() && !now.Before(e):
+			delete(s.m, first)
+		default:
+			return
+		}
+		s.order = s.order[1:]
+	}
+}
+
+func (s *expirySet) remove(k string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, k)
+}
