@@ -60,7 +60,7 @@ func TestGoldenTinyCIM(t *testing.T) {
 	const (
 		upOff, sdOff, ltOff, ftOff, dirOff, fsOff, metaEnd = 40, 131112, 131136, 131160, 131368, 131384, 131408
 	)
-	meta := func(off uint64) uint64 { return off }           // region index 0
+	meta := func(off uint64) uint64 { return off }          // region index 0
 	small := func(off uint64) uint64 { return 2<<48 | off } // small-data region index 2
 
 	var cimWant le
