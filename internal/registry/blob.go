@@ -1,0 +1,195 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// OpenLayer streams layer l of t as stored (compressed bytes, no temp file).
+// The digest and size are checked as the stream is read: Read returns an
+// error wrapping ErrDigestMismatch at EOF (or as soon as more than Size
+// bytes arrive), and Close returns it again. Foreign layers are fetched from
+// their urls only when the URL's host is allowlisted; otherwise
+// ErrForeignLayerRefused names the URLs.
+func (c *Client) OpenLayer(ctx context.Context, t Target, l Layer) (io.ReadCloser, error) {
+	ref := t.Ref.Context().Digest(l.Digest.String()).String()
+	if l.Digest.Algorithm != "sha256" {
+		return nil, &Error{Op: "open layer", Ref: ref, Err: fmt.Errorf("unsupported digest algorithm %q", l.Digest.Algorithm)}
+	}
+	if !l.Foreign {
+		rc, err := c.FetchBlob(ctx, t.Ref.Context(), v1.Descriptor{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType})
+		if err != nil {
+			return nil, wrapErr("open layer", ref, err)
+		}
+		return rc, nil
+	}
+	var allowed []string
+	for _, u := range l.URLs {
+		if c.foreignURLAllowed(u) {
+			allowed = append(allowed, u)
+		}
+	}
+	if len(allowed) == 0 {
+		return nil, &Error{Op: "open layer", Ref: ref, Err: fmt.Errorf("%w: %s (allowed hosts: %s)", ErrForeignLayerRefused, listOrNone(l.URLs), strings.Join(c.foreignHosts, ", "))}
+	}
+	var errs []error
+	for _, u := range allowed {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		resp, err := c.plainClient.Do(req)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			errs = append(errs, &statusError{url: redactURL(req.URL), code: resp.StatusCode})
+			continue
+		}
+		return c.verifying(resp.Body, l.Digest, l.Size, u), nil
+	}
+	return nil, wrapErr("open layer", ref, errors.Join(errs...))
+}
+
+// foreignURLAllowed: https (or plain http where this client allows it, e.g.
+// loopback in tests) to a host on the allowlist; "*.x" matches subdomains of x.
+func (c *Client) foreignURLAllowed(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if u.Scheme != "https" && (u.Scheme != "http" || !c.plainHTTPAllowed(u.Host)) {
+		return false
+	}
+	host := strings.ToLower(u.Hostname())
+	for _, h := range c.foreignHosts {
+		h = strings.ToLower(h)
+		if suffix, ok := strings.CutPrefix(h, "*."); ok {
+			if strings.HasSuffix(host, "."+suffix) {
+				return true
+			}
+		} else if host == h || strings.EqualFold(u.Host, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// FetchBlob streams a blob from repo, verifying d's digest and size at EOF
+// (see OpenLayer). A d.Size of 0 or less skips the size check.
+func (c *Client) FetchBlob(ctx context.Context, repo name.Repository, d v1.Descriptor) (io.ReadCloser, error) {
+	ref := repo.Digest(d.Digest.String()).String()
+	if d.Digest.Algorithm != "sha256" {
+		return nil, &Error{Op: "fetch blob", Ref: ref, Err: fmt.Errorf("unsupported digest algorithm %q", d.Digest.Algorithm)}
+	}
+	hc, err := c.httpClient(ctx, repo, "pull")
+	if err != nil {
+		return nil, wrapErr("fetch blob", ref, err)
+	}
+	rc, err := c.getBlob(ctx, hc, repo, d)
+	if err != nil {
+		return nil, wrapErr("fetch blob", ref, err)
+	}
+	return rc, nil
+}
+
+func (c *Client) getBlob(ctx context.Context, hc *http.Client, repo name.Repository, d v1.Descriptor) (io.ReadCloser, error) {
+	repo = c.repoFor(repo)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, registryURL(repo, "blobs/"+d.Digest.String()), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := do(hc, req, http.StatusOK)
+	if err != nil {
+		return nil, err
+	}
+	return c.verifying(resp.Body, d.Digest, d.Size, repo.Digest(d.Digest.String()).String()), nil
+}
+
+// readBlob reads a small blob (config) fully, verified.
+func (c *Client) readBlob(ctx context.Context, hc *http.Client, repo name.Repository, d v1.Descriptor, limit int64) ([]byte, error) {
+	if d.Size > limit {
+		return nil, fmt.Errorf("blob %s is %d bytes, more than the %d allowed", d.Digest, d.Size, limit)
+	}
+	rc, err := c.getBlob(ctx, hc, repo, d)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, io.LimitReader(rc, limit+1)); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), rc.Close()
+}
+
+func (c *Client) verifying(body io.ReadCloser, want v1.Hash, size int64, what string) *verifyingReader {
+	return &verifyingReader{body: body, h: sha256.New(), want: want, size: size, what: what, count: c.byteCounter}
+}
+
+// verifyingReader hashes and counts what passes through and turns a digest
+// or size mismatch into an error at EOF (or as soon as the size is exceeded).
+type verifyingReader struct {
+	body  io.ReadCloser
+	h     hash.Hash
+	want  v1.Hash
+	size  int64 // <= 0: unknown
+	n     int64
+	what  string
+	count func(int64)
+	err   error // sticky verification error
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	if v.err != nil {
+		return 0, v.err
+	}
+	n, err := v.body.Read(p)
+	if n > 0 {
+		v.h.Write(p[:n])
+		v.n += int64(n)
+		if v.count != nil {
+			v.count(int64(n))
+		}
+		if v.size > 0 && v.n > v.size {
+			v.err = &Error{Op: "verify", Ref: v.what, Err: fmt.Errorf("%w: more than the expected %d bytes", ErrDigestMismatch, v.size)}
+			return n, v.err
+		}
+	}
+	if errors.Is(err, io.EOF) {
+		if v.size > 0 && v.n != v.size {
+			v.err = &Error{Op: "verify", Ref: v.what, Err: fmt.Errorf("%w: got %d bytes, want %d", ErrDigestMismatch, v.n, v.size)}
+			return n, v.err
+		}
+		if got := "sha256:" + fmt.Sprintf("%x", v.h.Sum(nil)); got != v.want.String() {
+			v.err = &Error{Op: "verify", Ref: v.what, Err: fmt.Errorf("%w: content hashes to %s", ErrDigestMismatch, got)}
+			return n, v.err
+		}
+	} else if err != nil {
+		err = wrapErr("read", v.what, err)
+	}
+	return n, err
+}
+
+// Close closes the body and reports a verification failure seen by Read.
+func (v *verifyingReader) Close() error {
+	cerr := v.body.Close()
+	if v.err != nil {
+		return v.err
+	}
+	return cerr
+}
