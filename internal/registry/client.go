@@ -28,24 +28,24 @@ var DefaultForeignLayerHosts = []string{"mcr.microsoft.com", "*.data.mcr.microso
 // Client does all registry I/O. It is safe for concurrent use; create one per
 // process and share it (it caches authenticated transports per repository).
 type Client struct {
-	keychain      authn.Keychain
-	dockerConfig  string
-	insecure      []string
-	base          http.RoundTripper
-	retry         RetryPolicy
-	foreignHosts  []string
-	fallback      bool
-	log           *zap.Logger
-	userAgent     string
-	byteCounter   func(n int64)
-	sleep         sleepFunc
-	configErr     error
-	transportsMu  sync.Mutex
-	transports    map[string]http.RoundTripper
-	transportsSF  singleflight.Group
-	subjectLocks  sync.Map // fallback tag key -> *sync.Mutex
-	retryingBase  http.RoundTripper
-	plainClient   *http.Client // foreign layer URLs: no registry auth
+	keychain     authn.Keychain
+	dockerConfig string
+	insecure     []string
+	base         http.RoundTripper
+	retry        RetryPolicy
+	foreignHosts []string
+	fallback     bool
+	log          *zap.Logger
+	userAgent    string
+	byteCounter  func(n int64)
+	sleep        sleepFunc
+	configErr    error
+	transportsMu sync.Mutex
+	transports   map[string]http.RoundTripper
+	transportsSF singleflight.Group
+	subjectLocks sync.Map // fallback tag key -> *sync.Mutex
+	retryingBase http.RoundTripper
+	plainClient  *http.Client // foreign layer URLs: no registry auth
 }
 
 // Option configures a Client.
