@@ -1,0 +1,77 @@
+package wclayer
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+)
+
+// Sentinel kinds of layer errors. Every error Next, Read and MergeView return
+// for bad input is an *Error whose Err matches one of these through errors.Is,
+// so callers can tell bad layers (permanent) from I/O failures (retryable).
+var (
+	// ErrPathTraversal: a name or link target that leaves the layer root
+	// ("..", absolute paths, drive letters, \\?\ prefixes).
+	ErrPathTraversal = errors.New("path traversal")
+	// ErrInvalidName: a name Windows cannot hold (NUL, invalid UTF-8, empty or
+	// "." components, colons outside "file:stream:$DATA", too long).
+	ErrInvalidName = errors.New("invalid name")
+	// ErrBadRecord: a malformed tar header or MSWINDOWS.*/LIBARCHIVE.* PAX record.
+	ErrBadRecord = errors.New("bad record")
+	// ErrLinkTarget: a hard link whose target is neither earlier in the layer
+	// nor in the parent layers, or is a directory.
+	ErrLinkTarget = errors.New("bad hard link target")
+	// ErrOrphanStream: an alternate data stream whose file is neither earlier
+	// in the layer nor in the parent layers.
+	ErrOrphanStream = errors.New("alternate data stream without its file")
+	// ErrNotDirectory: an entry below a path that is a file or a symlink.
+	ErrNotDirectory = errors.New("parent is not a directory")
+	// ErrArea: a top-level name outside Files/, Hives/ and UtilityVM/.
+	ErrArea = errors.New("outside the layer areas")
+	// ErrUnsupported: valid tar input that Windows layers never carry and
+	// cimconv does not convert (opaque whiteouts, device nodes, SDDL records,
+	// stream types other than $DATA).
+	ErrUnsupported = errors.New("unsupported")
+	// ErrLimit: a size or compression-ratio limit was exceeded.
+	ErrLimit = errors.New("limit exceeded")
+	// ErrCorrupt: the compressed or tar stream itself is damaged (checksum,
+	// truncation, data after the end of the archive).
+	ErrCorrupt = errors.New("corrupt layer")
+)
+
+// Error is a problem with one layer, and where known one of its tar entries.
+// Its message is one line: `layer NAME entry "TARNAME": PROBLEM`.
+type Error struct {
+	Layer   string // the layer's name (WithName), e.g. "sha256:ab12..."
+	Entry   string // the entry's name exactly as in the tar; empty when not tied to one entry
+	Problem string // what is wrong, one line, human-readable
+	Err     error  // the kind (a sentinel above), possibly wrapping a cause
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("layer")
+	if e.Layer != "" {
+		b.WriteString(" ")
+		b.WriteString(e.Layer)
+	}
+	if e.Entry != "" {
+		b.WriteString(" entry ")
+		b.WriteString(quote(e.Entry))
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Problem)
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// quote renders a name from the tar on one line, escaping control bytes and
+// invalid UTF-8 so an error message can never span lines.
+func quote(s string) string {
+	const max = 300
+	if len(s) > max {
+		s = s[:max] + "..."
+	}
+	return strconv.Quote(s)
+}

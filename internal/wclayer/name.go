@@ -1,0 +1,175 @@
+package wclayer
+
+import (
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Windows limits on names, in UTF-16 code units.
+const (
+	maxComponentUnits = 255
+	maxPathUnits      = 32767
+	whiteoutPrefix    = ".wh."
+	opaqueWhiteout    = ".wh..wh..opq"
+	streamTypeData    = "$DATA"
+)
+
+// problem is a validation failure before it is tied to a layer and entry.
+type problem struct {
+	kind error
+	msg  string
+}
+
+func newProblem(kind error, format string, args ...any) *problem {
+	return &problem{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+// utf16Len is the length of s in UTF-16 code units (s is valid UTF-8).
+func utf16Len(s string) int {
+	n := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			n++
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r >= 0x10000 {
+			n += 2
+		} else {
+			n++
+		}
+		i += size
+	}
+	return n
+}
+
+// cleanPath validates a tar name (or hard-link target) and returns it as a
+// '/'-separated path relative to the layer root, without a trailing '/'.
+//
+// Backslashes count as separators because the Windows importer passes names
+// through filepath.FromSlash, where `a\..\..\x` would climb out of the layer.
+// A leading "./" (written by some tar tools) is dropped. Colons are refused
+// in directory components; the caller parses the last component.
+func cleanPath(raw string, trailingSlashOK bool) (string, *problem) {
+	if raw == "" {
+		return "", newProblem(ErrInvalidName, "empty name")
+	}
+	if strings.IndexByte(raw, 0) >= 0 {
+		return "", newProblem(ErrInvalidName, "NUL byte in name")
+	}
+	if !utf8.ValidString(raw) {
+		return "", newProblem(ErrInvalidName, "name is not valid UTF-8")
+	}
+	for _, pre := range [...]string{`\\?\`, `//?/`, `\??\`, `\\.\`, `//./`} {
+		if strings.HasPrefix(raw, pre) {
+			return "", newProblem(ErrPathTraversal, "device path prefix %q", pre)
+		}
+	}
+	p := strings.ReplaceAll(raw, `\`, "/")
+	for strings.HasPrefix(p, "./") {
+		p = p[2:]
+	}
+	if trailingSlashOK && len(p) > 1 && strings.HasSuffix(p, "/") {
+		p = p[:len(p)-1]
+	}
+	if strings.HasPrefix(p, "/") {
+		return "", newProblem(ErrPathTraversal, "absolute path")
+	}
+	if len(p) >= 2 && p[1] == ':' && (p[0]|0x20 >= 'a' && p[0]|0x20 <= 'z') {
+		return "", newProblem(ErrPathTraversal, "drive letter %q", p[:2])
+	}
+	if p == "" || p == "." {
+		return "", newProblem(ErrInvalidName, "name of the layer root")
+	}
+	total := 0
+	rest := p
+	for {
+		comp, tail, more := strings.Cut(rest, "/")
+		switch comp {
+		case "":
+			return "", newProblem(ErrInvalidName, "empty path component")
+		case ".":
+			return "", newProblem(ErrInvalidName, `"." path component`)
+		case "..":
+			return "", newProblem(ErrPathTraversal, `".." path component`)
+		}
+		if more && strings.IndexByte(comp, ':') >= 0 {
+			return "", newProblem(ErrInvalidName, "colon in directory name %q", comp)
+		}
+		n := utf16Len(comp)
+		if n > maxComponentUnits {
+			return "", newProblem(ErrInvalidName, "name component of %d UTF-16 units exceeds %d", n, maxComponentUnits)
+		}
+		total += n + 1
+		if !more {
+			break
+		}
+		rest = tail
+	}
+	if total-1 > maxPathUnits {
+		return "", newProblem(ErrInvalidName, "path of %d UTF-16 units exceeds %d", total-1, maxPathUnits)
+	}
+	return p, nil
+}
+
+// splitStream parses a last component "file:stream:$DATA" (the only form a
+// colon may take). ok is false when the component has no colon.
+func splitStream(last string) (file, stream string, ok bool, pr *problem) {
+	if strings.IndexByte(last, ':') < 0 {
+		return "", "", false, nil
+	}
+	parts := strings.Split(last, ":")
+	switch {
+	case len(parts) == 2:
+		return "", "", true, newProblem(ErrInvalidName, "alternate stream name without a stream type (want file:stream:$DATA)")
+	case len(parts) != 3:
+		return "", "", true, newProblem(ErrInvalidName, "too many colons (want file:stream:$DATA)")
+	case parts[2] != streamTypeData:
+		return "", "", true, newProblem(ErrUnsupported, "stream type %q (only $DATA streams are supported)", parts[2])
+	case parts[0] == "":
+		return "", "", true, newProblem(ErrInvalidName, "alternate stream without a file name")
+	case parts[1] == "":
+		return "", "", true, newProblem(ErrInvalidName, "empty alternate stream name")
+	}
+	return parts[0], parts[1], true, nil
+}
+
+// fold is the key paths are compared by, case-insensitively. It upper-cases
+// BMP characters with Unicode's simple mapping and leaves characters outside
+// the BMP alone, as Windows' upcase table (BMP only) does. It approximates
+// NTFS's table; the CIM writer's own table is authoritative for CIMs.
+func fold(s string) string {
+	lower := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			return strings.Map(foldRune, s)
+		}
+		if 'a' <= c && c <= 'z' {
+			lower = true
+		}
+	}
+	if !lower {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - 0x20
+		}
+	}
+	return string(b)
+}
+
+func foldRune(r rune) rune {
+	if r > 0xFFFF {
+		return r
+	}
+	return unicode.ToUpper(r)
+}
+
+func utf8Valid(s string) bool { return utf8.ValidString(s) }
