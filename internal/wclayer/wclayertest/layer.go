@@ -143,7 +143,7 @@ func paxTime(t time.Time) string {
 		return strconv.FormatInt(s, 10)
 	}
 	if s < 0 {
-		return strings.TrimRight(fmt.Sprintf("-%d.%09d", -(s + 1), 1e9-ns), "0")
+		return strings.TrimRight(fmt.Sprintf("-%d.%09d", -(s+1), 1e9-ns), "0")
 	}
 	return strings.TrimRight(fmt.Sprintf("%d.%09d", s, ns), "0")
 }
