@@ -1,0 +1,384 @@
+package hcsshim
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/cimconv/cimconv/internal/builder"
+)
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := listNames(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for n := range m {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestBuildLayerChain(t *testing.T) {
+	ctx := context.Background()
+	imp := &fakeImporter{}
+	b := newTestBuilder(t, imp)
+	dir := t.TempDir()
+
+	base := source(t, "gzip", "c1", layerTar(t, tarFile{"Files/Windows/System32/config/SOFTWARE", "sw"}))
+	mid := source(t, "zstd", "c2", layerTar(t, tarFile{"Files/app.exe", "app"})) // no delta hives
+	top := source(t, "none", "c3", layerTar(t, tarFile{"Hives/SOFTWARE_DELTA", "+delta"}))
+
+	l1, err := b.BuildLayer(ctx, base, nil, dir)
+	if err != nil {
+		t.Fatalf("base: %v", err)
+	}
+	l2, err := b.BuildLayer(ctx, mid, l1, dir)
+	if err != nil {
+		t.Fatalf("mid: %v", err)
+	}
+	l3, err := b.BuildLayer(ctx, top, l2, dir)
+	if err != nil {
+		t.Fatalf("top (its merge needs the base hives carried through mid): %v", err)
+	}
+
+	allHives := []string{"Hives/DEFAULTUSER_BASE", "Hives/SAM_BASE", "Hives/SECURITY_BASE", "Hives/SOFTWARE_BASE", "Hives/SYSTEM_BASE"}
+	if want := append([]string{}, append(allHives, "layout")...); !reflect.DeepEqual(l1.SideFiles, want) {
+		t.Errorf("base SideFiles = %v, want %v", l1.SideFiles, want)
+	}
+	if !reflect.DeepEqual(l2.SideFiles, allHives) {
+		t.Errorf("mid SideFiles = %v, want carried-forward %v", l2.SideFiles, allHives)
+	}
+	merged, err := os.ReadFile(filepath.Join(l3.SideDir, "Hives", "SOFTWARE_BASE"))
+	if err != nil || string(merged) != "SOFTWARE_BASE@base+delta" {
+		t.Errorf("top SOFTWARE_BASE = %q, %v; want the parent's base merged with the delta", merged, err)
+	}
+
+	// Each layer owns exactly its .cim, region and objectid files.
+	seen := map[string]bool{}
+	for _, l := range []*builder.BuiltLayer{l1, l2, l3} {
+		if len(l.CimFiles) != 3 || !contains(l.CimFiles, l.CimName) {
+			t.Errorf("%s CimFiles = %v, want its .cim plus one region and one objectid file", l.ChainID, l.CimFiles)
+		}
+		for _, f := range l.CimFiles {
+			if seen[f] {
+				t.Errorf("file %s claimed by two layers", f)
+			}
+			seen[f] = true
+		}
+		if l.CimDir != dir || l.Format != builder.FormatForked || l.CimVersion != "3.0" || l.Builder != "hcsshim" || l.WindowsBuild != "10.0.20348.2031" || l.Experimental {
+			t.Errorf("layer metadata = %+v", l)
+		}
+		if !strings.HasPrefix(l.CimName, strings.TrimPrefix(l.SourceDigest, "sha256:")+"-") {
+			t.Errorf("CimName %s is not named after the layer digest", l.CimName)
+		}
+	}
+	if l3.Parent != l2 || l2.Parent != l1 {
+		t.Error("Parent links not kept")
+	}
+
+	// hcsshim gets the parents immediate-first.
+	last := imp.calls[2]
+	if want := []string{l2.SideDir, l1.SideDir}; !reflect.DeepEqual(last.parentLayerPaths, want) {
+		t.Errorf("parentLayerPaths = %v, want %v", last.parentLayerPaths, want)
+	}
+	if want := []string{filepath.Join(dir, l2.CimName), filepath.Join(dir, l1.CimName)}; !reflect.DeepEqual(last.parentCimPaths, want) {
+		t.Errorf("parentCimPaths = %v, want %v", last.parentCimPaths, want)
+	}
+	if len(imp.calls[0].parentLayerPaths) != 0 {
+		t.Errorf("base layer got parents %v", imp.calls[0].parentLayerPaths)
+	}
+}
+
+func TestBuildLayerWithoutCarryForwardFails(t *testing.T) {
+	// The fake fails like ORMergeHives when the parent lacks the base hive:
+	// this is what carryForwardHives prevents, shown by removing its result.
+	ctx := context.Background()
+	b := newTestBuilder(t, &fakeImporter{})
+	dir := t.TempDir()
+	l1, err := b.BuildLayer(ctx, source(t, "none", "c1", layerTar(t, tarFile{"Files/a", "a"})), nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := b.BuildLayer(ctx, source(t, "none", "c2", layerTar(t, tarFile{"Files/b", "b"})), l1, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(l2.SideDir, "Hives", "SYSTEM_BASE"))
+	_, err = b.BuildLayer(ctx, source(t, "none", "c3", layerTar(t, tarFile{"Hives/SYSTEM_DELTA", "d"})), l2, dir)
+	if err == nil || !strings.Contains(err.Error(), "base hive") {
+		t.Fatalf("err = %v, want the merge failure", err)
+	}
+}
+
+func TestBuildLayerTwoBuildsOfOneChainCoexist(t *testing.T) {
+	b := newTestBuilder(t, &fakeImporter{})
+	dir := t.TempDir()
+	src := source(t, "gzip", "c1", layerTar(t, tarFile{"Files/a", "a"}))
+	a, err := b.BuildLayer(context.Background(), src, nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := b.BuildLayer(context.Background(), src, nil, dir)
+	if err != nil {
+		t.Fatalf("second build of the same chainID: %v", err)
+	}
+	if a.CimName == c.CimName || a.SideDir == c.SideDir {
+		t.Errorf("two builds share names: %s/%s and %s/%s", a.CimName, a.SideDir, c.CimName, c.SideDir)
+	}
+	for _, f := range append(a.CimFiles, c.CimFiles...) {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// cancelReader cancels ctx once n bytes were read.
+type cancelReader struct {
+	r      io.Reader
+	n      int
+	cancel context.CancelFunc
+}
+
+func (c *cancelReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		c.cancel()
+	}
+	if len(p) > 512 {
+		p = p[:512]
+	}
+	n, err := c.r.Read(p)
+	c.n -= n
+	return n, err
+}
+
+func (c *cancelReader) Close() error { return nil }
+
+func TestBuildLayerCleansUpOnError(t *testing.T) {
+	big := layerTar(t, tarFile{"Files/a", strings.Repeat("x", 64<<10)}, tarFile{"Files/b", "b"})
+	tests := []struct {
+		name   string
+		src    func(t *testing.T, ctx context.Context, cancel context.CancelFunc) builder.LayerSource
+		imp    *fakeImporter
+		errIs  error
+		errHas string
+	}{
+		{
+			name: "import fails after writing",
+			src: func(t *testing.T, _ context.Context, _ context.CancelFunc) builder.LayerSource {
+				return source(t, "gzip", "c1", big)
+			},
+			imp:    &fakeImporter{failAfterFiles: errors.New("CimFS: disk full")},
+			errHas: "disk full",
+		},
+		{
+			name: "diffID mismatch",
+			src: func(t *testing.T, _ context.Context, _ context.CancelFunc) builder.LayerSource {
+				s := source(t, "zstd", "c1", big)
+				s.DiffID = digestOf([]byte("other"))
+				return s
+			},
+			imp:   &fakeImporter{},
+			errIs: ErrDiffIDMismatch,
+		},
+		{
+			name: "cancelled mid-stream",
+			src: func(t *testing.T, _ context.Context, cancel context.CancelFunc) builder.LayerSource {
+				s := source(t, "none", "c1", big)
+				s.Open = func(context.Context) (io.ReadCloser, error) {
+					return &cancelReader{r: bytes.NewReader(big), n: 4096, cancel: cancel}, nil
+				}
+				return s
+			},
+			imp:   &fakeImporter{},
+			errIs: context.Canceled,
+		},
+		{
+			name: "open fails",
+			src: func(t *testing.T, _ context.Context, _ context.CancelFunc) builder.LayerSource {
+				s := source(t, "none", "c1", big)
+				s.Open = func(context.Context) (io.ReadCloser, error) { return nil, errors.New("registry 503") }
+				return s
+			},
+			imp:    &fakeImporter{},
+			errHas: "registry 503",
+		},
+		{
+			name: "xz layer",
+			src: func(t *testing.T, _ context.Context, _ context.CancelFunc) builder.LayerSource {
+				s := source(t, "none", "c1", nil)
+				s.Open = func(context.Context) (io.ReadCloser, error) {
+					return io.NopCloser(bytes.NewReader(append(magicXz, 1, 2, 3))), nil
+				}
+				return s
+			},
+			imp:   &fakeImporter{},
+			errIs: ErrUnsupportedCompression,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			dir := t.TempDir()
+			// A pre-existing parent-less CIM in dir must survive the cleanup.
+			keep := newTestBuilder(t, &fakeImporter{})
+			prev, err := keep.BuildLayer(ctx, source(t, "none", "c0", layerTar(t, tarFile{"Files/z", "z"})), nil, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := dirNames(t, dir)
+
+			b := newTestBuilder(t, tt.imp)
+			_, err = b.BuildLayer(ctx, tt.src(t, ctx, cancel), nil, dir)
+			if err == nil {
+				t.Fatal("BuildLayer succeeded, want error")
+			}
+			if tt.errIs != nil && !errors.Is(err, tt.errIs) {
+				t.Errorf("err = %v, want %v", err, tt.errIs)
+			}
+			if !strings.Contains(err.Error(), tt.errHas) {
+				t.Errorf("err = %v, want it to mention %q", err, tt.errHas)
+			}
+			if got := dirNames(t, dir); !reflect.DeepEqual(got, before) {
+				t.Errorf("dir after failed build = %v, want %v", got, before)
+			}
+			for _, f := range prev.CimFiles {
+				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+					t.Errorf("earlier layer's file removed: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestBuildLayerRejects(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	b := newTestBuilder(t, &fakeImporter{})
+	good := source(t, "none", "c1", layerTar(t, tarFile{"Files/a", "a"}))
+	parent, err := b.BuildLayer(ctx, good, nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := source(t, "none", "c2", layerTar(t, tarFile{"Files/b", "b"}))
+
+	portableParent := *parent
+	portableParent.Builder = "portable"
+	blockParent := *parent
+	blockParent.Format = builder.FormatBlock
+
+	tests := []struct {
+		name   string
+		src    builder.LayerSource
+		parent *builder.BuiltLayer
+		dir    string
+		errHas string
+	}{
+		{"digest not sha256", func() builder.LayerSource { s := good; s.Digest = "md5:abc"; return s }(), nil, dir, "layer digest"},
+		{"digest with path", func() builder.LayerSource { s := good; s.Digest = "sha256:../../" + strings.Repeat("a", 58); return s }(), nil, dir, "hex"},
+		{"chainID missing", func() builder.LayerSource { s := good; s.ChainID = ""; return s }(), nil, dir, "chainID"},
+		{"no Open", func() builder.LayerSource { s := good; s.Open = nil; return s }(), nil, dir, "no Open"},
+		{"empty dir", good, nil, "", "empty CIM directory"},
+		{"parent in another dir", child, parent, t.TempDir(), "must sit beside its parent"},
+		{"parent from portable", child, &portableParent, dir, "CimFS-built parents"},
+		{"parent of another format", child, &blockParent, dir, "block CIM"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := dirNames(t, dir)
+			_, err := b.BuildLayer(ctx, tt.src, tt.parent, tt.dir)
+			if err == nil || !strings.Contains(err.Error(), tt.errHas) {
+				t.Fatalf("err = %v, want it to mention %q", err, tt.errHas)
+			}
+			if got := dirNames(t, dir); !reflect.DeepEqual(got, before) {
+				t.Errorf("rejected build changed dir: %v -> %v", before, got)
+			}
+		})
+	}
+}
+
+func TestBuildLayerBlock(t *testing.T) {
+	ctx := context.Background()
+	imp := &fakeImporter{}
+	b := newTestBuilder(t, imp, WithFormat(builder.FormatBlock), WithIntegrity(true))
+	dir := t.TempDir()
+	l1, err := b.BuildLayer(ctx, source(t, "gzip", "c1", layerTar(t, tarFile{"Files/a", "a"})), nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := b.BuildLayer(ctx, source(t, "gzip", "c2", layerTar(t, tarFile{"Hives/SAM_DELTA", "+d"})), l1, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []*builder.BuiltLayer{l1, l2} {
+		if l.Format != builder.FormatBlock || l.CimDir != l.SideDir || !reflect.DeepEqual(l.CimFiles, []string{l.CimName}) || !strings.HasSuffix(l.CimName, ".bcim") {
+			t.Errorf("block layer = %+v", l)
+		}
+		if len(l.IntegrityDigest) != 64 {
+			t.Errorf("IntegrityDigest = %q, want the importer's hex digest", l.IntegrityDigest)
+		}
+		if filepath.Dir(l.SideDir) != dir {
+			t.Errorf("SideDir %s not under %s", l.SideDir, dir)
+		}
+	}
+	if want := []string{filepath.Join(l1.CimDir, l1.CimName)}; !reflect.DeepEqual(imp.calls[1].parentCimPaths, want) {
+		t.Errorf("parent block paths = %v, want %v", imp.calls[1].parentCimPaths, want)
+	}
+}
+
+func TestWorkDirHoldsSideDirectories(t *testing.T) {
+	work := t.TempDir()
+	b := newTestBuilder(t, &fakeImporter{}, WithWorkDir(work))
+	dir := t.TempDir()
+	l, err := b.BuildLayer(context.Background(), source(t, "none", "c1", layerTar(t, tarFile{"Files/a", "a"})), nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(l.SideDir) != work {
+		t.Errorf("SideDir = %s, want it under %s", l.SideDir, work)
+	}
+	if err := RemoveLayer(l); err != nil {
+		t.Fatal(err)
+	}
+	if got := dirNames(t, dir); len(got) != 0 {
+		t.Errorf("after RemoveLayer dir holds %v", got)
+	}
+	if got := dirNames(t, work); len(got) != 0 {
+		t.Errorf("after RemoveLayer work dir holds %v", got)
+	}
+}
+
+func TestRemoveLayerRefusesPathsInNames(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := RemoveLayer(&builder.BuiltLayer{ChainID: "x", CimDir: filepath.Join(dir, "sub"), CimFiles: []string{"../victim"}})
+	if err == nil {
+		t.Fatal("RemoveLayer accepted a CIM file name with a path")
+	}
+	if _, err := os.Stat(victim); err != nil {
+		t.Errorf("file outside CimDir removed: %v", err)
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,73 @@
+package hcsshim
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Compression is detected from the first bytes of a layer blob, never from
+// its media type (registries and tools mislabel layers).
+var (
+	magicGzip  = []byte{0x1f, 0x8b}
+	magicZstd  = []byte{0x28, 0xb5, 0x2f, 0xfd}
+	magicBzip2 = []byte("BZh")
+	magicXz    = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
+)
+
+// ErrUnsupportedCompression is returned for a recognised but unsupported
+// compression (bzip2, xz).
+var ErrUnsupportedCompression = errors.New("unsupported layer compression")
+
+// decompress returns the uncompressed tar stream of a layer blob: gzip, zstd
+// or plain, chosen by magic bytes. Close releases the decoder, not r.
+func decompress(r io.Reader) (io.ReadCloser, string, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, err := br.Peek(6)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, "", fmt.Errorf("read layer header: %w", err)
+	}
+	switch {
+	case bytes.HasPrefix(head, magicGzip):
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, "", fmt.Errorf("gzip layer: %w", err)
+		}
+		return zr, "gzip", nil
+	case bytes.HasPrefix(head, magicZstd):
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, "", fmt.Errorf("zstd layer: %w", err)
+		}
+		return zstdCloser{zr}, "zstd", nil
+	case bytes.HasPrefix(head, magicBzip2):
+		return nil, "", fmt.Errorf("bzip2 layer: %w", ErrUnsupportedCompression)
+	case bytes.HasPrefix(head, magicXz):
+		return nil, "", fmt.Errorf("xz layer: %w", ErrUnsupportedCompression)
+	}
+	return io.NopCloser(br), "none", nil
+}
+
+type zstdCloser struct{ *zstd.Decoder }
+
+func (z zstdCloser) Close() error { z.Decoder.Close(); return nil }
+
+// ctxReader fails reads once ctx is done, so a stalled or long import stops
+// at the next read instead of at the next tar entry.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
