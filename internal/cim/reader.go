@@ -38,13 +38,27 @@ type Image struct {
 	ftdir   []ftDirEntry
 	root    uint32
 
+	maxSparse int64
+
 	mu     sync.Mutex
 	tables map[int][]byte
 }
 
+// DefaultMaxSparseSize is the largest sparse (all-zero) stream an Image
+// serves unless WithMaxSparseSize says otherwise. A sparse stream costs no
+// bytes on disk, so without a limit a corrupt 48-bit length would make
+// readers (and View's hashing) run for days.
+const DefaultMaxSparseSize = 64 << 30
+
+// OpenOption configures Open.
+type OpenOption func(*Image)
+
+// WithMaxSparseSize sets the largest sparse stream the image will serve.
+func WithMaxSparseSize(n int64) OpenOption { return func(im *Image) { im.maxSparse = n } }
+
 // Open opens the .cim at path. Region files (its own and its parents') are
 // looked up beside it and their headers validated.
-func Open(path string) (_ *Image, err error) {
+func Open(path string, opts ...OpenOption) (_ *Image, err error) {
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("open CIM %s: %w", path, err)
@@ -63,7 +77,10 @@ func Open(path string) (_ *Image, err error) {
 	if err != nil {
 		return nil, err
 	}
-	im := &Image{path: path, hdr: hdr, tables: map[int][]byte{}}
+	im := &Image{path: path, hdr: hdr, tables: map[int][]byte{}, maxSparse: DefaultMaxSparseSize}
+	for _, o := range opts {
+		o(im)
+	}
 	defer func() {
 		if err != nil {
 			im.Close()
@@ -480,6 +497,9 @@ func (im *Image) streamReader(s stream) (*io.SectionReader, error) {
 	size := s.size()
 	switch {
 	case s.sparse():
+		if size > im.maxSparse {
+			return nil, formatErr("sparse stream of %d bytes exceeds the limit of %d", size, im.maxSparse)
+		}
 		return io.NewSectionReader(zeroReaderAt{}, 0, size), nil
 	case size == 0:
 		return io.NewSectionReader(zeroReaderAt{}, 0, 0), nil
@@ -583,10 +603,12 @@ func (im *Image) Walk(fn WalkFunc) error {
 		return err
 	}
 	visited := map[uint32]bool{im.root: true}
-	return im.walk("", rec, 0, visited, fn)
+	return im.walk("", rec, 0, visited, func(p string, st *Stat, _ *fileRecord) error { return fn(p, st) })
 }
 
-func (im *Image) walk(dir string, rec *fileRecord, depth int, visited map[uint32]bool, fn WalkFunc) error {
+type walkFunc func(path string, st *Stat, rec *fileRecord) error
+
+func (im *Image) walk(dir string, rec *fileRecord, depth int, visited map[uint32]bool, fn walkFunc) error {
 	if depth > maxDepth {
 		return formatErr("%s: directories nested deeper than %d", dir, maxDepth)
 	}
@@ -609,7 +631,7 @@ func (im *Image) walk(dir string, rec *fileRecord, depth int, visited map[uint32
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		err = fn(p, st)
+		err = fn(p, st, crec)
 		if st.IsDir {
 			if errors.Is(err, fs.SkipDir) {
 				continue

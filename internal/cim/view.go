@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"unicode/utf16"
 
 	"github.com/cimconv/cimconv/internal/fsview"
 )
@@ -20,7 +21,12 @@ import (
 // in base64, alternate streams and the last write time.
 func (im *Image) View() ([]fsview.Entry, error) {
 	var out []fsview.Entry
-	err := im.Walk(func(p string, st *Stat) error {
+	hashes := map[uint32]string{} // hard links are hashed once
+	rootRec, err := im.record(im.root)
+	if err != nil {
+		return nil, fmt.Errorf("view %s: %w", im.path, err)
+	}
+	err = im.walk("", rootRec, 0, map[uint32]bool{im.root: true}, func(p string, st *Stat, rec *fileRecord) error {
 		e := fsview.Entry{Path: p, Attributes: st.Attributes, LastWriteTime: st.LastWriteTime}
 		switch {
 		case st.ReparseData != nil:
@@ -34,31 +40,41 @@ func (im *Image) View() ([]fsview.Entry, error) {
 			e.Size = st.Size
 		}
 		if e.Type == fsview.TypeFile {
-			r, err := im.Open(p)
-			if err != nil {
-				return err
-			}
-			if e.SHA256, err = hashReader(r); err != nil {
-				return fmt.Errorf("%s: %w", p, err)
+			if h, ok := hashes[st.FileID]; ok {
+				e.SHA256 = h
+			} else {
+				r, err := im.streamReader(rec.DefaultStream)
+				if err != nil {
+					return fmt.Errorf("%s: %w", p, err)
+				}
+				if e.SHA256, err = hashReader(r); err != nil {
+					return fmt.Errorf("%s: %w", p, err)
+				}
+				hashes[st.FileID] = e.SHA256
 			}
 		}
 		e.SD = b64(st.SecurityDescriptor)
 		e.EA = b64(st.ExtendedAttributes)
 		e.Reparse = b64(st.ReparseData)
-		streams, err := im.Streams(p)
+		streams, err := im.streamEntries(rec)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", p, err)
 		}
-		for _, s := range streams {
-			r, err := im.OpenStream(p, s.Name)
+		for _, se := range streams {
+			name := string(utf16.Decode(se.name))
+			s := parseStream(se.entry)
+			if s.typ() != streamTypeData {
+				return formatErr("%s:%s: stream type %d", p, name, s.typ())
+			}
+			r, err := im.streamReader(s)
 			if err != nil {
-				return err
+				return fmt.Errorf("%s:%s: %w", p, name, err)
 			}
 			h, err := hashReader(r)
 			if err != nil {
-				return fmt.Errorf("%s:%s: %w", p, s.Name, err)
+				return fmt.Errorf("%s:%s: %w", p, name, err)
 			}
-			e.Streams = append(e.Streams, fsview.Stream{Name: s.Name, Size: s.Size, SHA256: h})
+			e.Streams = append(e.Streams, fsview.Stream{Name: name, Size: s.size(), SHA256: h})
 		}
 		sort.Slice(e.Streams, func(i, j int) bool { return e.Streams[i].Name < e.Streams[j].Name })
 		out = append(out, e)
@@ -161,7 +177,11 @@ func Inspect(path string) (*Info, error) {
 	}
 	seen := map[uint32]bool{}
 	sds := map[string]bool{}
-	err = im.Walk(func(p string, st *Stat) error {
+	rootRec, err := im.record(im.root)
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", path, err)
+	}
+	err = im.walk("", rootRec, 0, map[uint32]bool{im.root: true}, func(p string, st *Stat, rec *fileRecord) error {
 		if seen[st.FileID] {
 			info.HardLinks++
 			return nil
@@ -180,7 +200,7 @@ func Inspect(path string) (*Info, error) {
 			info.ReparsePoints++
 		}
 		sds[string(st.SecurityDescriptor)] = true
-		ss, err := im.Streams(p)
+		ss, err := im.streamEntries(rec)
 		info.Streams += len(ss)
 		return err
 	})
