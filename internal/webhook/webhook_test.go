@@ -18,6 +18,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 const (
@@ -901,6 +904,43 @@ func TestAllowEntry(t *testing.T) {
 		}
 		if got := e.allows(tc.registry, tc.repo); got != tc.want {
 			t.Errorf("%q allows(%s, %s) = %v, want %v", tc.entry, tc.registry, tc.repo, got, tc.want)
+		}
+	}
+}
+
+// Secrets, and whatever a caller presents as credentials, never reach the
+// logs, whatever the outcome.
+func TestSecretsNotLogged(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	secret := []byte("hmac-secret-never-logged")
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	sink := &recordingSink{}
+	h, err := New(sink,
+		WithAuth("distribution", Auth{BearerToken: testToken}),
+		WithAuth("acr", Auth{HMACSecret: secret}),
+		WithAllowedRegistries("registry.example.com:5000", "myregistry.azurecr.io"),
+		WithLogger(zap.New(core)),
+		func(c *config) error { c.now = func() time.Time { return now }; return nil },
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const presented = "Bearer presented-wrong-credential"
+	body := fixture(t, "acr_push.json")
+	ts := fmt.Sprint(now.Unix())
+	do(h, "/webhooks/distribution", fixture(t, "distribution_push.json"), nil)
+	do(h, "/webhooks/distribution", fixture(t, "distribution_push.json"), map[string]string{"Authorization": presented})
+	do(h, "/webhooks/acr", body, map[string]string{"Authorization": "", DefaultSignatureHeader: sign(secret, ts, body), DefaultTimestampHeader: ts})
+	do(h, "/webhooks/acr", body, map[string]string{"Authorization": "", DefaultSignatureHeader: sign([]byte("x"), ts, body), DefaultTimestampHeader: ts})
+	if len(logs.All()) < 4 {
+		t.Fatalf("only %d log entries: the check below would prove nothing", len(logs.All()))
+	}
+	for _, e := range logs.All() {
+		text := e.Message + fmt.Sprint(e.ContextMap())
+		for _, s := range []string{testToken, string(secret), "presented-wrong-credential"} {
+			if strings.Contains(text, s) {
+				t.Errorf("log entry %q contains a credential: %s", e.Message, text)
+			}
 		}
 	}
 }
