@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,9 +33,10 @@ type importer interface {
 	// forked from parentCimPaths[0], and hcsshim's side files into layerPath.
 	importForked(ctx context.Context, r io.Reader, layerPath, cimPath string, parentLayerPaths, parentCimPaths []string) error
 	// importBlock writes a single-file block CIM at blockPath holding one
-	// CIM named BlockCIMName; its side files go to filepath.Dir(blockPath).
-	// It returns the hex root digest when integrity is set.
-	importBlock(ctx context.Context, r io.Reader, blockPath string, parentBlockPaths []string, integrity, vhdFooter bool) (string, error)
+	// CIM named BlockCIMName; its side files go to filepath.Dir(blockPath),
+	// and the parents' base hives are read from parentLayerPaths. It
+	// returns the hex root digest when integrity is set.
+	importBlock(ctx context.Context, r io.Reader, blockPath string, parentLayerPaths []string, integrity, vhdFooter bool) (string, error)
 }
 
 // hcsBuilder implements builder.Builder with CimFS.
@@ -92,7 +94,7 @@ func (b *hcsBuilder) BuildLayer(ctx context.Context, layer builder.LayerSource, 
 	if err != nil {
 		return nil, err
 	}
-	chainHex, err := digestHex("layer chainID", layer.ChainID)
+	_, err = digestHex("layer chainID", layer.ChainID)
 	if err != nil {
 		return nil, err
 	}
@@ -119,13 +121,15 @@ func (b *hcsBuilder) BuildLayer(ctx context.Context, layer builder.LayerSource, 
 	if b.cfg.workDir != "" {
 		sideRoot = b.cfg.workDir
 	}
-	// One side directory per build: hcsshim writes hives there with
-	// create-new semantics, so two builds of one chainID must not share it.
-	sideDir := filepath.Join(sideRoot, chainHex+"-"+suffix)
-	if err := os.MkdirAll(sideRoot, 0o755); err != nil {
+	// One side directory per chainID (builder.SideDir): hcsshim writes hives
+	// there with create-new semantics, so it must start empty.
+	sideDir := builder.SideDir(sideRoot, layer.ChainID)
+	if err := os.MkdirAll(filepath.Dir(sideDir), 0o755); err != nil {
 		return nil, fmt.Errorf("layer %s: side directory: %w", layer.Digest, err)
 	}
-	if err := os.Mkdir(sideDir, 0o755); err != nil {
+	if err := os.Mkdir(sideDir, 0o755); errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("layer %s: side directory %s already exists: chainID %s was already built in this directory", layer.Digest, sideDir, layer.ChainID)
+	} else if err != nil {
 		return nil, fmt.Errorf("layer %s: side directory: %w", layer.Digest, err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -142,13 +146,14 @@ func (b *hcsBuilder) BuildLayer(ctx context.Context, layer builder.LayerSource, 
 		return nil, err
 	}
 	cimName := layerHex + "-" + suffix + ".cim"
+	blockName := layerHex + "-" + suffix + ".bcim"
 	defer func() {
 		if retErr == nil {
 			return
 		}
 		// Never leave a half-written CIM: remove what this import created.
 		if after, err := listNames(dir); err == nil {
-			for _, n := range createdCimFiles(before, after, cimName) {
+			for _, n := range createdCimFiles(before, after, cimName, blockName) {
 				if err := os.Remove(filepath.Join(dir, n)); err != nil {
 					b.cfg.log.Warn("remove partial CIM file", zap.String("file", n), zap.Error(err))
 				}
@@ -186,15 +191,18 @@ func (b *hcsBuilder) BuildLayer(ctx context.Context, layer builder.LayerSource, 
 	}
 	switch b.cfg.format {
 	case builder.FormatBlock:
-		blockName := layerHex + "-" + suffix + ".bcim"
-		blockPath := filepath.Join(sideDir, blockName)
-		digest, err := b.imp.importBlock(ctx, stream, blockPath, parentCims, b.cfg.integrity, b.cfg.vhdFooter)
+		// hcsshim keeps a block layer's hives in the block file's directory,
+		// so the block CIM is written in the side directory, then moved
+		// beside the chain's other CIM files.
+		tmpPath := filepath.Join(sideDir, blockName)
+		digest, err := b.imp.importBlock(ctx, stream, tmpPath, parentLayerPaths, b.cfg.integrity, b.cfg.vhdFooter)
 		if err != nil {
 			return nil, fmt.Errorf("import layer %s as block CIM: %w", layer.Digest, err)
 		}
-		// A block CIM lives in its layer's own directory: hcsshim keeps the
-		// layer's hives beside the block file.
-		out.CimDir, out.CimName, out.CimFiles = sideDir, blockName, []string{blockName}
+		if err := os.Rename(tmpPath, filepath.Join(dir, blockName)); err != nil {
+			return nil, fmt.Errorf("layer %s: move block CIM: %w", layer.Digest, err)
+		}
+		out.CimDir, out.CimName, out.CimFiles = dir, blockName, []string{blockName}
 		out.IntegrityDigest = digest
 	default:
 		cimPath := filepath.Join(dir, cimName)
@@ -206,7 +214,7 @@ func (b *hcsBuilder) BuildLayer(ctx context.Context, layer builder.LayerSource, 
 			return nil, err
 		}
 		out.CimDir, out.CimName = dir, cimName
-		out.CimFiles = createdCimFiles(before, after, cimName)
+		out.CimFiles = createdCimFiles(before, after, cimName, "")
 		if !after[cimName] {
 			return nil, fmt.Errorf("import layer %s: CimFS reported success but wrote no %s", layer.Digest, cimName)
 		}
@@ -251,10 +259,10 @@ func (b *hcsBuilder) parentChain(parent *builder.BuiltLayer, dir string) (layerP
 		if p.SideDir == "" || p.CimName == "" {
 			return nil, nil, fmt.Errorf("parent %s has no side directory or CIM name", p.ChainID)
 		}
-		if b.cfg.format == builder.FormatForked && p == parent {
+		if p == parent {
 			pd, err := filepath.Abs(p.CimDir)
 			if err != nil || pd != dir {
-				return nil, nil, fmt.Errorf("parent %s CIM is in %s, not in %s: a forked CIM must sit beside its parent", p.ChainID, p.CimDir, dir)
+				return nil, nil, fmt.Errorf("parent %s CIM is in %s, not in %s: a CIM must be built beside its parent's", p.ChainID, p.CimDir, dir)
 			}
 		}
 		layerPaths = append(layerPaths, p.SideDir)

@@ -121,25 +121,33 @@ func TestBuildLayerWithoutCarryForwardFails(t *testing.T) {
 	}
 }
 
-func TestBuildLayerTwoBuildsOfOneChainCoexist(t *testing.T) {
+func TestBuildLayerSameChainTwice(t *testing.T) {
 	b := newTestBuilder(t, &fakeImporter{})
-	dir := t.TempDir()
+	dir, other := t.TempDir(), t.TempDir()
 	src := source(t, "gzip", "c1", layerTar(t, tarFile{"Files/a", "a"}))
 	a, err := b.BuildLayer(context.Background(), src, nil, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := b.BuildLayer(context.Background(), src, nil, dir)
+	before := dirNames(t, dir)
+	// The chainID's side directory (builder.SideDir) is taken in dir.
+	if _, err := b.BuildLayer(context.Background(), src, nil, dir); err == nil || !strings.Contains(err.Error(), "already built in this directory") {
+		t.Fatalf("second build into the same dir: err = %v", err)
+	}
+	if got := dirNames(t, dir); !reflect.DeepEqual(got, before) {
+		t.Errorf("refused build changed dir: %v -> %v", before, got)
+	}
+	if sf, err := sideFiles(a.SideDir); err != nil || !reflect.DeepEqual(sf, a.SideFiles) {
+		t.Errorf("first build's side files now %v, %v", sf, err)
+	}
+	// Another chain directory: the CIM names still differ, so both builds can
+	// later sit in one node directory.
+	c, err := b.BuildLayer(context.Background(), src, nil, other)
 	if err != nil {
-		t.Fatalf("second build of the same chainID: %v", err)
+		t.Fatal(err)
 	}
-	if a.CimName == c.CimName || a.SideDir == c.SideDir {
-		t.Errorf("two builds share names: %s/%s and %s/%s", a.CimName, a.SideDir, c.CimName, c.SideDir)
-	}
-	for _, f := range append(a.CimFiles, c.CimFiles...) {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			t.Error(err)
-		}
+	if a.CimName == c.CimName {
+		t.Errorf("two builds of one layer share the CIM name %s", a.CimName)
 	}
 }
 
@@ -238,6 +246,7 @@ func TestBuildLayerCleansUpOnError(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := dirNames(t, dir)
+			beforeSides := dirNames(t, filepath.Join(dir, "layers"))
 
 			b := newTestBuilder(t, tt.imp)
 			_, err = b.BuildLayer(ctx, tt.src(t, ctx, cancel), nil, dir)
@@ -252,6 +261,9 @@ func TestBuildLayerCleansUpOnError(t *testing.T) {
 			}
 			if got := dirNames(t, dir); !reflect.DeepEqual(got, before) {
 				t.Errorf("dir after failed build = %v, want %v", got, before)
+			}
+			if got := dirNames(t, filepath.Join(dir, "layers")); !reflect.DeepEqual(got, beforeSides) {
+				t.Errorf("side dirs after failed build = %v, want %v", got, beforeSides)
 			}
 			for _, f := range prev.CimFiles {
 				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
@@ -290,7 +302,7 @@ func TestBuildLayerRejects(t *testing.T) {
 		{"chainID missing", func() builder.LayerSource { s := good; s.ChainID = ""; return s }(), nil, dir, "chainID"},
 		{"no Open", func() builder.LayerSource { s := good; s.Open = nil; return s }(), nil, dir, "no Open"},
 		{"empty dir", good, nil, "", "empty CIM directory"},
-		{"parent in another dir", child, parent, t.TempDir(), "must sit beside its parent"},
+		{"parent in another dir", child, parent, t.TempDir(), "beside its parent"},
 		{"parent from portable", child, &portableParent, dir, "CimFS-built parents"},
 		{"parent of another format", child, &blockParent, dir, "block CIM"},
 	}
@@ -319,21 +331,30 @@ func TestBuildLayerBlock(t *testing.T) {
 	}
 	l2, err := b.BuildLayer(ctx, source(t, "gzip", "c2", layerTar(t, tarFile{"Hives/SAM_DELTA", "+d"})), l1, dir)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("child block layer (hive merge reads the parent's side dir): %v", err)
 	}
 	for _, l := range []*builder.BuiltLayer{l1, l2} {
-		if l.Format != builder.FormatBlock || l.CimDir != l.SideDir || !reflect.DeepEqual(l.CimFiles, []string{l.CimName}) || !strings.HasSuffix(l.CimName, ".bcim") {
+		if l.Format != builder.FormatBlock || l.CimDir != dir || !reflect.DeepEqual(l.CimFiles, []string{l.CimName}) || !strings.HasSuffix(l.CimName, ".bcim") {
 			t.Errorf("block layer = %+v", l)
+		}
+		if _, err := os.Stat(filepath.Join(dir, l.CimName)); err != nil {
+			t.Errorf("block file not moved beside the chain: %v", err)
 		}
 		if len(l.IntegrityDigest) != 64 {
 			t.Errorf("IntegrityDigest = %q, want the importer's hex digest", l.IntegrityDigest)
 		}
-		if filepath.Dir(l.SideDir) != dir {
-			t.Errorf("SideDir %s not under %s", l.SideDir, dir)
+		if l.SideDir != builder.SideDir(dir, l.ChainID) {
+			t.Errorf("SideDir = %s, want %s", l.SideDir, builder.SideDir(dir, l.ChainID))
 		}
 	}
-	if want := []string{filepath.Join(l1.CimDir, l1.CimName)}; !reflect.DeepEqual(imp.calls[1].parentCimPaths, want) {
-		t.Errorf("parent block paths = %v, want %v", imp.calls[1].parentCimPaths, want)
+	if got, _ := os.ReadFile(filepath.Join(l2.SideDir, "Hives", "SAM_BASE")); string(got) != "SAM_BASE@base+d" {
+		t.Errorf("merged SAM_BASE = %q", got)
+	}
+	if want := []string{l1.SideDir}; !reflect.DeepEqual(imp.calls[1].parentLayerPaths, want) {
+		t.Errorf("parent layer paths = %v, want %v", imp.calls[1].parentLayerPaths, want)
+	}
+	if filepath.Dir(imp.calls[1].cimPath) != l2.SideDir {
+		t.Errorf("block CIM written at %s, want inside the side dir (hcsshim keeps hives beside it)", imp.calls[1].cimPath)
 	}
 }
 
@@ -345,8 +366,8 @@ func TestWorkDirHoldsSideDirectories(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if filepath.Dir(l.SideDir) != work {
-		t.Errorf("SideDir = %s, want it under %s", l.SideDir, work)
+	if l.SideDir != builder.SideDir(work, l.ChainID) {
+		t.Errorf("SideDir = %s, want %s", l.SideDir, builder.SideDir(work, l.ChainID))
 	}
 	if err := RemoveLayer(l); err != nil {
 		t.Fatal(err)
@@ -354,8 +375,8 @@ func TestWorkDirHoldsSideDirectories(t *testing.T) {
 	if got := dirNames(t, dir); len(got) != 0 {
 		t.Errorf("after RemoveLayer dir holds %v", got)
 	}
-	if got := dirNames(t, work); len(got) != 0 {
-		t.Errorf("after RemoveLayer work dir holds %v", got)
+	if got := dirNames(t, filepath.Dir(l.SideDir)); len(got) != 0 {
+		t.Errorf("after RemoveLayer side root holds %v", got)
 	}
 }
 

@@ -66,12 +66,8 @@ func (f *fakeImporter) importForked(ctx context.Context, r io.Reader, layerPath,
 	return f.failAfterFiles
 }
 
-func (f *fakeImporter) importBlock(ctx context.Context, r io.Reader, blockPath string, parentBlockPaths []string, integrity, vhdFooter bool) (string, error) {
-	parents := make([]string, len(parentBlockPaths))
-	for i, p := range parentBlockPaths {
-		parents[i] = filepath.Dir(p)
-	}
-	f.calls = append(f.calls, fakeCall{filepath.Dir(blockPath), blockPath, parents, parentBlockPaths})
+func (f *fakeImporter) importBlock(ctx context.Context, r io.Reader, blockPath string, parents []string, integrity, vhdFooter bool) (string, error) {
+	f.calls = append(f.calls, fakeCall{filepath.Dir(blockPath), blockPath, parents, nil})
 	deltas, err := readLayerTar(ctx, r)
 	if err != nil {
 		return "", err

@@ -38,16 +38,16 @@ func listNames(dir string) (map[string]bool, error) {
 }
 
 // createdCimFiles returns, sorted, the names in after but not in before that
-// belong to a forked CIM import of cimName: the .cim itself and the region_*
-// and objectid_* files CimFS created beside it (their GUID is chosen by
-// CimFS, hence the listing diff).
-func createdCimFiles(before, after map[string]bool, cimName string) []string {
+// belong to an import of cimName (or block file blockName): the .cim itself
+// and the region_* and objectid_* files CimFS created beside it (their GUID
+// is chosen by CimFS, hence the listing diff).
+func createdCimFiles(before, after map[string]bool, cimName, blockName string) []string {
 	var out []string
 	for n := range after {
 		if before[n] {
 			continue
 		}
-		if n == cimName || strings.HasPrefix(n, "region_") || strings.HasPrefix(n, "objectid_") {
+		if n == cimName || (blockName != "" && n == blockName) || strings.HasPrefix(n, "region_") || strings.HasPrefix(n, "objectid_") {
 			out = append(out, n)
 		}
 	}

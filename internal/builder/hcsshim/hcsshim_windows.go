@@ -60,12 +60,14 @@ func (cimfsImporter) importForked(ctx context.Context, r io.Reader, layerPath, c
 	return nil
 }
 
-func (cimfsImporter) importBlock(ctx context.Context, r io.Reader, blockPath string, parentBlockPaths []string, integrity, vhdFooter bool) (string, error) {
+func (cimfsImporter) importBlock(ctx context.Context, r io.Reader, blockPath string, parentLayerPaths []string, integrity, vhdFooter bool) (string, error) {
 	layer := &cimfs.BlockCIM{Type: cimfs.BlockCIMTypeSingleFile, BlockPath: blockPath, CimName: BlockCIMName}
-	parents := make([]*cimfs.BlockCIM, 0, len(parentBlockPaths))
-	for _, p := range parentBlockPaths {
-		// parentChain joins CimDir and CimName; for block CIMs that is the block file.
-		parents = append(parents, &cimfs.BlockCIM{Type: cimfs.BlockCIMTypeSingleFile, BlockPath: filepath.Clean(p), CimName: BlockCIMName})
+	// hcsshim v0.15.0's block layer writer uses its parents only for
+	// filepath.Dir(BlockPath) (where their base hives are) and their type, so
+	// each parent is named by a path inside its side directory.
+	parents := make([]*cimfs.BlockCIM, 0, len(parentLayerPaths))
+	for _, p := range parentLayerPaths {
+		parents = append(parents, &cimfs.BlockCIM{Type: cimfs.BlockCIMTypeSingleFile, BlockPath: filepath.Join(p, "parent.bcim"), CimName: BlockCIMName})
 	}
 	opts := []cim.BlockCIMLayerImportOpt{cim.WithParentLayers(parents)}
 	if integrity {
