@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Sentinel kinds of layer errors. Every error Next, Read and MergeView return
@@ -71,7 +72,11 @@ func (e *Error) Unwrap() error { return e.Err }
 func quote(s string) string {
 	const max = 300
 	if len(s) > max {
-		s = s[:max] + "..."
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
 	}
 	return strconv.Quote(s)
 }

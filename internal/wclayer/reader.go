@@ -96,6 +96,7 @@ func (r *Reader) Next() (*Entry, error) {
 	if r.done {
 		return nil, io.EOF
 	}
+	r.cur = nil
 	for {
 		hdr, err := r.tr.Next()
 		if err == io.EOF {
@@ -201,7 +202,11 @@ func (r *Reader) finish() error {
 // corrupt compressed/tar stream.
 func (r *Reader) streamErr(err error, where string) error {
 	if r.out != nil && r.out.limitErr != nil {
-		return &Error{Layer: r.o.name, Entry: r.curName(), Problem: r.out.limitErr.Error(), Err: ErrLimit}
+		problem := r.out.limitErr.Error()
+		if r.cur == nil {
+			problem = where + ": " + problem
+		}
+		return &Error{Layer: r.o.name, Entry: r.curName(), Problem: problem, Err: ErrLimit}
 	}
 	if r.src.err != nil {
 		return fmt.Errorf("layer %s: %s: %w", r.o.name, where, r.src.err)
