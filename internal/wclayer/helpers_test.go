@@ -6,8 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"testing"
 
 	"github.com/cimconv/cimconv/internal/wclayer"

@@ -247,9 +247,9 @@ func TestReaderData(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"Files/Windows/System32/notepad.exe":                          sha(wclayertest.PE("notepad.exe", 32<<10)),
-		"Files/Windows/System32/config/SOFTWARE":                      sha(wclayertest.Hive("SOFTWARE", 256<<10)),
-		"Files/Windows/Temp/zeros.bin":                                sha(make([]byte, wclayertest.ZeroFileSize)),
+		"Files/Windows/System32/notepad.exe":                           sha(wclayertest.PE("notepad.exe", 32<<10)),
+		"Files/Windows/System32/config/SOFTWARE":                       sha(wclayertest.Hive("SOFTWARE", 256<<10)),
+		"Files/Windows/Temp/zeros.bin":                                 sha(make([]byte, wclayertest.ZeroFileSize)),
 		"Files/Users/Public/Downloads/setup.exe:Zone.Identifier:$DATA": sha([]byte("[ZoneTransfer]\r\nZoneId=3\r\n")),
 	}
 	for name, w := range want {
