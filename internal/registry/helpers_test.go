@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -115,6 +116,19 @@ func windowsLayers(t testing.TB, tag string) [][]byte {
 		registrytest.Zstd(t, registrytest.Tar(t, "Files/app.txt", strings.Repeat("app "+tag, 100))),
 		registrytest.Tar(t, "Files/conf.txt", "conf "+tag),
 	}
+}
+
+func registrytestRequestLog(c *requestCounter) registrytest.Opt {
+	return registrytest.WithRequestLog(c.record)
+}
+
+func mustURL(t testing.TB, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
 
 func mustRepo(t testing.TB, s string) name.Repository {

@@ -87,6 +87,9 @@ func NewDistribution(t testing.TB, opts ...Opt) string {
 	cfg.Log.Level = "panic"
 	cfg.Log.AccessLog.Disabled = true
 	cfg.HTTP.Secret = "registrytest"
+	// Distribution refuses every foreign-layer URL unless an allow rule is
+	// configured; accept http(s) so PushForeignLayerImage works.
+	cfg.Validation.Manifests.URLs.Allow = []string{"^https?://"}
 	if o.notifyURL != "" {
 		cfg.Notifications.Endpoints = []configuration.Endpoint{{
 			Name:    "registrytest",

@@ -1,0 +1,270 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+const testArtifactType = "application/vnd.cimconv.cim.v1+json"
+
+func TestPushArtifactAndReferrers(t *testing.T) {
+	forEachRegistry(t, func(t *testing.T, r testRegistry) {
+		f := newFixture(t, r)
+		c, _ := newTestClient(t)
+		ctx := context.Background()
+		repo := mustRepo(t, f.repo)
+		subject := f.images["10.0.20348.2031"]
+		subjectRef := repo.Digest(subject.Digest.String())
+
+		a := newArtifact(t, testArtifactType, subject, "one")
+		got, err := a.push(ctx, c, repo, subject)
+		if err != nil {
+			t.Fatalf("push artifact: %v", err)
+		}
+		if got != a.digest {
+			t.Fatalf("PushArtifact returned %s, manifest hashes to %s", got, a.digest)
+		}
+		// The manifest is there by digest, verified.
+		raw, desc, err := c.FetchManifest(ctx, repo.Digest(got.String()))
+		if err != nil || !bytes.Equal(raw, a.manifest) || desc.Digest != got {
+			t.Fatalf("FetchManifest = %d bytes, %+v, %v", len(raw), desc, err)
+		}
+		// Another artifact type on the same subject, for filtering.
+		other := newArtifact(t, "application/vnd.example.sbom", subject, "sbom")
+		if _, err := other.push(ctx, c, repo, subject); err != nil {
+			t.Fatal(err)
+		}
+
+		all, err := c.Referrers(ctx, subjectRef, "")
+		if err != nil {
+			t.Fatalf("Referrers: %v", err)
+		}
+		if len(all) != 2 {
+			t.Fatalf("Referrers listed %d, want 2: %+v", len(all), all)
+		}
+		cims, err := c.Referrers(ctx, subjectRef, testArtifactType)
+		if err != nil {
+			t.Fatalf("Referrers filtered: %v", err)
+		}
+		if len(cims) != 1 || cims[0].Digest != a.digest || cims[0].ArtifactType != testArtifactType ||
+			cims[0].Annotations["io.cimconv.test.payload"] != "one" || cims[0].Size != int64(len(a.manifest)) {
+			t.Fatalf("filtered referrers = %+v, want only %s with its annotations", cims, a.digest)
+		}
+		// Another subject has none.
+		none, err := c.Referrers(ctx, repo.Digest(f.images["10.0.17763.5000"].Digest.String()), testArtifactType)
+		if err != nil || len(none) != 0 {
+			t.Fatalf("Referrers of an untouched subject = %+v, %v", none, err)
+		}
+
+		// Which path was used: the referrers API, or the fallback tag.
+		tags, err := c.ListTags(ctx, repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fb := fallbackTag(subjectRef)
+		if has := slices.Contains(tags, fb); has == r.referrers {
+			t.Fatalf("fallback tag %s present = %v on %s (referrers API %v)", fb, has, r.name, r.referrers)
+		}
+		if puts := f.counter.count(http.MethodPut, "/v2/win/app/manifests/"+fb); r.referrers && puts != 0 {
+			t.Fatalf("%d PUTs of the fallback tag on a registry with the referrers API", puts)
+		}
+		// Pushing the same artifact again does not duplicate it.
+		if _, err := a.push(ctx, c, repo, subject); err != nil {
+			t.Fatal(err)
+		}
+		again, err := c.Referrers(ctx, subjectRef, testArtifactType)
+		if err != nil || len(again) != 1 {
+			t.Fatalf("after re-push: %+v, %v", again, err)
+		}
+	})
+}
+
+// Five artifacts pushed concurrently for one subject must all land in the
+// fallback index: the read-modify-write is serialized per subject.
+func TestPushArtifactConcurrentFallback(t *testing.T) {
+	forEachRegistry(t, func(t *testing.T, r testRegistry) {
+		f := newFixture(t, r)
+		c, _ := newTestClient(t)
+		ctx := context.Background()
+		repo := mustRepo(t, f.repo)
+		subject := f.images["10.0.26100.100"]
+		var wg sync.WaitGroup
+		want := map[v1.Hash]bool{}
+		errs := make(chan error, 5)
+		for i := range 5 {
+			a := newArtifact(t, testArtifactType, subject, fmt.Sprintf("artifact-%d", i))
+			want[a.digest] = true
+			wg.Go(func() {
+				if _, err := a.push(ctx, c, repo, subject); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("concurrent push: %v", err)
+		}
+		got, err := c.Referrers(ctx, repo.Digest(subject.Digest.String()), testArtifactType)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 5 {
+			t.Fatalf("Referrers listed %d artifacts, want 5", len(got))
+		}
+		for _, d := range got {
+			if !want[d.Digest] {
+				t.Fatalf("unexpected referrer %s", d.Digest)
+			}
+		}
+	})
+}
+
+func TestPushArtifactFallbackDisabled(t *testing.T) {
+	forEachRegistry(t, func(t *testing.T, r testRegistry) {
+		f := newFixture(t, r)
+		c, _ := newTestClient(t, WithReferrersFallback(false))
+		ctx := context.Background()
+		repo := mustRepo(t, f.repo)
+		subject := f.images["10.0.20348.2031"]
+		a := newArtifact(t, testArtifactType, subject, "x")
+		_, err := a.push(ctx, c, repo, subject)
+		_, _, ferr := c.FetchManifest(ctx, repo.Digest(a.digest.String()))
+		_, rerr := c.Referrers(ctx, repo.Digest(subject.Digest.String()), "")
+		if r.referrers {
+			if err != nil || ferr != nil || rerr != nil {
+				t.Fatalf("with the referrers API: push %v, fetch %v, referrers %v", err, ferr, rerr)
+			}
+			return
+		}
+		if !errors.Is(err, ErrReferrersUnsupported) || !strings.Contains(err.Error(), f.host) {
+			t.Fatalf("push without referrers API and fallback disabled: %v, want ErrReferrersUnsupported naming %s", err, f.host)
+		}
+		if !errors.Is(ferr, ErrNotFound) {
+			t.Fatalf("artifact manifest was pushed anyway (fetch: %v)", ferr)
+		}
+		if !errors.Is(rerr, ErrReferrersUnsupported) {
+			t.Fatalf("Referrers with fallback disabled: %v", rerr)
+		}
+	})
+}
+
+func TestPushArtifactRejectsWrongSubject(t *testing.T) {
+	c, _ := newTestClient(t)
+	subject := v1.Descriptor{MediaType: "application/vnd.oci.image.manifest.v1+json", Digest: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("a", 64)}, Size: 10}
+	a := newArtifact(t, testArtifactType, subject, "x")
+	other := subject
+	other.Digest.Hex = strings.Repeat("b", 64)
+	_, err := c.PushArtifact(context.Background(), mustRepo(t, "127.0.0.1:1/x"), a.manifest, "application/vnd.oci.image.manifest.v1+json", other)
+	if err == nil || !strings.Contains(err.Error(), other.Digest.String()) {
+		t.Fatalf("PushArtifact with mismatched subject = %v", err)
+	}
+}
+
+func TestPushBlobExistsAndMount(t *testing.T) {
+	forEachRegistry(t, func(t *testing.T, r testRegistry) {
+		counter := newRequestCounter()
+		host := r.start(t, registrytestRequestLog(counter))
+		c, _ := newTestClient(t)
+		ctx := context.Background()
+		b := []byte("blob content for mount")
+		d, n, _ := v1.SHA256(bytes.NewReader(b))
+		desc := v1.Descriptor{Digest: d, Size: n}
+		opens := 0
+		open := func() (io.ReadCloser, error) { opens++; return io.NopCloser(bytes.NewReader(b)), nil }
+		src, dst := mustRepo(t, host+"/src/a"), mustRepo(t, host+"/dst/b")
+		if err := c.PushBlob(ctx, src, desc, open); err != nil {
+			t.Fatal(err)
+		}
+		if opens != 1 {
+			t.Fatalf("first push opened content %d times", opens)
+		}
+		// Present already: HEAD only, content never opened.
+		if err := c.PushBlob(ctx, src, desc, open); err != nil || opens != 1 {
+			t.Fatalf("re-push: %v, opens %d", err, opens)
+		}
+		if err := c.PushBlob(ctx, dst, desc, open, src); err != nil {
+			t.Fatal(err)
+		}
+		// distribution mounts (201). ggcr's test registry keeps one blob
+		// store for all repositories, so its HEAD already finds the blob.
+		mounts := counter.matching("/v2/dst/b/blobs/uploads/?from=src%2Fa&mount=" + url.QueryEscape(d.String()))
+		if wantMounts := map[string]int{"distribution": 1, "ggcr": 0}[r.name]; len(mounts) != wantMounts {
+			t.Fatalf("mount requests %v, want %d", mounts, wantMounts)
+		}
+		if opens != 1 {
+			t.Fatalf("blob present in the source repo was uploaded again (%d opens)", opens)
+		}
+		rc, err := c.FetchBlob(ctx, dst, desc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("mounted blob = %q, %v", got, err)
+		}
+	})
+}
+
+func TestListTags(t *testing.T) {
+	forEachRegistry(t, func(t *testing.T, r testRegistry) {
+		f := newFixture(t, r)
+		c, _ := newTestClient(t)
+		got, err := c.ListTags(context.Background(), mustRepo(t, f.repo))
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(got)
+		want := append([]string{"multi"}, fixtureVersions...)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("ListTags = %v, want %v", got, want)
+		}
+		_, err = c.ListTags(context.Background(), mustRepo(t, f.host+"/does/not-exist"))
+		if r.name == "distribution" && !errors.Is(err, ErrNotFound) {
+			t.Fatalf("ListTags of a missing repo = %v, want ErrNotFound", err)
+		}
+	})
+}
+
+func TestNextLink(t *testing.T) {
+	base := mustURL(t, "http://127.0.0.1:5000/v2/a/tags/list?n=2")
+	tests := []struct {
+		link, want string
+		wantErr    bool
+	}{
+		{"", "", false},
+		{`</v2/a/tags/list?last=b&n=2>; rel="next"`, "http://127.0.0.1:5000/v2/a/tags/list?last=b&n=2", false},
+		{`<https://other/v2/a/tags/list?last=c>; rel="next"`, "https://other/v2/a/tags/list?last=c", false},
+		{`rel="next"`, "", true},
+		{`</v2/a/tags/list`, "", true},
+	}
+	for _, tt := range tests {
+		got, err := nextLink(base, tt.link)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("nextLink(%q) = %q, %v; want %q, err %v", tt.link, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func FuzzNextLink(f *testing.F) {
+	for _, s := range []string{"", `</v2/a/tags/list?last=b&n=2>; rel="next"`, "<>", "<%zz>", "<<>>"} {
+		f.Add(s)
+	}
+	base := mustURL(f, "http://127.0.0.1:5000/v2/a/tags/list")
+	f.Fuzz(func(t *testing.T, link string) {
+		_, _ = nextLink(base, link)
+	})
+}
+
