@@ -267,4 +267,3 @@ func FuzzNextLink(f *testing.F) {
 		_, _ = nextLink(base, link)
 	})
 }
-
