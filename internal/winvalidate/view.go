@@ -29,13 +29,13 @@ const (
 type streamKind int
 
 const (
-	streamData      streamKind = iota // BACKUP_DATA: the default stream
-	streamAltData                     // BACKUP_ALTERNATE_DATA, named ":name:$DATA"
-	streamSecurity                    // BACKUP_SECURITY_DATA: self-relative SD
-	streamEA                          // BACKUP_EA_DATA: FILE_FULL_EA_INFORMATION
-	streamReparse                     // BACKUP_REPARSE_DATA: REPARSE_DATA_BUFFER
-	streamSparse                      // BACKUP_SPARSE_BLOCK: int64 offset, then data
-	streamOther                       // anything else (object id, property data, ...)
+	streamData     streamKind = iota // BACKUP_DATA: the default stream
+	streamAltData                    // BACKUP_ALTERNATE_DATA, named ":name:$DATA"
+	streamSecurity                   // BACKUP_SECURITY_DATA: self-relative SD
+	streamEA                         // BACKUP_EA_DATA: FILE_FULL_EA_INFORMATION
+	streamReparse                    // BACKUP_REPARSE_DATA: REPARSE_DATA_BUFFER
+	streamSparse                     // BACKUP_SPARSE_BLOCK: int64 offset, then data
+	streamOther                      // anything else (object id, property data, ...)
 )
 
 // backupStream is one stream of a file as BackupRead returns it.
