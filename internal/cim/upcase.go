@@ -96,35 +96,54 @@ func foldKey16(name []uint16, table []uint16) string {
 	return sb.String()
 }
 
-// checkName validates one path component and returns its UTF-16 form.
-func checkName(name string) ([]uint16, error) {
+// checkName validates one path component.
+func checkName(name string) error {
 	switch {
 	case name == "":
-		return nil, fmt.Errorf("empty path component")
+		return fmt.Errorf("empty path component")
 	case name == "." || name == "..":
-		return nil, fmt.Errorf("path component %q not allowed", name)
+		return fmt.Errorf("path component %q not allowed", name)
 	case !utf8.ValidString(name):
-		return nil, fmt.Errorf("path component %q is not valid UTF-8", name)
+		return fmt.Errorf("path component %q is not valid UTF-8", name)
 	case strings.ContainsRune(name, 0):
-		return nil, fmt.Errorf("path component %q contains NUL", name)
+		return fmt.Errorf("path component %q contains NUL", name)
 	}
-	u := utf16.Encode([]rune(name))
-	if len(u) > maxNameUnits {
-		return nil, fmt.Errorf("path component %.40q... is %d UTF-16 units long (max %d)", name, len(u), maxNameUnits)
+	if n := utf16Len(name); n > maxNameUnits {
+		return fmt.Errorf("path component %.40q... is %d UTF-16 units long (max %d)", name, n, maxNameUnits)
 	}
-	return u, nil
+	return nil
+}
+
+// toUTF16 encodes a validated name.
+func toUTF16(s string) []uint16 {
+	u := make([]uint16, 0, len(s))
+	for _, r := range s {
+		u = utf16.AppendRune(u, r)
+	}
+	return u
+}
+
+func utf16Len(s string) int {
+	n := 0
+	for _, r := range s {
+		n++
+		if r >= 0x10000 {
+			n++
+		}
+	}
+	return n
 }
 
 // splitPath splits a '/' or '\' separated path relative to the root into
 // components, ignoring empty components (leading, trailing or doubled
 // separators). The empty path is the root.
 func splitPath(p string) ([]string, error) {
-	if len(p) > maxPathUnits*3 || len(utf16.Encode([]rune(p))) > maxPathUnits {
+	if len(p) > maxPathUnits*3 || utf16Len(p) > maxPathUnits {
 		return nil, fmt.Errorf("path %.60q... longer than %d UTF-16 units", p, maxPathUnits)
 	}
 	parts := strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' })
 	for _, c := range parts {
-		if _, err := checkName(c); err != nil {
+		if err := checkName(c); err != nil {
 			return nil, err
 		}
 	}

@@ -246,9 +246,17 @@ func (r *regionWriter) align(a int64) error {
 	return nil
 }
 
-// skip leaves n zero bytes as a hole instead of writing them.
+// skip leaves n zero bytes as a hole instead of writing them (short runs
+// are written: a hole costs a buffer flush and a seek).
 func (r *regionWriter) skip(n int64) error {
-	if n == 0 {
+	if n <= 64<<10 {
+		for n > 0 {
+			k := min(n, int64(len(zeroPage)))
+			if _, err := r.Write(zeroPage[:k]); err != nil {
+				return err
+			}
+			n -= k
+		}
 		return nil
 	}
 	if err := r.bw.Flush(); err != nil {
@@ -523,7 +531,7 @@ func (w *Writer) AddAlternateStream(path, streamName string, size int64) error {
 	if err := w.begin(); err != nil {
 		return err
 	}
-	if _, err := checkName(streamName); err != nil || strings.ContainsAny(streamName, `:/\`) {
+	if err := checkName(streamName); err != nil || strings.ContainsAny(streamName, `:/\`) {
 		return fmt.Errorf("add stream %s:%s: invalid stream name", path, streamName)
 	}
 	if size < 0 || size > maxOffset {
@@ -865,7 +873,4 @@ func (w *Writer) writeObjects(m *regionWriter, n *inode, sdOff []regionOffset) e
 	return nil
 }
 
-func mustUTF16(s string) []uint16 {
-	u, _ := checkName(s) // names were validated when added
-	return u
-}
+func mustUTF16(s string) []uint16 { return toUTF16(s) }

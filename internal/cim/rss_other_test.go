@@ -1,0 +1,5 @@
+//go:build !linux
+
+package cim
+
+func peakRSSMiB() (float64, bool) { return 0, false }
