@@ -344,3 +344,46 @@ func TestDeterministic(t *testing.T) {
 		}
 	}
 }
+
+func TestReplacementKinds(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Create(dir, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := expect{}
+	// A directory with children replaced by a file: the subtree goes.
+	w.AddFile("d", dirInfo(nil), 0)
+	mustAddFile(t, w, "d/child", fileInfo(0, nil), []byte("c"))
+	mustAddFile(t, w, "D", fileInfo(0, nil), []byte("now a file"))
+	want.file("D", 0, nil, []byte("now a file"))
+	// A file replaced by a directory.
+	mustAddFile(t, w, "f", fileInfo(0, nil), []byte("file"))
+	w.AddFile("F", dirInfo(nil), 0)
+	want.dir("F", nil)
+	// One name of a hard-linked file replaced: the other keeps the old data.
+	mustAddFile(t, w, "orig", fileInfo(0, nil), []byte("old"))
+	if err := w.AddLink("orig", "link"); err != nil {
+		t.Fatal(err)
+	}
+	mustAddFile(t, w, "ORIG", fileInfo(0, nil), []byte("new"))
+	want.file("ORIG", 0, nil, []byte("new"))
+	want.file("link", 0, nil, []byte("old"))
+	// A stream replaced by a case-different name.
+	mustAddStream(t, w, "link", "S", []byte("1"))
+	mustAddStream(t, w, "link", "s", []byte("22"))
+	l := want["link"]
+	l.Streams = []fsview.Stream{{Name: "s", Size: 2, SHA256: sum([]byte("22"))}}
+	want["link"] = l
+	if ex, isDir := w.Stat("f"); !ex || !isDir {
+		t.Errorf("Stat(f) = %v, %v; want a directory", ex, isDir)
+	}
+	mustCommit(t, w)
+	im := mustOpen(t, filepath.Join(dir, "r.cim"))
+	compareView(t, want, im)
+	a, _ := im.Stat("link")
+	b, _ := im.Stat("orig")
+	if a.FileID == b.FileID {
+		t.Error("replaced name still shares the FileID of its old hard link")
+	}
+}

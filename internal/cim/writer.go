@@ -113,6 +113,7 @@ type Writer struct {
 	sdIndex  map[string]int32
 	data     *regionWriter
 	small    *regionWriter
+	meta     *regionWriter // created by Commit
 	cur      *pendingStream
 	tmpFiles []string
 	final    []string
@@ -632,9 +633,9 @@ func (w *Writer) Close() error {
 		return nil
 	}
 	w.done = true
-	for _, r := range []*regionWriter{w.data, w.small} {
+	for _, r := range []*regionWriter{w.data, w.small, w.meta} {
 		if r != nil {
-			r.f.Close()
+			r.f.Close() // already closed after a partial Commit: error ignored
 		}
 	}
 	var errs []error
@@ -664,6 +665,7 @@ func (w *Writer) Commit() (err error) {
 	if err != nil {
 		return err
 	}
+	w.meta = meta
 	fsOff, err := w.writeMetadata(meta)
 	if err != nil {
 		return err
