@@ -34,7 +34,7 @@ func Mount(cimPath string) (*Mounted, error) {
 	if !cimfs.IsCimFSSupported() {
 		return nil, fmt.Errorf("mount %s: CimFS is not available on this host (need Windows Server 2022 10.0.20348.2031+ or build 26100+)", cimPath)
 	}
-	block, err := isBlockCIM(cimPath)
+	block, err := IsBlockCIM(cimPath)
 	if err != nil {
 		return nil, err
 	}
@@ -61,21 +61,6 @@ func (m *Mounted) Close() error {
 		return fmt.Errorf("unmount %s: %w", m.Volume, err)
 	}
 	return nil
-}
-
-// isBlockCIM tells a forked CIM (its file starts with "cimfile0") from a
-// single-file block CIM.
-func isBlockCIM(cimPath string) (bool, error) {
-	f, err := os.Open(cimPath)
-	if err != nil {
-		return false, fmt.Errorf("open CIM: %w", err)
-	}
-	defer f.Close()
-	var magic [8]byte
-	if _, err := io.ReadFull(f, magic[:]); err != nil {
-		return false, fmt.Errorf("read CIM %s: %w", cimPath, err)
-	}
-	return string(magic[:]) != "cimfile0", nil
 }
 
 // MountedView mounts the CIM, walks the volume and unmounts it.
