@@ -28,6 +28,7 @@ the CIM with the pure-Go reader instead of the driver.`,
 	cmd.Flags().Bool("json", false, "print JSON on stdout")
 	return cmd
 }
+
 // validateLong opens the help of `cim validate` (the same text on every OS).
 const validateLong = `Check a CIM against Windows' own CimFS driver: mount it, walk the mounted volume
 (paths, types, sizes, content hashes, security descriptors, attributes, EAs, reparse

@@ -81,6 +81,7 @@ Hives/*_BASE files, which differ from the layers' view by design.`,
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON on stdout")
 	return cmd
 }
+
 // validateLong opens the help of `cim validate` (the same text on every OS).
 const validateLong = `Check a CIM against Windows' own CimFS driver: mount it, walk the mounted volume
 (paths, types, sizes, content hashes, security descriptors, attributes, EAs, reparse
