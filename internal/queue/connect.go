@@ -1,0 +1,90 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+)
+
+type connectConfig struct {
+	name          string
+	creds         string
+	tlsCA         string
+	tlsCert       string
+	tlsKey        string
+	reconnectWait time.Duration
+	logger        *zap.Logger
+}
+
+// ConnectOption configures Connect.
+type ConnectOption func(*connectConfig)
+
+// WithName sets the connection name shown by the server (default cimconv).
+func WithName(n string) ConnectOption { return func(c *connectConfig) { c.name = n } }
+
+// WithCredsFile authenticates with a NATS .creds file (JWT + seed).
+func WithCredsFile(path string) ConnectOption { return func(c *connectConfig) { c.creds = path } }
+
+// WithTLS sets a CA bundle to verify the server and, optionally, a client
+// certificate and key. Empty strings are ignored.
+func WithTLS(caFile, certFile, keyFile string) ConnectOption {
+	return func(c *connectConfig) { c.tlsCA, c.tlsCert, c.tlsKey = caFile, certFile, keyFile }
+}
+
+// WithReconnectWait sets the base delay between reconnect attempts (default
+// 1s; jittered and doubled up to 30s).
+func WithReconnectWait(d time.Duration) ConnectOption {
+	return func(c *connectConfig) { c.reconnectWait = d }
+}
+
+// WithConnLogger logs disconnects and reconnects to l.
+func WithConnLogger(l *zap.Logger) ConnectOption { return func(c *connectConfig) { c.logger = l } }
+
+// Connect dials url and keeps reconnecting forever with backoff: a worker
+// outlives NATS restarts. The URL is logged without credentials.
+func Connect(ctx context.Context, url string, opts ...ConnectOption) (*nats.Conn, error) {
+	cfg := connectConfig{name: "cimconv", reconnectWait: time.Second, logger: zap.NewNop()}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	log := cfg.logger
+	base := cfg.reconnectWait
+	nopts := []nats.Option{
+		nats.Name(cfg.name),
+		nats.MaxReconnects(-1),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := base
+			for i := 1; i < attempts && d < 30*time.Second; i++ {
+				d *= 2
+			}
+			return min(d, 30*time.Second)
+		}),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			log.Warn("nats disconnected; reconnecting", zap.String("server", nc.ConnectedUrlRedacted()), zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { log.Info("nats connection closed") }),
+	}
+	if cfg.creds != "" {
+		nopts = append(nopts, nats.UserCredentials(cfg.creds))
+	}
+	if cfg.tlsCA != "" {
+		nopts = append(nopts, nats.RootCAs(cfg.tlsCA))
+	}
+	if cfg.tlsCert != "" || cfg.tlsKey != "" {
+		nopts = append(nopts, nats.ClientCert(cfg.tlsCert, cfg.tlsKey))
+	}
+	nc, err := nats.Connect(url, nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,299 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Delivery is one delivery of a request to a worker. Exactly one of Ack, Nak
+// or Term settles it; a delivery the handler leaves unsettled is NAKed by
+// Consume, so a request is never dropped by omission.
+type Delivery struct {
+	// Request is the parsed request; valid only when ParseError is nil.
+	Request Request
+	// ParseError is set when the message is not a valid request (poison):
+	// the handler should Term it, which dead-letters it.
+	ParseError error
+	// Attempt is the delivery count (1 for the first delivery).
+	Attempt int
+	// MaxDeliver is the consumer's limit: on this attempt a failure must be
+	// dead-lettered, not NAKed.
+	MaxDeliver int
+	// Seq is the request's stream sequence.
+	Seq uint64
+
+	q   *Queue
+	msg jetstream.Msg
+
+	mu      sync.Mutex
+	settled bool
+}
+
+// Key is the request's idempotency key.
+func (d *Delivery) Key() string { return d.Request.IdempotencyKey() }
+
+// LastAttempt reports whether this is the final delivery.
+func (d *Delivery) LastAttempt() bool { return d.Attempt >= d.MaxDeliver }
+
+// Raw is the message body as received.
+func (d *Delivery) Raw() []byte { return d.msg.Data() }
+
+func (d *Delivery) settle() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.settled {
+		return false
+	}
+	d.settled = true
+	return true
+}
+
+// Settled reports whether Ack, Nak or Term was called.
+func (d *Delivery) Settled() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.settled
+}
+
+// Ack acknowledges the delivery and waits for the server to confirm it, so a
+// nil error means the request will not be redelivered.
+func (d *Delivery) Ack(ctx context.Context) error {
+	if !d.settle() {
+		return errors.New("delivery already settled")
+	}
+	if err := d.msg.DoubleAck(ctx); err != nil {
+		return fmt.Errorf("ack request #%d: %w", d.Seq, err)
+	}
+	return nil
+}
+
+// Nak asks for redelivery after delay.
+func (d *Delivery) Nak(delay time.Duration) error {
+	if !d.settle() {
+		return errors.New("delivery already settled")
+	}
+	var err error
+	if delay > 0 {
+		err = d.msg.NakWithDelay(delay)
+	} else {
+		err = d.msg.Nak()
+	}
+	if err != nil {
+		return fmt.Errorf("nak request #%d: %w", d.Seq, err)
+	}
+	return nil
+}
+
+// InProgress resets the ack timer: the worker is still on it.
+func (d *Delivery) InProgress() error {
+	if d.Settled() {
+		return nil
+	}
+	return d.msg.InProgress()
+}
+
+// Term gives up on the request: it is published to cimconv.dead with reason
+// and cause, then terminated. If the dead letter cannot be stored the
+// delivery is NAKed instead and the error returned: a request is never
+// dropped without a trace.
+func (d *Delivery) Term(ctx context.Context, reason string, cause error) error {
+	if !d.settle() {
+		return errors.New("delivery already settled")
+	}
+	dl := DeadLetter{RequestSeq: d.Seq, Raw: d.msg.Data(), Reason: reason, Attempts: d.Attempt}
+	if cause != nil {
+		dl.Error = cause.Error()
+	}
+	if d.ParseError == nil {
+		r := d.Request
+		dl.Request = &r
+	}
+	if err := d.q.deadLetter(ctx, dl); err != nil {
+		_ = d.msg.Nak()
+		return err
+	}
+	if err := d.msg.TermWithReason(reason); err != nil {
+		return fmt.Errorf("term request #%d (dead letter stored): %w", d.Seq, err)
+	}
+	return nil
+}
+
+type consumeConfig struct {
+	concurrency int
+	grace       time.Duration
+	fetchWait   time.Duration
+}
+
+// ConsumeOption configures Consume.
+type ConsumeOption func(*consumeConfig)
+
+// WithConcurrency bounds the deliveries handled at once (default 2: CimFS on
+// Windows Server 2022 has crashed hosts under many concurrent imports). A
+// worker only pulls a request when a slot is free, so nothing waits in a
+// client-side buffer while its ack timer runs.
+func WithConcurrency(n int) ConsumeOption { return func(c *consumeConfig) { c.concurrency = n } }
+
+// WithShutdownGrace sets how long in-flight handlers may run after ctx is
+// cancelled before their own context is cancelled (default 30s).
+func WithShutdownGrace(d time.Duration) ConsumeOption { return func(c *consumeConfig) { c.grace = d } }
+
+// WithFetchWait sets how long one pull waits for a request (default 5s).
+func WithFetchWait(d time.Duration) ConsumeOption { return func(c *consumeConfig) { c.fetchWait = d } }
+
+// Handler handles one delivery. ctx is cancelled when the shutdown grace
+// period ends.
+type Handler func(ctx context.Context, d *Delivery)
+
+// Consume pulls requests from the shared consumer and runs handler on each,
+// at most concurrency at a time, until ctx is cancelled. Then it stops
+// pulling, gives in-flight handlers the grace period, cancels them, waits for
+// them and NAKs whatever they left unsettled. It also dead-letters requests
+// whose deliveries ran out without a worker settling them (a worker died on
+// the last attempt), from the server's max-deliveries advisory.
+func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOption) error {
+	cfg := consumeConfig{concurrency: 2, grace: 30 * time.Second, fetchWait: 5 * time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.concurrency < 1 {
+		return fmt.Errorf("queue: concurrency %d: must be at least 1", cfg.concurrency)
+	}
+	advisory, err := q.nc.Subscribe(fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", StreamName, ConsumerName), func(m *nats.Msg) {
+		q.onMaxDeliveries(ctx, m.Data)
+	})
+	if err != nil {
+		return fmt.Errorf("queue: subscribe to max-deliveries advisories: %w", err)
+	}
+	defer func() { _ = advisory.Unsubscribe() }()
+
+	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, cfg.concurrency)
+	run := func(m jetstream.Msg) {
+		defer func() { <-slots; wg.Done() }()
+		d := q.newDelivery(m)
+		defer func() {
+			if r := recover(); r != nil {
+				q.log.Error("handler panicked; request NAKed", zap.Uint64("seq", d.Seq), zap.Any("panic", r))
+			}
+			if !d.Settled() {
+				_ = d.Nak(0)
+			}
+		}()
+		handler(hctx, d)
+	}
+
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+			continue
+		case slots <- struct{}{}:
+		}
+		batch, err := q.cons.Fetch(1, jetstream.FetchMaxWait(cfg.fetchWait))
+		if err != nil {
+			<-slots
+			if ctx.Err() == nil {
+				q.log.Warn("pull failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+				_ = sleepCtx(ctx, backoff)
+				backoff = min(backoff*2, 5*time.Second)
+			}
+			continue
+		}
+		handed := false // the slot passes to the handler goroutine
+	recv:
+		for {
+			select {
+			case m, ok := <-batch.Messages():
+				if !ok {
+					break recv
+				}
+				if ctx.Err() != nil {
+					_ = m.Nak() // shutting down: hand it straight back
+					continue
+				}
+				handed = true
+				wg.Add(1)
+				go run(m)
+			case <-ctx.Done():
+				// Keep draining: a request may still arrive for this pull
+				// and must be NAKed, not left to its ack timer.
+				for m := range batch.Messages() {
+					_ = m.Nak()
+				}
+				break recv
+			}
+		}
+		if !handed {
+			<-slots
+			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
+				q.log.Warn("pull ended with an error; retrying", zap.Error(err), zap.Duration("in", backoff))
+				_ = sleepCtx(ctx, backoff)
+				backoff = min(backoff*2, 5*time.Second)
+				continue
+			}
+		}
+		backoff = 100 * time.Millisecond
+	}
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(cfg.grace):
+		q.log.Warn("shutdown grace period over; cancelling in-flight conversions", zap.Duration("grace", cfg.grace))
+		cancelHandlers()
+		<-done
+	}
+	return nil
+}
+
+func (q *Queue) newDelivery(m jetstream.Msg) *Delivery {
+	d := &Delivery{q: q, msg: m, MaxDeliver: q.cfg.maxDeliver}
+	if md, err := m.Metadata(); err == nil {
+		d.Attempt = int(md.NumDelivered)
+		d.Seq = md.Sequence.Stream
+	} else {
+		d.Attempt = 1
+	}
+	d.Request, d.ParseError = DecodeRequest(m.Data())
+	return d
+}
+
+func (q *Queue) onMaxDeliveries(ctx context.Context, data []byte) {
+	var adv struct {
+		StreamSeq  uint64 `json:"stream_seq"`
+		Deliveries int    `json:"deliveries"`
+	}
+	if err := json.Unmarshal(data, &adv); err != nil || adv.StreamSeq == 0 {
+		q.log.Warn("unreadable max-deliveries advisory", zap.ByteString("advisory", data))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	m, err := q.stream.GetMsg(ctx, adv.StreamSeq)
+	if err != nil {
+		q.log.Error("request exhausted its deliveries but could not be read for dead-lettering",
+			zap.Uint64("seq", adv.StreamSeq), zap.Error(err))
+		return
+	}
+	dl := DeadLetter{RequestSeq: adv.StreamSeq, Raw: m.Data, Reason: "max_deliver", Attempts: adv.Deliveries,
+		Error: fmt.Sprintf("no worker settled it in %d deliveries", adv.Deliveries)}
+	if req, err := DecodeRequest(m.Data); err == nil {
+		dl.Request = &req
+	}
+	if err := q.deadLetter(ctx, dl); err != nil {
+		q.log.Error("dead-lettering an exhausted request failed", zap.Uint64("seq", adv.StreamSeq), zap.Error(err))
+		return
+	}
+	q.log.Warn("request exhausted its deliveries; dead-lettered", zap.Uint64("seq", adv.StreamSeq))
+}

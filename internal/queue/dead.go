@@ -1,0 +1,124 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DeadLetter is a request the workers gave up on, stored on cimconv.dead.
+type DeadLetter struct {
+	// Seq is the stream sequence of the dead letter itself (the handle for
+	// Replay); it is not part of the stored JSON.
+	Seq uint64 `json:"-"`
+	// RequestSeq is the stream sequence of the original request.
+	RequestSeq uint64 `json:"requestSeq"`
+	// Request is the parsed request; nil when the message did not parse.
+	Request *Request `json:"request,omitempty"`
+	// Raw is the original message body, replayed as is.
+	Raw      []byte    `json:"raw"`
+	Reason   string    `json:"reason"`
+	Error    string    `json:"error,omitempty"`
+	Attempts int       `json:"attempts"`
+	Time     time.Time `json:"time"`
+}
+
+// deadLetter publishes d on cimconv.dead. The message id derives from the
+// request's sequence so that two workers (or a worker and the max-deliveries
+// advisory) dead-lettering the same delivery store it once.
+func (q *Queue) deadLetter(ctx context.Context, d DeadLetter) error {
+	if d.Time.IsZero() {
+		d.Time = time.Now().UTC()
+	}
+	// Status first: whoever sees the dead letter also sees the dead state.
+	if d.Request != nil {
+		_ = q.UpdateStatus(ctx, d.Request.Image, Status{
+			State: StateDead, Image: d.Request.Image, Key: d.Request.IdempotencyKey(), Seq: d.RequestSeq,
+			Attempts: d.Attempts, LastError: d.Error, Reason: d.Reason,
+		})
+	}
+	if err := q.publishJSON(ctx, SubjectDead, "dead-"+strconv.FormatUint(d.RequestSeq, 10), d); err != nil {
+		return fmt.Errorf("queue: dead-letter request #%d: %w", d.RequestSeq, err)
+	}
+	return nil
+}
+
+// Dead lists the dead letters, oldest first.
+func (q *Queue) Dead(ctx context.Context) ([]DeadLetter, error) {
+	var out []DeadLetter
+	seq := uint64(1)
+	for {
+		m, err := q.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(SubjectDead))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return out, nil
+		}
+		if err != nil {
+			return out, fmt.Errorf("queue: list dead letters: %w", err)
+		}
+		d, err := decodeDead(m)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, d)
+		seq = m.Sequence + 1
+	}
+}
+
+func decodeDead(m *jetstream.RawStreamMsg) (DeadLetter, error) {
+	var d DeadLetter
+	if err := json.Unmarshal(m.Data, &d); err != nil {
+		return d, fmt.Errorf("queue: dead letter #%d is corrupt: %w", m.Sequence, err)
+	}
+	d.Seq = m.Sequence
+	return d, nil
+}
+
+// Replay re-queues the dead letter with stream sequence seq (its original
+// bytes, even if they did not parse) and removes it from the dead letters.
+func (q *Queue) Replay(ctx context.Context, seq uint64) error {
+	m, err := q.stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("dead letter #%d: %w", seq, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("dead letter #%d: %w", seq, err)
+	}
+	if m.Subject != SubjectDead {
+		return fmt.Errorf("message #%d is on %s, not a dead letter: %w", seq, m.Subject, ErrNotFound)
+	}
+	d, err := decodeDead(m)
+	if err != nil {
+		return err
+	}
+	// A replay of one dead letter is itself idempotent.
+	ack, err := q.js.Publish(ctx, SubjectRequest, d.Raw, jetstream.WithMsgID("replay-"+strconv.FormatUint(seq, 10)))
+	if err != nil {
+		return fmt.Errorf("replay dead letter #%d: %w", seq, err)
+	}
+	if d.Request != nil && !ack.Duplicate {
+		_ = q.UpdateStatus(ctx, d.Request.Image, Status{State: StateQueued, Image: d.Request.Image, Key: d.Request.IdempotencyKey(), Seq: ack.Sequence})
+	}
+	if err := q.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("replayed dead letter #%d but could not remove it: %w", seq, err)
+	}
+	return nil
+}
+
+// ReplayAll re-queues every dead letter and returns how many.
+func (q *Queue) ReplayAll(ctx context.Context) (int, error) {
+	dead, err := q.Dead(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for i, d := range dead {
+		if err := q.Replay(ctx, d.Seq); err != nil {
+			return i, err
+		}
+	}
+	return len(dead), nil
+}

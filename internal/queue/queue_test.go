@@ -1,0 +1,520 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const pinned = "registry.example/win/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// startServer runs an embedded server on a free port under a fresh dir.
+func startServer(t *testing.T) (*EmbeddedServer, string) {
+	t.Helper()
+	dir := t.TempDir()
+	srv, err := StartEmbedded(context.Background(), dir, WithPort(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv, dir
+}
+
+func connect(t *testing.T, url string) *nats.Conn {
+	t.Helper()
+	nc, err := Connect(context.Background(), url, WithReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func openQueue(t *testing.T, opts ...Option) (*Queue, *EmbeddedServer) {
+	t.Helper()
+	srv, _ := startServer(t)
+	q, err := Open(context.Background(), connect(t, srv.ClientURL()), append([]Option{WithAckWait(2 * time.Second)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q, srv
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func countOn(t *testing.T, q *Queue, subject string) uint64 {
+	t.Helper()
+	info, err := q.stream.Info(context.Background(), jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func TestProvisionIsIdempotent(t *testing.T) {
+	srv, _ := startServer(t)
+	nc := connect(t, srv.ClientURL())
+	ctx := ctxT(t)
+	q1, err := Open(ctx, nc, WithMaxDeliver(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q1.Submit(ctx, Request{Image: pinned}); err != nil {
+		t.Fatal(err)
+	}
+	q2, err := Open(ctx, nc, WithMaxDeliver(3))
+	if err != nil {
+		t.Fatalf("second provisioning: %v", err)
+	}
+	if n := countOn(t, q2, SubjectRequest); n != 1 {
+		t.Errorf("re-provisioning lost messages: %d requests, want 1", n)
+	}
+	ci, err := q2.cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ci.Config.MaxDeliver != 3 || ci.NumPending != 1 {
+		t.Errorf("consumer MaxDeliver=%d pending=%d, want 3 and 1", ci.Config.MaxDeliver, ci.NumPending)
+	}
+	// Changed settings are applied to the existing objects.
+	q3, err := Open(ctx, nc, WithMaxDeliver(7), WithDuplicateWindow(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, _ = q3.cons.Info(ctx)
+	si, _ := q3.stream.Info(ctx)
+	if ci.Config.MaxDeliver != 7 || si.Config.Duplicates != time.Minute {
+		t.Errorf("update not applied: MaxDeliver=%d Duplicates=%v", ci.Config.MaxDeliver, si.Config.Duplicates)
+	}
+}
+
+func TestProvisionExistingStream(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     jetstream.StreamConfig
+		wantErr error
+	}{
+		{"other subjects and limits are updated", jetstream.StreamConfig{
+			Name: StreamName, Subjects: []string{SubjectRequest, "legacy.>"}, Storage: jetstream.FileStorage, MaxAge: time.Hour,
+		}, nil},
+		{"memory storage is refused", jetstream.StreamConfig{
+			Name: StreamName, Subjects: []string{SubjectRequest}, Storage: jetstream.MemoryStorage,
+		}, ErrStreamMismatch},
+		{"work-queue retention is refused", jetstream.StreamConfig{
+			Name: StreamName, Subjects: []string{SubjectRequest}, Storage: jetstream.FileStorage, Retention: jetstream.WorkQueuePolicy,
+		}, ErrStreamMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, _ := startServer(t)
+			nc := connect(t, srv.ClientURL())
+			ctx := ctxT(t)
+			js, _ := jetstream.New(nc)
+			if _, err := js.CreateStream(ctx, tt.cfg); err != nil {
+				t.Fatal(err)
+			}
+			q, err := Open(ctx, nc)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), StreamName) {
+					t.Fatalf("err = %v, want %v naming the stream", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			si, _ := q.stream.Info(ctx)
+			if len(si.Config.Subjects) != 3 || si.Config.MaxAge != 14*24*time.Hour {
+				t.Errorf("stream not updated: subjects %v maxAge %v", si.Config.Subjects, si.Config.MaxAge)
+			}
+		})
+	}
+}
+
+func TestBindWithoutProvisioning(t *testing.T) {
+	srv, _ := startServer(t)
+	nc := connect(t, srv.ClientURL())
+	ctx := ctxT(t)
+	if _, err := Open(ctx, nc, WithProvision(false)); err == nil || !strings.Contains(err.Error(), StreamName) {
+		t.Fatalf("binding to a missing stream: err = %v, want an error naming %s", err, StreamName)
+	}
+	if _, err := Open(ctx, nc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, nc, WithProvision(false)); err != nil {
+		t.Fatalf("binding to a provisioned stream: %v", err)
+	}
+}
+
+func TestDuplicateSubmitCollapses(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	submits := []struct {
+		req     Request
+		wantDup bool
+	}{
+		{Request{Image: pinned, Source: "webhook/distribution"}, false},
+		{Request{Image: pinned, Source: "webhook/harbor", Requester: "someone"}, true},
+		// Same digest, tag added: the same image.
+		{Request{Image: strings.Replace(pinned, "app@", "app:v1@", 1)}, true},
+		{Request{Image: pinned, Platform: "windows/amd64", Builder: "auto"}, true},
+		{Request{Image: pinned, OSVersion: "10.0.26100"}, false},
+		{Request{Image: pinned, Force: true}, false},
+	}
+	for i, s := range submits {
+		dup, err := q.Submit(ctx, s.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dup != s.wantDup {
+			t.Errorf("submit %d (%+v): dup=%v, want %v", i, s.req, dup, s.wantDup)
+		}
+	}
+	if n := countOn(t, q, SubjectRequest); n != 3 {
+		t.Errorf("%d requests in the stream, want 3", n)
+	}
+	st, err := q.Status(ctx, pinned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != StateQueued {
+		t.Errorf("status %s, want queued", st.State)
+	}
+}
+
+func TestSubmitRejectsBadRequest(t *testing.T) {
+	q, _ := openQueue(t)
+	_, err := q.Submit(ctxT(t), Request{Image: "UPPER/Case::bad"})
+	if !errors.Is(err, ErrInvalidRequest) {
+		t.Fatalf("err = %v, want ErrInvalidRequest", err)
+	}
+	if n := countOn(t, q, SubjectRequest); n != 0 {
+		t.Errorf("an invalid request was queued")
+	}
+}
+
+// consumeUntil runs Consume with h until stop is closed.
+func consumeUntil(t *testing.T, q *Queue, h Handler, opts ...ConsumeOption) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := q.Consume(ctx, h, append([]ConsumeOption{WithFetchWait(200 * time.Millisecond)}, opts...)...); err != nil {
+			t.Error(err)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestTermDeadLettersAndReplayRequeues(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	var seen atomic.Int32
+	var mu sync.Mutex
+	var attempts []int
+	stop := consumeUntil(t, q, func(ctx context.Context, d *Delivery) {
+		mu.Lock()
+		attempts = append(attempts, d.Attempt)
+		mu.Unlock()
+		if seen.Add(1) == 1 {
+			if err := d.Term(ctx, "permanent", errors.New("manifest is not Windows")); err != nil {
+				t.Error(err)
+			}
+			return
+		}
+		if err := d.Ack(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	defer stop()
+	if _, err := q.Submit(ctx, Request{Image: pinned}); err != nil {
+		t.Fatal(err)
+	}
+	var dead []DeadLetter
+	waitFor(t, "dead letter", func() bool { dead, _ = q.Dead(ctx); return len(dead) == 1 })
+	d := dead[0]
+	if d.Reason != "permanent" || d.Error != "manifest is not Windows" || d.Request == nil || d.Request.Image != pinned {
+		t.Errorf("dead letter %+v", d)
+	}
+	st, err := q.Status(ctx, pinned)
+	if err != nil || st.State != StateDead || st.LastError != "manifest is not Windows" {
+		t.Errorf("status %+v, %v; want dead with the error", st, err)
+	}
+	if err := q.Replay(ctx, d.Seq); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "replayed request handled", func() bool { return seen.Load() == 2 })
+	if dead, _ := q.Dead(ctx); len(dead) != 0 {
+		t.Errorf("dead letter still listed after replay: %+v", dead)
+	}
+	if err := q.Replay(ctx, d.Seq); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second replay: err = %v, want ErrNotFound", err)
+	}
+	if err := q.Replay(ctx, 1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("replaying a request (not a dead letter): err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestPoisonMessageIsDeadLettered(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	if _, err := q.js.Publish(ctx, SubjectRequest, []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	var parseErrs atomic.Int32
+	consumeUntil(t, q, func(ctx context.Context, d *Delivery) {
+		if d.ParseError == nil {
+			t.Errorf("garbage parsed as %+v", d.Request)
+			_ = d.Ack(ctx)
+			return
+		}
+		parseErrs.Add(1)
+		if err := d.Term(ctx, "unparseable", d.ParseError); err != nil {
+			t.Error(err)
+		}
+	})
+	var dead []DeadLetter
+	waitFor(t, "poison dead letter", func() bool { dead, _ = q.Dead(ctx); return len(dead) == 1 })
+	if string(dead[0].Raw) != "{not json" || dead[0].Request != nil || !strings.Contains(dead[0].Error, "invalid request") {
+		t.Errorf("dead letter %+v", dead[0])
+	}
+	n, err := q.ReplayAll(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("ReplayAll = %d, %v", n, err)
+	}
+	waitFor(t, "poison redelivered after replay", func() bool { return parseErrs.Load() == 2 })
+}
+
+func TestUnsettledDeliveryIsRedelivered(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	var mu sync.Mutex
+	var attempts []int
+	consumeUntil(t, q, func(ctx context.Context, d *Delivery) {
+		mu.Lock()
+		attempts = append(attempts, d.Attempt)
+		n := len(attempts)
+		mu.Unlock()
+		if n == 2 {
+			_ = d.Ack(ctx)
+		}
+		// First delivery: return without settling; Consume must NAK it.
+	})
+	if _, err := q.Submit(ctx, Request{Image: pinned}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "second delivery", func() bool { mu.Lock(); defer mu.Unlock(); return len(attempts) == 2 })
+	mu.Lock()
+	defer mu.Unlock()
+	if attempts[0] != 1 || attempts[1] != 2 {
+		t.Errorf("attempts %v, want [1 2]", attempts)
+	}
+}
+
+func TestMaxDeliveriesAdvisoryDeadLetters(t *testing.T) {
+	q, _ := openQueue(t, WithMaxDeliver(2))
+	ctx := ctxT(t)
+	var deliveries atomic.Int32
+	consumeUntil(t, q, func(ctx context.Context, d *Delivery) {
+		deliveries.Add(1)
+		_ = d.Nak(0) // a worker that never gives up by itself
+	})
+	if _, err := q.Submit(ctx, Request{Image: pinned}); err != nil {
+		t.Fatal(err)
+	}
+	var dead []DeadLetter
+	waitFor(t, "max-deliver dead letter", func() bool { dead, _ = q.Dead(ctx); return len(dead) == 1 })
+	if dead[0].Reason != "max_deliver" || dead[0].Request == nil {
+		t.Errorf("dead letter %+v", dead[0])
+	}
+	if n := deliveries.Load(); n != 2 {
+		t.Errorf("%d deliveries, want 2", n)
+	}
+}
+
+func TestConcurrencyLimit(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	var cur, peak, done atomic.Int32
+	consumeUntil(t, q, func(ctx context.Context, d *Delivery) {
+		n := cur.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		cur.Add(-1)
+		_ = d.Ack(ctx)
+		done.Add(1)
+	}, WithConcurrency(3))
+	for i := range 12 {
+		if _, err := q.Submit(ctx, Request{Image: "registry.example/app:" + string(rune('a'+i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "all handled", func() bool { return done.Load() == 12 })
+	if p := peak.Load(); p != 3 {
+		t.Errorf("peak concurrency %d, want 3", p)
+	}
+}
+
+func TestSubmitAndWait(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	consumeUntil(t, q, func(ctx context.Context, d *Delivery) {
+		res := &Result{Request: d.Request, Attempts: d.Attempt, SubjectDigests: []string{"sha256:aa"}}
+		if strings.Contains(d.Request.Image, "broken") {
+			res.Error, res.Reason = "no Windows manifest", "permanent"
+		}
+		if err := q.PublishResult(ctx, res); err != nil {
+			t.Error(err)
+		}
+		_ = d.Ack(ctx)
+	})
+	res, dup, err := q.SubmitAndWait(ctx, Request{Image: "registry.example/app:good"})
+	if err != nil || dup || !res.Succeeded() || res.SubjectDigests[0] != "sha256:aa" {
+		t.Fatalf("good: %+v dup=%v err=%v", res, dup, err)
+	}
+	res, _, err = q.SubmitAndWait(ctx, Request{Image: "registry.example/app:broken"})
+	if err != nil || res.Succeeded() || res.Reason != "permanent" {
+		t.Fatalf("broken: %+v err=%v", res, err)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	// A duplicate of a request whose result is long gone and whose status
+	// is not final waits until the deadline.
+	if err := q.UpdateStatus(ctx, "registry.example/app:never", Status{State: StateRunning, Key: "x", Seq: 1 << 40}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := q.WatchResult(short, "nobody-publishes-this")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Wait(short, Request{Image: "registry.example/app:never"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v, want deadline exceeded", err)
+	}
+}
+
+func TestDuplicateOfFinishedRequestReturnsItsStatus(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	req := Request{Image: pinned}
+	if _, err := q.Submit(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := q.Status(ctx, pinned)
+	if err := q.UpdateStatus(ctx, pinned, Status{State: StateSucceeded, Key: st.Key, Seq: st.Seq, Artifacts: []string{"sha256:bb"}}); err != nil {
+		t.Fatal(err)
+	}
+	res, dup, err := q.SubmitAndWait(ctx, req)
+	if err != nil || !dup || !res.Succeeded() || len(res.ArtifactDigests) != 1 {
+		t.Fatalf("res %+v dup=%v err=%v, want the finished status at once", res, dup, err)
+	}
+}
+
+func TestStatusNeverRegresses(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	steps := []struct {
+		st   Status
+		want State
+	}{
+		{Status{State: StateQueued, Key: "k", Seq: 5}, StateQueued},
+		{Status{State: StateRunning, Key: "k", Seq: 5}, StateRunning},
+		{Status{State: StateSucceeded, Key: "k", Seq: 5}, StateSucceeded},
+		{Status{State: StateQueued, Key: "k", Seq: 5}, StateSucceeded}, // late queued
+		{Status{State: StateRunning, Key: "old", Seq: 3}, StateSucceeded},
+		{Status{State: StateQueued, Key: "k2", Seq: 9}, StateQueued}, // newer request
+	}
+	for i, s := range steps {
+		if err := q.UpdateStatus(ctx, pinned, s.st); err != nil {
+			t.Fatal(err)
+		}
+		got, err := q.Status(ctx, "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State != s.want {
+			t.Errorf("step %d: state %s, want %s", i, got.State, s.want)
+		}
+	}
+	if _, err := q.Status(ctx, "registry.example/other:1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown image: err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestServerRestartLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	ctx := ctxT(t)
+	srv, err := StartEmbedded(ctx, dir, WithPort(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := srv.Port()
+	nc := connect(t, srv.ClientURL())
+	q, err := Open(ctx, nc, WithAckWait(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	handled := map[string]bool{}
+	consumeUntil(t, q, func(ctx context.Context, d *Delivery) {
+		if err := d.Ack(ctx); err != nil {
+			return // redelivered later
+		}
+		mu.Lock()
+		handled[d.Request.Image] = true
+		mu.Unlock()
+	})
+	submit := func(tag string) {
+		for {
+			if _, err := q.Submit(ctx, Request{Image: "registry.example/app:" + tag}); err == nil {
+				return
+			} else if ctx.Err() != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for _, tag := range []string{"a", "b", "c"} {
+		submit(tag)
+	}
+	srv.Shutdown()
+	srv, err = StartEmbedded(ctx, dir, WithPort(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	for _, tag := range []string{"d", "e"} {
+		submit(tag)
+	}
+	waitFor(t, "all five handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(handled) == 5 })
+}
