@@ -217,7 +217,7 @@ func Large(w io.Writer, files int, totalBytes int64, seed int64) error {
 	rng := rand.New(rand.NewPCG(uint64(seed), 42))
 	const poolSize = 1 << 20
 	pool := pseudo(uint64(seed), 2*poolSize)
-	for i := poolSize; i < 2*poolSize; i += 4096 {
+	for i := 0; i < 2*poolSize; i += 4096 {
 		for j := i + 2048; j < i+4096; j++ {
 			pool[j] = pool[i] // second half of each 4 KiB block: a run
 		}
