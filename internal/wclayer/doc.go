@@ -2,7 +2,29 @@
 // Windows images): it detects and verifies the compression, decodes the
 // MSWINDOWS.* and LIBARCHIVE.* PAX records, validates every path and record,
 // and yields typed entries (files, directories, symlinks, hard links,
-// alternate data streams, whiteouts) in one streaming pass.
+// alternate data streams, whiteouts) in one streaming pass. MergeView
+// applies a chain of layers to give the view a CIM must show.
 //
 // It knows nothing of CIMs, registries or queues.
+//
+// Choices where the sources disagree or say nothing (none of them was
+// observed on Windows; they follow hcsshim's importer where it is explicit):
+//
+//   - Alternate streams must be named "file:stream:$DATA", as hcsshim's CIM
+//     importer requires; go-winio's backuptar writes "file:stream", which
+//     that importer also refuses, so it is refused here (ErrInvalidName).
+//   - Backslashes in names are separators (the importer applies
+//     filepath.FromSlash, so `Files\..\..\x` would escape on Windows).
+//   - Only Files/, Hives/ and UtilityVM/ may appear at the top (compared
+//     case-insensitively). A top-level `layout` file is refused: the
+//     importer writes it for base layers, it never comes from a tar.
+//   - Opaque whiteouts (.wh..wh..opq) and other .wh..wh. names: ErrUnsupported.
+//   - MSWINDOWS.sd (SDDL text, pre-2017 exports) cannot be turned into a
+//     binary descriptor off Windows: ErrUnsupported.
+//   - After the tar's end marker only zero bytes may follow (ErrCorrupt
+//     otherwise); they are hashed into the DiffID.
+//   - Case-insensitive comparison upper-cases BMP characters with Unicode's
+//     simple mapping (an approximation of NTFS's upcase table).
+//   - Errors about the layer's content are *Error (permanent); a failure of
+//     the source reader is returned wrapped as is, so callers may retry it.
 package wclayer
