@@ -468,8 +468,17 @@ func marshalLinkTable(entries []linkEntry, entrySize int) []byte {
 	return b
 }
 
-// parseLinkTable validates a link table and returns its entries in stored order.
-func parseLinkTable(b []byte, entrySize int) ([]linkEntry, error) {
+// linkTable is a validated raw link table; names are decoded on demand so a
+// lookup costs O(log n) name decodes.
+type linkTable struct {
+	b         []byte
+	count     int
+	entrySize int
+}
+
+// newLinkTable validates a link table's header: Length within the object,
+// Count <= (Length-8)/(entrySize+4).
+func newLinkTable(b []byte, entrySize int) (*linkTable, error) {
 	if len(b) < linkTableHeaderSize {
 		return nil, formatErr("link table of %d bytes", len(b))
 	}
@@ -478,26 +487,53 @@ func parseLinkTable(b []byte, entrySize int) ([]linkEntry, error) {
 	if length < linkTableHeaderSize || uint64(length) > uint64(len(b)) {
 		return nil, formatErr("link table length %d outside [8, %d]", length, len(b))
 	}
-	b = b[:length]
 	if uint64(count) > uint64(length-linkTableHeaderSize)/uint64(entrySize+4) {
 		return nil, formatErr("link table count %d too large for length %d", count, length)
 	}
-	out := make([]linkEntry, count)
-	no := linkTableHeaderSize + int(count)*entrySize
+	return &linkTable{b: b[:length], count: int(count), entrySize: entrySize}, nil
+}
+
+func (t *linkTable) entry(i int) []byte {
+	o := linkTableHeaderSize + i*t.entrySize
+	return t.b[o : o+t.entrySize]
+}
+
+// name returns entry i's name, checking its offset and length.
+func (t *linkTable) name(i int) ([]uint16, error) {
+	length := uint64(len(t.b))
+	off := uint64(binary.LittleEndian.Uint32(t.b[linkTableHeaderSize+t.count*t.entrySize+4*i:]))
+	if off+2 > length {
+		return nil, formatErr("link table name offset %d outside table of %d bytes", off, length)
+	}
+	nl := uint64(binary.LittleEndian.Uint16(t.b[off:]))
+	if nl == 0 || nl > maxNameUnits || off+2+nl*2 > length {
+		return nil, formatErr("link table name of %d units at offset %d invalid in table of %d bytes", nl, off, length)
+	}
+	name := make([]uint16, nl)
+	for j := range name {
+		name[j] = binary.LittleEndian.Uint16(t.b[off+2+2*uint64(j):])
+	}
+	return name, nil
+}
+
+// entries decodes every entry in stored order.
+func (t *linkTable) entries() ([]linkEntry, error) {
+	out := make([]linkEntry, t.count)
 	for i := range out {
-		off := binary.LittleEndian.Uint32(b[no+4*i:])
-		if uint64(off)+2 > uint64(length) {
-			return nil, formatErr("link table name offset %d outside table of %d bytes", off, length)
+		n, err := t.name(i)
+		if err != nil {
+			return nil, err
 		}
-		nl := int(binary.LittleEndian.Uint16(b[off:]))
-		if nl == 0 || nl > maxNameUnits || uint64(off)+2+uint64(nl)*2 > uint64(length) {
-			return nil, formatErr("link table name of %d units at offset %d invalid in table of %d bytes", nl, off, length)
-		}
-		name := make([]uint16, nl)
-		for j := range name {
-			name[j] = binary.LittleEndian.Uint16(b[int(off)+2+2*j:])
-		}
-		out[i] = linkEntry{name: name, entry: b[linkTableHeaderSize+i*entrySize : linkTableHeaderSize+(i+1)*entrySize]}
+		out[i] = linkEntry{name: n, entry: t.entry(i)}
 	}
 	return out, nil
+}
+
+// parseLinkTable validates a link table and returns its entries in stored order.
+func parseLinkTable(b []byte, entrySize int) ([]linkEntry, error) {
+	t, err := newLinkTable(b, entrySize)
+	if err != nil {
+		return nil, err
+	}
+	return t.entries()
 }

@@ -40,8 +40,10 @@ type Image struct {
 
 	maxSparse int64
 
-	mu     sync.Mutex
-	tables map[int][]byte
+	mu           sync.Mutex
+	tables       map[int][]byte
+	dirCache     map[stream]*linkTable
+	dirCacheSize int
 }
 
 // DefaultMaxSparseSize is the largest sparse (all-zero) stream an Image
@@ -257,6 +259,19 @@ type DirEntry struct {
 }
 
 func (im *Image) dirEntries(rec *fileRecord) ([]linkEntry, error) {
+	t, err := im.dirTable(rec)
+	if err != nil || t == nil {
+		return nil, err
+	}
+	return t.entries()
+}
+
+// dirTableCacheBytes bounds the raw directory tables kept for path lookups.
+const dirTableCacheBytes = 64 << 20
+
+// dirTable returns a directory's validated link table (nil when empty),
+// cached by offset so repeated lookups under a big directory do not re-read it.
+func (im *Image) dirTable(rec *fileRecord) (*linkTable, error) {
 	s := rec.DefaultStream
 	if s.typ() != streamTypeLinkTable {
 		return nil, errNotDir
@@ -264,11 +279,30 @@ func (im *Image) dirEntries(rec *fileRecord) ([]linkEntry, error) {
 	if s.size() == 0 {
 		return nil, nil
 	}
+	im.mu.Lock()
+	t, ok := im.dirCache[s]
+	im.mu.Unlock()
+	if ok {
+		return t, nil
+	}
 	b, err := im.read(s.Offset, 0, uint64(s.size()))
 	if err != nil {
 		return nil, fmt.Errorf("directory link table: %w", err)
 	}
-	return parseLinkTable(b, 4)
+	if t, err = newLinkTable(b, 4); err != nil {
+		return nil, err
+	}
+	im.mu.Lock()
+	if im.dirCacheSize+len(b) > dirTableCacheBytes {
+		im.dirCache, im.dirCacheSize = nil, 0
+	}
+	if im.dirCache == nil {
+		im.dirCache = map[stream]*linkTable{}
+	}
+	im.dirCache[s] = t
+	im.dirCacheSize += len(b)
+	im.mu.Unlock()
+	return t, nil
 }
 
 // streamEntries reads a file's stream table. Both framings are accepted: a
@@ -314,16 +348,23 @@ func (im *Image) lookup(path string) (uint32, *fileRecord, error) {
 		return 0, nil, err
 	}
 	for i, c := range parts {
-		ents, err := im.dirEntries(rec)
+		t, err := im.dirTable(rec)
 		if err != nil {
 			return 0, nil, fmt.Errorf("%s: %w", strings.Join(parts[:i], "/"), err)
 		}
+		if t == nil {
+			return 0, nil, fmt.Errorf("%s: %w", path, fs.ErrNotExist)
+		}
 		key := foldKey(c, im.upcase)
-		lo, hi := 0, len(ents)
+		lo, hi := 0, t.count
 		found := -1
 		for lo < hi {
 			m := lo + (hi-lo)/2
-			k := foldKey16(ents[m].name, im.upcase)
+			name, err := t.name(m)
+			if err != nil {
+				return 0, nil, fmt.Errorf("%s: %w", strings.Join(parts[:i], "/"), err)
+			}
+			k := foldKey16(name, im.upcase)
 			switch {
 			case key < k:
 				hi = m
@@ -336,7 +377,7 @@ func (im *Image) lookup(path string) (uint32, *fileRecord, error) {
 		if found < 0 {
 			return 0, nil, fmt.Errorf("%s: %w", path, fs.ErrNotExist)
 		}
-		id = binary.LittleEndian.Uint32(ents[found].entry)
+		id = binary.LittleEndian.Uint32(t.entry(found))
 		if rec, err = im.record(id); err != nil {
 			return 0, nil, err
 		}
