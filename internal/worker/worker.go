@@ -1,0 +1,320 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/cimconv/cimconv/internal/metrics"
+	"github.com/cimconv/cimconv/internal/queue"
+)
+
+// Converter converts the image of one request and pushes its artifact; it
+// returns only after the artifact manifest is pushed. progress reports the
+// start of each stage ("resolve", "fetch", "build", "push", ...).
+//
+// Errors are classified through the chain: an error with Transient() true is
+// retried, one with Permanent() true is dead-lettered at once, anything else
+// is retried until the delivery limit (a message is never lost to an
+// unclassified error).
+type Converter interface {
+	Convert(ctx context.Context, req queue.Request, progress func(stage string)) (*queue.Result, error)
+}
+
+// ConverterFunc adapts a function to Converter.
+type ConverterFunc func(ctx context.Context, req queue.Request, progress func(stage string)) (*queue.Result, error)
+
+// Convert calls f.
+func (f ConverterFunc) Convert(ctx context.Context, req queue.Request, progress func(string)) (*queue.Result, error) {
+	return f(ctx, req, progress)
+}
+
+type classified struct {
+	err       error
+	permanent bool
+}
+
+func (c *classified) Error() string   { return c.err.Error() }
+func (c *classified) Unwrap() error   { return c.err }
+func (c *classified) Permanent() bool { return c.permanent }
+func (c *classified) Transient() bool { return !c.permanent }
+
+// Permanent marks err as permanent: retrying cannot help (not a Windows
+// image, no manifest matching the policy, ...).
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &classified{err: err, permanent: true}
+}
+
+// Transient marks err as retryable (registry 5xx, network, ...).
+func Transient(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &classified{err: err}
+}
+
+// IsPermanent reports whether err must not be retried: no error in its chain
+// says Transient() true, and one says Permanent() true or is an invalid
+// request.
+func IsPermanent(err error) bool {
+	var t interface{ Transient() bool }
+	if errors.As(err, &t) && t.Transient() {
+		return false
+	}
+	var p interface{ Permanent() bool }
+	if errors.As(err, &p) && p.Permanent() {
+		return true
+	}
+	return errors.Is(err, queue.ErrInvalidRequest)
+}
+
+// Worker is the serve loop joining the queue and a Converter.
+type Worker struct {
+	q           *queue.Queue
+	conv        Converter
+	m           *metrics.Metrics
+	log         *zap.Logger
+	name        string
+	concurrency int
+	heartbeat   time.Duration
+	grace       time.Duration
+	retryBase   time.Duration
+	retryMax    time.Duration
+	fetchWait   time.Duration
+}
+
+// Option configures a Worker.
+type Option func(*Worker)
+
+// WithConcurrency bounds the conversions run at once (default 2).
+func WithConcurrency(n int) Option { return func(w *Worker) { w.concurrency = n } }
+
+// WithMetrics records conversions, stages and in-flight work in m.
+func WithMetrics(m *metrics.Metrics) Option { return func(w *Worker) { w.m = m } }
+
+// WithLogger sets the logger (default: none).
+func WithLogger(l *zap.Logger) Option { return func(w *Worker) { w.log = l } }
+
+// WithName names this worker in logs (default: the host name).
+func WithName(n string) Option { return func(w *Worker) { w.name = n } }
+
+// WithHeartbeat sets the InProgress interval (default AckWait/4; it must stay
+// below AckWait/3 so one lost heartbeat does not cause a redelivery).
+func WithHeartbeat(d time.Duration) Option { return func(w *Worker) { w.heartbeat = d } }
+
+// WithShutdownGrace sets how long in-flight conversions may finish after
+// shutdown starts before they are cancelled and NAKed (default 30s).
+func WithShutdownGrace(d time.Duration) Option { return func(w *Worker) { w.grace = d } }
+
+// WithRetryBackoff sets the NAK delay after a transient failure: base
+// doubled per attempt, capped at max (default 5s .. 5m).
+func WithRetryBackoff(base, max time.Duration) Option {
+	return func(w *Worker) { w.retryBase, w.retryMax = base, max }
+}
+
+// WithFetchWait sets how long one pull waits for work (default 5s); it bounds
+// how fast shutdown stops pulling.
+func WithFetchWait(d time.Duration) Option { return func(w *Worker) { w.fetchWait = d } }
+
+// New returns a worker consuming q with conv.
+func New(q *queue.Queue, conv Converter, opts ...Option) (*Worker, error) {
+	if conv == nil {
+		return nil, errors.New("worker: conversion is not wired (no Converter)")
+	}
+	host, _ := os.Hostname()
+	w := &Worker{
+		q: q, conv: conv, log: zap.NewNop(), name: host, concurrency: 2,
+		heartbeat: q.AckWait() / 4, grace: 30 * time.Second,
+		retryBase: 5 * time.Second, retryMax: 5 * time.Minute, fetchWait: 5 * time.Second,
+	}
+	for _, o := range opts {
+		o(w)
+	}
+	if w.concurrency < 1 {
+		return nil, fmt.Errorf("worker: concurrency %d: must be at least 1", w.concurrency)
+	}
+	if w.heartbeat <= 0 || w.heartbeat >= q.AckWait()/3 {
+		return nil, fmt.Errorf("worker: heartbeat %v must be positive and below a third of the ack wait (%v)", w.heartbeat, q.AckWait())
+	}
+	w.log = w.log.With(zap.String("worker", w.name))
+	return w, nil
+}
+
+// Run consumes requests until ctx is cancelled, then shuts down gracefully
+// (see queue.Consume): in-flight conversions get the grace period, then are
+// cancelled and NAKed.
+func (w *Worker) Run(ctx context.Context) error {
+	w.log.Info("worker started", zap.Int("concurrency", w.concurrency))
+	err := w.q.Consume(ctx, w.handle,
+		queue.WithConcurrency(w.concurrency), queue.WithShutdownGrace(w.grace), queue.WithFetchWait(w.fetchWait))
+	w.log.Info("worker stopped")
+	return err
+}
+
+// backoff is the NAK delay after the attempt-th delivery failed.
+func (w *Worker) backoff(attempt int) time.Duration {
+	d := w.retryBase
+	for i := 1; i < attempt && d < w.retryMax; i++ {
+		d *= 2
+	}
+	return min(d, w.retryMax)
+}
+
+// settleCtx outlives the handler's context: settling must happen even
+// when the conversion was cancelled by shutdown.
+func settleCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+}
+
+func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
+	log := w.log.With(zap.Uint64("seq", d.Seq), zap.Int("attempt", d.Attempt))
+	sctx, cancel := settleCtx(ctx)
+	defer cancel()
+	if d.ParseError != nil {
+		log.Error("unparseable request; dead-lettered", zap.Error(d.ParseError))
+		w.m.ConversionDone(metrics.ResultFailed, metrics.ReasonUnparseable)
+		if err := d.Term(sctx, metrics.ReasonUnparseable, d.ParseError); err != nil {
+			log.Error("dead-lettering failed; NAKed", zap.Error(err))
+		}
+		return
+	}
+	req := d.Request
+	key := d.Key()
+	log = log.With(zap.String("image", req.Image), zap.String("key", key))
+	status := queue.Status{Image: req.Image, Key: key, Seq: d.Seq, Attempts: d.Attempt}
+	setStatus := func(st queue.Status, images ...string) {
+		for _, img := range append([]string{req.Image}, images...) {
+			if err := w.q.UpdateStatus(sctx, img, st); err != nil {
+				log.Warn("status update failed", zap.String("state", string(st.State)), zap.Error(err))
+			}
+		}
+	}
+	running := status
+	running.State = queue.StateRunning
+	setStatus(running)
+	log.Info("conversion started")
+
+	w.m.Inflight(1)
+	res, err := w.convert(ctx, d, req, log)
+	w.m.Inflight(-1)
+
+	if err == nil {
+		if res == nil {
+			res = &queue.Result{}
+		}
+		res.Request, res.Key, res.Attempts = req, key, d.Attempt
+		done := status
+		done.State, done.Artifacts, done.Subjects = queue.StateSucceeded, res.ArtifactDigests, res.SubjectDigests
+		setStatus(done, res.SubjectDigests...)
+		if err := w.q.PublishResult(sctx, res); err != nil {
+			log.Warn("result event not published (status is up to date)", zap.Error(err))
+		}
+		if err := d.Ack(sctx); err != nil {
+			// The artifact exists: a redelivery finds it and acks quickly.
+			log.Warn("ack failed; the request will be redelivered", zap.Error(err))
+		}
+		w.m.ConversionDone(metrics.ResultSucceeded, metrics.ReasonNone)
+		log.Info("conversion succeeded", zap.Strings("artifacts", res.ArtifactDigests), zap.Int("layersBuilt", res.LayersBuilt), zap.Int("layersCached", res.LayersCached))
+		return
+	}
+
+	if ctx.Err() != nil {
+		// Shutdown cancelled the conversion: another worker takes it.
+		queued := status
+		queued.State, queued.LastError = queue.StateQueued, "worker shut down during conversion"
+		setStatus(queued)
+		if nerr := d.Nak(0); nerr != nil {
+			log.Warn("nak failed; the request will be redelivered after the ack wait", zap.Error(nerr))
+		}
+		w.m.ConversionDone(metrics.ResultRetried, metrics.ReasonShutdown)
+		log.Warn("conversion cancelled by shutdown; NAKed", zap.Error(err))
+		return
+	}
+
+	reason := ""
+	switch {
+	case IsPermanent(err):
+		reason = metrics.ReasonPermanent
+	case d.LastAttempt():
+		reason = metrics.ReasonMaxDeliver
+	}
+	if reason == "" {
+		delay := w.backoff(d.Attempt)
+		failed := status
+		failed.State, failed.LastError, failed.Reason = queue.StateFailed, err.Error(), metrics.ReasonTransient
+		setStatus(failed)
+		if nerr := d.Nak(delay); nerr != nil {
+			log.Warn("nak failed; the request will be redelivered after the ack wait", zap.Error(nerr))
+		}
+		w.m.ConversionDone(metrics.ResultRetried, metrics.ReasonTransient)
+		log.Warn("conversion failed; will retry", zap.Error(err), zap.Duration("retryIn", delay))
+		return
+	}
+	if terr := d.Term(sctx, reason, err); terr != nil {
+		log.Error("dead-lettering failed; NAKed", zap.Error(terr))
+		return
+	}
+	res = &queue.Result{Request: req, Key: key, Attempts: d.Attempt, Error: err.Error(), Reason: reason}
+	if perr := w.q.PublishResult(sctx, res); perr != nil {
+		log.Warn("result event not published (status is up to date)", zap.Error(perr))
+	}
+	w.m.ConversionDone(metrics.ResultFailed, reason)
+	log.Error("conversion failed; dead-lettered", zap.String("reason", reason), zap.Error(err))
+}
+
+// convert runs the converter with heartbeats and stage timing.
+func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Request, log *zap.Logger) (*queue.Result, error) {
+	hbCtx, stopHB := context.WithCancel(ctx)
+	var hbWG sync.WaitGroup
+	hbWG.Add(1)
+	go func() {
+		defer hbWG.Done()
+		t := time.NewTicker(w.heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-hbCtx.Done():
+				return
+			case <-t.C:
+				if err := d.InProgress(); err != nil {
+					log.Warn("heartbeat failed", zap.Error(err))
+				}
+			}
+		}
+	}()
+	defer func() { stopHB(); hbWG.Wait() }()
+
+	var mu sync.Mutex
+	stage, stageStart := "", time.Time{}
+	start := time.Now()
+	progress := func(next string) {
+		mu.Lock()
+		defer mu.Unlock()
+		now := time.Now()
+		if stage != "" {
+			w.m.ObserveStage(stage, now.Sub(stageStart), nil)
+		}
+		stage, stageStart = next, now
+		log.Debug("stage", zap.String("stage", next))
+	}
+	res, err := w.conv.Convert(ctx, req, progress)
+	mu.Lock()
+	if stage != "" {
+		w.m.ObserveStage(stage, time.Since(stageStart), err)
+		if err != nil {
+			err = fmt.Errorf("stage %s: %w", stage, err)
+		}
+		stage = ""
+	}
+	mu.Unlock()
+	w.m.ObserveStage("total", time.Since(start), err)
+	return res, err
+}

@@ -1,0 +1,430 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/cimconv/cimconv/internal/metrics"
+	"github.com/cimconv/cimconv/internal/queue"
+)
+
+// scripted behaves per image tag: "ok", "transient2" (fails twice, then
+// succeeds), "permanent", "unknown" (unclassified error), "block" (waits for
+// its context), "slow" (takes 2.5s). It records every call.
+type scripted struct {
+	mu    sync.Mutex
+	calls map[string]int
+	by    map[string][]string // image -> worker names that succeeded
+	name  string
+}
+
+func newScripted(name string) *scripted {
+	return &scripted{calls: map[string]int{}, by: map[string][]string{}, name: name}
+}
+
+func (s *scripted) Convert(ctx context.Context, req queue.Request, progress func(string)) (*queue.Result, error) {
+	s.mu.Lock()
+	s.calls[req.Image]++
+	n := s.calls[req.Image]
+	s.mu.Unlock()
+	tag := req.Image[strings.LastIndex(req.Image, ":")+1:]
+	progress("resolve")
+	progress("build")
+	switch {
+	case tag == "permanent":
+		return nil, Permanent(errors.New("no windows/amd64 manifest"))
+	case tag == "unknown":
+		return nil, errors.New("something odd")
+	case strings.HasPrefix(tag, "transient"):
+		var k int
+		fmt.Sscanf(tag, "transient%d", &k)
+		if n <= k {
+			return nil, Transient(fmt.Errorf("registry said 503 (call %d)", n))
+		}
+	case tag == "block":
+		<-ctx.Done()
+		return nil, ctx.Err()
+	case tag == "slow":
+		time.Sleep(2500 * time.Millisecond)
+	}
+	progress("push")
+	s.mu.Lock()
+	s.by[req.Image] = append(s.by[req.Image], s.name)
+	s.mu.Unlock()
+	return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("d", 64)}, ArtifactDigests: []string{"sha256:" + strings.Repeat("e", 64)}, LayersBuilt: 1}, nil
+}
+
+func (s *scripted) count(image string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[image]
+}
+
+type env struct {
+	srv  *queue.EmbeddedServer
+	dir  string
+	q    *queue.Queue
+	opts []queue.Option
+}
+
+func newEnv(t *testing.T, opts ...queue.Option) *env {
+	t.Helper()
+	e := &env{dir: t.TempDir(), opts: append([]queue.Option{queue.WithAckWait(time.Second), queue.WithMaxDeliver(4)}, opts...)}
+	var err error
+	if e.srv, err = queue.StartEmbedded(context.Background(), e.dir, queue.WithPort(0)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.srv.Shutdown() })
+	e.q = e.open(t)
+	return e
+}
+
+// open gives a queue on its own connection (a separate "process").
+func (e *env) open(t *testing.T) *queue.Queue {
+	t.Helper()
+	nc, err := queue.Connect(context.Background(), e.srv.ClientURL(), queue.WithReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	q, err := queue.Open(context.Background(), nc, e.opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+func startWorker(t *testing.T, q *queue.Queue, c Converter, opts ...Option) (stop func()) {
+	t.Helper()
+	w, err := New(q, c, append([]Option{
+		WithLogger(zaptest.NewLogger(t)), WithRetryBackoff(20*time.Millisecond, 100*time.Millisecond),
+		WithFetchWait(200 * time.Millisecond), WithHeartbeat(200 * time.Millisecond),
+	}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := w.Run(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestOutcomes(t *testing.T) {
+	tests := []struct {
+		tag        string
+		wantOK     bool
+		wantCalls  int
+		wantReason string
+		wantState  queue.State
+		metric     [2]string
+	}{
+		{"ok", true, 1, "", queue.StateSucceeded, [2]string{metrics.ResultSucceeded, metrics.ReasonNone}},
+		{"transient2", true, 3, "", queue.StateSucceeded, [2]string{metrics.ResultRetried, metrics.ReasonTransient}},
+		{"permanent", false, 1, "permanent", queue.StateDead, [2]string{metrics.ResultFailed, metrics.ReasonPermanent}},
+		{"unknown", false, 4, "max_deliver", queue.StateDead, [2]string{metrics.ResultFailed, metrics.ReasonMaxDeliver}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.tag, func(t *testing.T) {
+			e := newEnv(t)
+			conv := newScripted("w1")
+			m, reg := newMetrics()
+			startWorker(t, e.q, conv, WithMetrics(m))
+			ctx := ctxT(t)
+			img := "registry.example/app:" + tt.tag
+			res, _, err := e.q.SubmitAndWait(ctx, queue.Request{Image: img})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Succeeded() != tt.wantOK || res.Reason != tt.wantReason || res.Attempts != tt.wantCalls {
+				t.Errorf("result %+v; want ok=%v reason=%q attempts=%d", res, tt.wantOK, tt.wantReason, tt.wantCalls)
+			}
+			if n := conv.count(img); n != tt.wantCalls {
+				t.Errorf("%d conversions, want %d", n, tt.wantCalls)
+			}
+			st, err := e.q.Status(ctx, img)
+			if err != nil || st.State != tt.wantState || st.Attempts != tt.wantCalls {
+				t.Errorf("status %+v (%v), want %s after %d attempts", st, err, tt.wantState, tt.wantCalls)
+			}
+			dead, _ := e.q.Dead(ctx)
+			if wantDead := tt.wantState == queue.StateDead; (len(dead) == 1) != wantDead {
+				t.Errorf("%d dead letters, want dead=%v", len(dead), wantDead)
+			} else if wantDead && (dead[0].Reason != tt.wantReason || !strings.Contains(dead[0].Error, "stage build")) {
+				t.Errorf("dead letter %+v", dead[0])
+			}
+			if tt.wantOK {
+				if st, err := e.q.Status(ctx, res.SubjectDigests[0]); err != nil || st.State != queue.StateSucceeded {
+					t.Errorf("status by subject digest: %+v %v", st, err)
+				}
+			}
+			text := metricsText(t, reg)
+			if !strings.Contains(text, fmt.Sprintf(`cimconv_conversions_total{reason=%q,result=%q}`, tt.metric[1], tt.metric[0])) {
+				t.Errorf("metric for %v missing:\n%s", tt.metric, text)
+			}
+			if !strings.Contains(text, `cimconv_stage_duration_seconds_count{result="ok",stage="resolve"}`) {
+				t.Errorf("stage metric missing:\n%s", text)
+			}
+		})
+	}
+}
+
+func newMetrics() (*metrics.Metrics, *prometheus.Registry) {
+	reg := prometheus.NewRegistry()
+	return metrics.New(reg), reg
+}
+
+// metricsText lists the series of reg, one "name{labels}" a line.
+func metricsText(t *testing.T, reg *prometheus.Registry) string {
+	t.Helper()
+	var b strings.Builder
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, s := range mf.GetMetric() {
+			var labels []string
+			for _, l := range s.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			name := mf.GetName()
+			if s.GetHistogram() != nil {
+				name += "_count"
+			}
+			fmt.Fprintf(&b, "%s{%s}\n", name, strings.Join(labels, ","))
+		}
+	}
+	return b.String()
+}
+
+func TestPoisonMessageGoesDead(t *testing.T) {
+	e := newEnv(t)
+	m, reg := newMetrics()
+	startWorker(t, e.q, newScripted("w"), WithMetrics(m))
+	ctx := ctxT(t)
+	nc, _ := nats.Connect(e.srv.ClientURL())
+	defer nc.Close()
+	// Published with core NATS: the stream captures it like any request.
+	if err := nc.Publish(queue.SubjectRequest, []byte(`{"specversion":"1.0","type":"io.cimconv.convert.requested","data":{"image":""}}`)); err != nil {
+		t.Fatal(err)
+	}
+	var dead []queue.DeadLetter
+	waitFor(t, "poison dead letter", func() bool { dead, _ = e.q.Dead(ctx); return len(dead) == 1 })
+	if dead[0].Reason != metrics.ReasonUnparseable || dead[0].Attempts != 1 {
+		t.Errorf("dead letter %+v", dead[0])
+	}
+	if !strings.Contains(metricsText(t, reg), `reason="unparseable",result="failed"`) {
+		t.Error("unparseable not counted")
+	}
+}
+
+func TestHeartbeatsPreventRedelivery(t *testing.T) {
+	e := newEnv(t) // AckWait 1s; the conversion takes 2.5s
+	conv := newScripted("w")
+	startWorker(t, e.q, conv)
+	res, _, err := e.q.SubmitAndWait(ctxT(t), queue.Request{Image: "registry.example/app:slow"})
+	if err != nil || !res.Succeeded() {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if n := conv.count("registry.example/app:slow"); n != 1 || res.Attempts != 1 {
+		t.Errorf("%d conversions, attempt %d: heartbeats did not hold the delivery", n, res.Attempts)
+	}
+}
+
+func TestKilledWorkerIsRedeliveredOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	// Worker 1 runs on its own connection; its conversion blocks.
+	nc1, err := queue.Connect(ctx, e.srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q1, err := queue.Open(ctx, nc1, e.opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var started atomic.Bool
+	blocker := ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		started.Store(true)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	stop1 := startWorker(t, q1, blocker, WithShutdownGrace(0))
+	img := "registry.example/app:v1"
+	if _, err := e.q.Submit(ctx, queue.Request{Image: img}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "worker 1 to start converting", started.Load)
+	// Kill: the connection drops first, so worker 1 can neither heartbeat,
+	// ack nor NAK; only the ack wait brings the request back.
+	nc1.Close()
+	stop1()
+	conv2 := newScripted("w2")
+	startWorker(t, e.open(t), conv2)
+	waitFor(t, "worker 2 to succeed", func() bool {
+		st, err := e.q.Status(ctx, img)
+		return err == nil && st.State == queue.StateSucceeded
+	})
+	time.Sleep(1500 * time.Millisecond) // longer than the ack wait: no further delivery
+	if n := conv2.count(img); n != 1 {
+		t.Errorf("worker 2 converted %d times, want exactly 1", n)
+	}
+	st, _ := e.q.Status(ctx, img)
+	if st.Attempts != 2 {
+		t.Errorf("succeeded on attempt %d, want 2", st.Attempts)
+	}
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	// A long ack wait: a redelivery within seconds proves an explicit NAK.
+	e := newEnv(t, queue.WithAckWait(time.Minute))
+	ctx := ctxT(t)
+	var phase atomic.Int32
+	conv := ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		if strings.HasSuffix(req.Image, ":short") {
+			phase.Store(1)
+			time.Sleep(300 * time.Millisecond) // finishes within the grace period
+			return &queue.Result{}, nil
+		}
+		phase.Store(2)
+		<-ctx.Done() // never finishes by itself
+		return nil, ctx.Err()
+	})
+	m, reg := newMetrics()
+	stop := startWorker(t, e.q, conv, WithShutdownGrace(time.Second), WithMetrics(m), WithConcurrency(1))
+	if _, err := e.q.Submit(ctx, queue.Request{Image: "registry.example/app:short"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "short conversion running", func() bool { return phase.Load() == 1 })
+	stop()
+	st, err := e.q.Status(ctx, "registry.example/app:short")
+	if err != nil || st.State != queue.StateSucceeded {
+		t.Fatalf("conversion within the grace period: %+v %v", st, err)
+	}
+
+	stop = startWorker(t, e.q, conv, WithShutdownGrace(200*time.Millisecond), WithMetrics(m), WithConcurrency(1))
+	if _, err := e.q.Submit(ctx, queue.Request{Image: "registry.example/app:long"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "long conversion running", func() bool { return phase.Load() == 2 })
+	stop()
+	if !strings.Contains(metricsText(t, reg), `reason="shutdown",result="retried"`) {
+		t.Error("shutdown NAK not counted")
+	}
+	conv2 := newScripted("w2")
+	startWorker(t, e.open(t), conv2)
+	waitFor(t, "NAKed request redelivered well before the ack wait", func() bool { return conv2.count("registry.example/app:long") == 1 })
+}
+
+func TestNATSRestartMidRun(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	conv := newScripted("w")
+	var slow atomic.Int32
+	c := ConverterFunc(func(ctx context.Context, req queue.Request, p func(string)) (*queue.Result, error) {
+		slow.Add(1)
+		time.Sleep(50 * time.Millisecond)
+		return conv.Convert(ctx, req, p)
+	})
+	startWorker(t, e.q, c, WithConcurrency(2))
+	submit := func(i int) {
+		for {
+			_, err := e.q.Submit(ctx, queue.Request{Image: fmt.Sprintf("registry.example/app:r%d", i)})
+			if err == nil {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for i := range 10 {
+		submit(i)
+	}
+	waitFor(t, "some conversions before the restart", func() bool { return slow.Load() >= 2 })
+	port := e.srv.Port()
+	e.srv.Shutdown()
+	time.Sleep(200 * time.Millisecond)
+	srv, err := queue.StartEmbedded(ctx, e.dir, queue.WithPort(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = srv
+	for i := 10; i < 20; i++ {
+		submit(i)
+	}
+	waitFor(t, "all 20 succeeded", func() bool {
+		for i := range 20 {
+			st, err := e.q.Status(ctx, fmt.Sprintf("registry.example/app:r%d", i))
+			if err != nil || st.State != queue.StateSucceeded {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestIsPermanent(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"plain", errors.New("x"), false},
+		{"marked permanent", Permanent(errors.New("x")), true},
+		{"wrapped permanent", fmt.Errorf("stage build: %w", Permanent(errors.New("x"))), true},
+		{"transient wins over permanent", Transient(Permanent(errors.New("x"))), false},
+		{"invalid request", fmt.Errorf("decode: %w", queue.ErrInvalidRequest), true},
+		{"context canceled", context.Canceled, false},
+	}
+	for _, tt := range tests {
+		if got := IsPermanent(tt.err); got != tt.want {
+			t.Errorf("%s: IsPermanent = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestNewRefusesMissingConverter(t *testing.T) {
+	e := newEnv(t)
+	if _, err := New(e.q, nil); err == nil || !strings.Contains(err.Error(), "not wired") {
+		t.Errorf("err = %v", err)
+	}
+	if _, err := New(e.q, newScripted("w"), WithHeartbeat(time.Second)); err == nil {
+		t.Error("a heartbeat as long as the ack wait was accepted")
+	}
+}
