@@ -41,6 +41,11 @@ func (w *Writer) loadParent(path string) error {
 	w.root = root
 	byID[im.root] = root
 	queue := []item{{root, rootRec, im.root}}
+	type lateParent struct {
+		n  *inode
+		id uint32
+	}
+	var late []lateParent // ParentFileId names a directory not reached yet
 	for len(queue) > 0 {
 		it := queue[0]
 		queue = queue[1:]
@@ -67,11 +72,23 @@ func (w *Writer) loadParent(path string) error {
 				return fmt.Errorf("%s (FileID %d): %w", name, id, err)
 			}
 			n.firstParent = it.n
+			if rec.ParentID != it.id {
+				if p, ok := byID[rec.ParentID]; ok && p.isDir {
+					n.firstParent = p // keep the parent's ParentFileId for hard-linked files
+				} else {
+					late = append(late, lateParent{n, rec.ParentID})
+				}
+			}
 			byID[id] = n
 			it.n.children[foldKey(name, w.upcase)] = &dentry{name: name, node: n}
 			if n.isDir {
 				queue = append(queue, item{n, rec, id})
 			}
+		}
+	}
+	for _, l := range late {
+		if p, ok := byID[l.id]; ok && p.isDir {
+			l.n.firstParent = p
 		}
 	}
 	return nil

@@ -175,3 +175,39 @@ func TestForkedErrors(t *testing.T) {
 		t.Errorf("temp files left: %v", left)
 	}
 }
+
+// TestForkKeepsFirstParent: a hard-linked file's ParentFileId names the
+// directory it was created in, also after forking, even when another link is
+// reached first breadth-first.
+func TestForkKeepsFirstParent(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Create(dir, "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.AddFile("Files", dirInfo(nil), 0)
+	w.AddFile("Files/deep", dirInfo(nil), 0)
+	mustAddFile(t, w, "Files/deep/x.txt", fileInfo(0, nil), []byte("x"))
+	if err := w.AddLink("Files/deep/x.txt", "aaa-link"); err != nil {
+		t.Fatal(err)
+	}
+	mustCommit(t, w)
+	for _, name := range []string{"base", "child"} {
+		if name == "child" {
+			c, err := CreateForked(dir, "child", "base")
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustCommit(t, c)
+		}
+		im := mustOpen(t, filepath.Join(dir, name+".cim"))
+		x, err := im.Stat("aaa-link")
+		if err != nil {
+			t.Fatal(err)
+		}
+		deep, _ := im.Stat("Files/deep")
+		if x.ParentID != deep.FileID {
+			t.Errorf("%s: ParentID %d, want Files/deep (%d)", name, x.ParentID, deep.FileID)
+		}
+	}
+}

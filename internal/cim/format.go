@@ -79,6 +79,20 @@ const (
 // is dropped, so comparisons with a layer must mask with StoredAttributes.
 const StoredAttributes = AttrReadOnly | AttrHidden | AttrSystem | AttrDirectory | AttrArchive | AttrSparseFile | AttrReparsePoint
 
+// AttributesAsStored returns the FILE_ATTRIBUTE_* bits a reader reports for
+// an entry written with attributes a: the five stored flags plus the derived
+// directory and reparse-point bits.
+func AttributesAsStored(a uint32, isDir, isReparse bool) uint32 {
+	a &= AttrReadOnly | AttrHidden | AttrSystem | AttrArchive | AttrSparseFile
+	if isDir {
+		a |= AttrDirectory
+	}
+	if isReparse {
+		a |= AttrReparsePoint
+	}
+	return a
+}
+
 // Stream types (bits 48-55 of Stream.LengthAndType).
 const (
 	streamTypeData      = 0

@@ -387,3 +387,51 @@ func TestReplacementKinds(t *testing.T) {
 		t.Error("replaced name still shares the FileID of its old hard link")
 	}
 }
+
+func TestAttributesAsStored(t *testing.T) {
+	tests := []struct {
+		in           uint32
+		dir, reparse bool
+		want         uint32
+	}{
+		{0x80, false, false, 0},                           // NORMAL is not stored
+		{0x2020, false, false, AttrArchive},               // NOT_CONTENT_INDEXED dropped
+		{0x10, false, false, 0},                           // directory bit comes from the type only
+		{0, true, true, AttrDirectory | AttrReparsePoint}, // junction
+		{0x207, false, false, 0x207},
+	}
+	for _, tt := range tests {
+		if got := AttributesAsStored(tt.in, tt.dir, tt.reparse); got != tt.want {
+			t.Errorf("AttributesAsStored(%#x, %v, %v) = %#x, want %#x", tt.in, tt.dir, tt.reparse, got, tt.want)
+		}
+	}
+}
+
+// TestRename: a writer renamed before Commit writes its files under the new
+// name and region-set ID only.
+func TestRename(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Create(dir, "tmpname", WithRegionSetID(GUID{1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAddFile(t, w, "f", fileInfo(0, nil), bytes.Repeat([]byte{7}, 5000))
+	if err := w.Rename("final", GUID{2}); err != nil {
+		t.Fatal(err)
+	}
+	mustCommit(t, w)
+	names, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, n := range names {
+		if b := filepath.Base(n); strings.Contains(b, GUID{1}.String()) || strings.HasPrefix(b, "tmpname") || strings.HasPrefix(b, ".tmp-") {
+			t.Errorf("left under the old name: %s", b)
+		}
+	}
+	info, err := Inspect(filepath.Join(dir, "final.cim"))
+	if err != nil || info.RegionSet.ID != (GUID{2}).String() || len(names) != 7 {
+		t.Fatalf("inspect after rename: %+v %v (files %v)", info, err, names)
+	}
+	r, err := mustOpen(t, filepath.Join(dir, "final.cim")).Open("f")
+	if err != nil || !bytes.Equal(readAll(t, r), bytes.Repeat([]byte{7}, 5000)) {
+		t.Errorf("data after rename: %v", err)
+	}
+}
