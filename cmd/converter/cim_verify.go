@@ -1,0 +1,63 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cimconv/cimconv/internal/builder/portable"
+)
+
+func init() { cimSubcommands = append(cimSubcommands, newCimVerifyCmd) }
+
+func newCimVerifyCmd(g *globalFlags) *cobra.Command {
+	var (
+		layers  []string
+		jsonOut bool
+	)
+	cmd := &cobra.Command{
+		Use:   "verify CIM --layers LAYER...",
+		Short: "Compare a CIM's view with the merged view of its layers; exit 2 on differences",
+		Long: `Compare the view of a CIM (paths, types, sizes, content hashes, security descriptors,
+attributes, EAs, reparse data, alternate streams, last-write times) with the merged view
+of the layer files it was built from (base first), including the base-layer processing
+CimFS's layer import adds (Hives/*_BASE links, the layout file). Exits 2 and lists the
+differences when they differ.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(layers) == 0 {
+				return fmt.Errorf("--layers is required")
+			}
+			want, err := portable.ExpectedView(cmd.Context(), fileOpeners(layers))
+			if err != nil {
+				return err
+			}
+			got, err := cimView(args[0])
+			if err != nil {
+				return err
+			}
+			diffs := portable.CompareViews(want, got)
+			if jsonOut {
+				if err := json.NewEncoder(os.Stdout).Encode(map[string]any{"cim": args[0], "entries": len(got), "differences": diffs}); err != nil {
+					return err
+				}
+			} else {
+				for _, d := range diffs {
+					fmt.Println(d.String())
+				}
+			}
+			if len(diffs) > 0 {
+				return &exitError{code: 2, err: fmt.Errorf("%s: %d differences from its layers", args[0], len(diffs))}
+			}
+			if !jsonOut {
+				fmt.Printf("%s: %d entries match the layers\n", args[0], len(got))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&layers, "layers", nil, "layer files, base first (repeat or comma-separate)")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON on stdout")
+	return cmd
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cimconv/cimconv/internal/devenv"
+	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+)
+
+func init() { registeredCommands = append(registeredCommands, newDevCmd) }
+
+func newDevCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Development helpers: generated sample layers and a local registry",
+	}
+	cmd.AddCommand(newDevLayersCmd(), newDevRegistryCmd())
+	return cmd
+}
+
+func newDevLayersCmd() *cobra.Command {
+	var compression string
+	cmd := &cobra.Command{
+		Use:   "layers DIR",
+		Short: "Write a generated 3-layer Windows sample chain (base first) into DIR",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := parseCompression(compression)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(args[0], 0o755); err != nil {
+				return err
+			}
+			files, err := wclayertest.WriteSampleChain(args[0], c)
+			if err != nil {
+				return err
+			}
+			for _, f := range files {
+				fmt.Println(f)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&compression, "compression", "gzip", "none, gzip or zstd")
+	return cmd
+}
+
+func parseCompression(s string) (wclayertest.Compression, error) {
+	switch s {
+	case "none", "":
+		return wclayertest.Uncompressed, nil
+	case "gzip":
+		return wclayertest.Gzip, nil
+	case "zstd":
+		return wclayertest.Zstd, nil
+	}
+	return 0, fmt.Errorf("--compression %q: want none, gzip or zstd", s)
+}
+
+func newDevRegistryCmd() *cobra.Command {
+	var (
+		addr    string
+		dir     string
+		jsonOut bool
+	)
+	cmd := &cobra.Command{
+		Use:   "registry",
+		Short: "Run a loopback OCI registry (referrers API on) seeded with a generated Windows sample image",
+		Long: `Run go-containerregistry's registry on a loopback address, with the OCI 1.1
+referrers API, and push a generated 3-layer Windows image to <addr>/sample/windows:ltsc2022.
+It runs until interrupted. For development and demos only.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			reg, err := devenv.StartRegistry(addr, dir)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				reg.Close(ctx)
+			}()
+			ref := reg.Host() + "/sample/windows:ltsc2022"
+			digest, err := devenv.PushSample(cmd.Context(), ref)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				json.NewEncoder(os.Stdout).Encode(map[string]string{"registry": reg.Host(), "image": ref, "digest": digest})
+			} else {
+				fmt.Printf("registry listening on %s\nsample image: %s\n              %s\n\ntry:\n  go run ./cmd/converter convert %s\n  go run ./cmd/converter fetch %s --dest /tmp/cims\n\n(Ctrl-C to stop)\n",
+					reg.Host(), ref, digest, ref, ref)
+			}
+			<-cmd.Context().Done()
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:5000", "listen address (loopback)")
+	cmd.Flags().StringVar(&dir, "dir", "", "keep blobs in this directory (default: memory)")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the registry and image as JSON on stdout")
+	return cmd
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/spf13/cobra"
+
+	"github.com/cimconv/cimconv/internal/fetch"
+)
+
+func init() { registeredCommands = append(registeredCommands, newFetchCmd) }
+
+func newFetchCmd(g *globalFlags) *cobra.Command {
+	var (
+		rf       registryFlags
+		dest     string
+		osBuild  string
+		platform string
+		jsonOut  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "fetch IMAGE --dest DIR",
+		Short: "Node side: fetch an image's pre-built CIM chain and lay it out in DIR",
+		Long: `Find IMAGE's cimconv artifact through the referrers API (or the fallback tag), pick
+the newest one compatible with --os-build, verify every digest, and lay the chain out:
+
+  DIR/cim-layers/   every layer's .cim, region_* and objectid_* files
+  DIR/layers/<chainID hex>/   each layer's side files (Hives/*_BASE, layout)
+
+The chain is checked to open with the CIM reader before it is placed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if dest == "" {
+				return fmt.Errorf("--dest is required")
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			p, err := v1.ParsePlatform(platform)
+			if err != nil {
+				return fmt.Errorf("--platform %q: %w", platform, err)
+			}
+			res, err := fetch.New(rf.client(log), log).Fetch(cmd.Context(), args[0], fetch.Options{Dest: dest, NodeBuild: osBuild, Platform: *p})
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return json.NewEncoder(os.Stdout).Encode(res)
+			}
+			fmt.Printf("artifact %s for %s (builder %s)\n", res.Artifact, res.Subject, res.Builder)
+			for _, l := range res.Layers {
+				fmt.Printf("  %s\t%s\n", l.Cim, l.SideDir)
+			}
+			fmt.Printf("top CIM %s opens: %d entries\n", res.Cim, res.Entries)
+			return nil
+		},
+	}
+	rf.register(cmd.Flags())
+	cmd.Flags().StringVar(&dest, "dest", "", "directory to lay the CIM chain out in")
+	cmd.Flags().StringVar(&osBuild, "os-build", "", "the node's Windows build (e.g. 20348 or 10.0.20348.2340); default: any")
+	cmd.Flags().StringVar(&platform, "platform", "windows/amd64", "os/architecture")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the result as JSON on stdout")
+	return cmd
+}

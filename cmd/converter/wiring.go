@@ -1,0 +1,102 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
+
+	"github.com/cimconv/cimconv/internal/builder"
+	"github.com/cimconv/cimconv/internal/builder/hcsshim"
+	"github.com/cimconv/cimconv/internal/builder/portable"
+	"github.com/cimconv/cimconv/internal/convert"
+	"github.com/cimconv/cimconv/internal/registry"
+	"github.com/cimconv/cimconv/internal/version"
+)
+
+// registryFlags configure registry access for every command that talks to a
+// registry.
+type registryFlags struct {
+	insecure     []string
+	dockerConfig string
+	noFallback   bool
+	foreignHosts []string
+}
+
+func (f *registryFlags) register(fs *pflag.FlagSet) {
+	fs.StringSliceVar(&f.insecure, "insecure", nil, "registry hosts to reach over plain HTTP (loopback is always allowed)")
+	fs.StringVar(&f.dockerConfig, "docker-config", os.Getenv("CIMCONV_DOCKER_CONFIG"), "dockerconfigjson file with registry credentials (e.g. a mounted image pull secret)")
+	fs.BoolVar(&f.noFallback, "no-referrers-fallback", false, "fail instead of using the sha256-<digest> tag where the registry lacks the referrers API")
+	fs.StringSliceVar(&f.foreignHosts, "foreign-layer-hosts", nil, "hosts non-distributable layers may be fetched from (default: Microsoft's container registry)")
+}
+
+func (f *registryFlags) client(log *zap.Logger) *registry.Client {
+	opts := []registry.Option{
+		registry.WithLogger(log),
+		registry.WithUserAgent("cimconv/" + version.Version),
+		registry.WithReferrersFallback(!f.noFallback),
+	}
+	if len(f.insecure) > 0 {
+		opts = append(opts, registry.WithInsecure(f.insecure...))
+	}
+	if f.dockerConfig != "" {
+		opts = append(opts, registry.WithDockerConfig(f.dockerConfig))
+	}
+	if len(f.foreignHosts) > 0 {
+		opts = append(opts, registry.WithForeignLayerHosts(f.foreignHosts...))
+	}
+	return registry.New(opts...)
+}
+
+// buildFlags configure the builder and the chain cache.
+type buildFlags struct {
+	builder  string
+	cacheDir string
+	workDir  string
+	format   string
+}
+
+func (f *buildFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.builder, "builder", envOr("CIMCONV_BUILDER", "auto"), "CIM builder: auto, portable (experimental, every OS) or hcsshim (Windows)")
+	fs.StringVar(&f.format, "cim-format", builder.FormatForked, "CIM format for the hcsshim builder: forked or block")
+	fs.StringVar(&f.cacheDir, "cache-dir", envOr("CIMCONV_CACHE_DIR", defaultCacheDir()), "chain cache directory (built layers by chainID)")
+	fs.StringVar(&f.workDir, "work-dir", envOr("CIMCONV_WORK_DIR", ""), "directory chains are built in (default: a temp dir)")
+}
+
+func defaultCacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "cimconv", "chains")
+	}
+	return filepath.Join(os.TempDir(), "cimconv", "chains")
+}
+
+// selectBuilder picks the builder by name and logs why.
+func (f *buildFlags) selectBuilder(log *zap.Logger) (builder.Builder, error) {
+	b, why, err := builder.Select(f.builder, runtime.GOOS,
+		func() (builder.Builder, error) { return portable.New(portable.WithLogger(log)), nil },
+		func() (builder.Builder, error) {
+			return hcsshim.New(hcsshim.WithFormat(f.format), hcsshim.WithLogger(log), hcsshim.WithWorkDir(f.workDir))
+		})
+	if err != nil {
+		return nil, fmt.Errorf("--builder %s: %w", f.builder, err)
+	}
+	log.Info("builder selected", zap.String("builder", b.Capabilities().Name), zap.String("why", why))
+	return b, nil
+}
+
+// converter wires a Converter from flags.
+func (f *buildFlags) converter(log *zap.Logger, reg *registry.Client, opts ...convert.Option) (*convert.Converter, error) {
+	b, err := f.selectBuilder(log)
+	if err != nil {
+		return nil, err
+	}
+	cache, err := convert.NewCache(f.cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	opts = append([]convert.Option{convert.WithLogger(log), convert.WithWorkDir(f.workDir)}, opts...)
+	return convert.New(reg, b, cache, opts...), nil
+}

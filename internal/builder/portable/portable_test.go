@@ -1,0 +1,307 @@
+package portable
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/cimconv/cimconv/internal/builder"
+	"github.com/cimconv/cimconv/internal/cim"
+	"github.com/cimconv/cimconv/internal/wclayer"
+	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+)
+
+func source(b []byte, name string) builder.LayerSource {
+	return builder.LayerSource{
+		Digest: name,
+		Open: func(context.Context) (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(b)), nil
+		},
+	}
+}
+
+func openers(layers [][]byte) []func() (io.ReadCloser, error) {
+	var out []func() (io.ReadCloser, error)
+	for _, b := range layers {
+		out = append(out, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+	}
+	return out
+}
+
+// buildChain builds layers in dir and returns the built layers.
+func buildChain(t *testing.T, b *Builder, dir string, layers [][]byte) []*builder.BuiltLayer {
+	t.Helper()
+	var parent *builder.BuiltLayer
+	var out []*builder.BuiltLayer
+	for i, l := range layers {
+		bl, err := b.BuildLayer(context.Background(), source(l, "layer"+string(rune('0'+i))), parent, dir)
+		if err != nil {
+			t.Fatalf("layer %d: %v", i, err)
+		}
+		out = append(out, bl)
+		parent = bl
+	}
+	return out
+}
+
+func chainBytes(n int) [][]byte {
+	comps := []wclayertest.Compression{wclayertest.Gzip, wclayertest.Zstd, wclayertest.Uncompressed}
+	var out [][]byte
+	for i, l := range wclayertest.Chain(n) {
+		out = append(out, l.Bytes(comps[i%len(comps)]))
+	}
+	return out
+}
+
+func TestChainViewMatchesLayers(t *testing.T) {
+	layers := chainBytes(4)
+	dir := t.TempDir()
+	built := buildChain(t, New(), dir, layers)
+	for i := range built {
+		want, err := ExpectedView(context.Background(), openers(layers[:i+1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := cim.Open(filepath.Join(dir, built[i].CimName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := im.View()
+		im.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diffs := CompareViews(want, got); len(diffs) > 0 {
+			t.Fatalf("layer %d: %d differences, first: %v", i, len(diffs), diffs[0])
+		}
+		if !built[i].Experimental || built[i].Builder != Name || built[i].Format != builder.FormatForked {
+			t.Errorf("layer %d: metadata %+v", i, built[i])
+		}
+	}
+	// The child's own region files hold only its new data: the parent's
+	// data is referenced, not copied.
+	if base, child := regionBytes(t, dir, built[0]), regionBytes(t, dir, built[1]); child >= base {
+		t.Errorf("child regions %d bytes >= base regions %d bytes: parent data copied?", child, base)
+	}
+}
+
+func regionBytes(t *testing.T, dir string, b *builder.BuiltLayer) int64 {
+	var n int64
+	for _, f := range b.CimFiles {
+		if strings.HasPrefix(f, "region_") {
+			st, err := os.Stat(filepath.Join(dir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += st.Size()
+		}
+	}
+	return n
+}
+
+func TestBaseLayerProcessing(t *testing.T) {
+	layers := chainBytes(2)
+	dir := t.TempDir()
+	built := buildChain(t, New(), dir, layers)
+	im, err := cim.Open(filepath.Join(dir, built[0].CimName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	for _, h := range hives {
+		base, err := readAll(im, hivesDir+"/"+h.base)
+		if err != nil {
+			t.Fatalf("%s in CIM: %v", h.base, err)
+		}
+		cfg, err := readAll(im, configDir+"/"+h.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(base, cfg) || !bytes.HasPrefix(base, []byte("regf")) {
+			t.Fatalf("%s differs from config/%s", h.base, h.name)
+		}
+		side, err := os.ReadFile(filepath.Join(built[0].SideDir, hivesDir, h.base))
+		if err != nil || !bytes.Equal(side, cfg) {
+			t.Fatalf("side file %s: %v", h.base, err)
+		}
+	}
+	layout, err := readAll(im, layoutName)
+	if err != nil || string(layout) != layoutText {
+		t.Fatalf("layout in CIM = %q, %v", layout, err)
+	}
+	wantSide := []string{"Hives/DEFAULTUSER_BASE", "Hives/SAM_BASE", "Hives/SECURITY_BASE", "Hives/SOFTWARE_BASE", "Hives/SYSTEM_BASE", "layout"}
+	for i, b := range built {
+		if strings.Join(b.SideFiles, ",") != strings.Join(wantSide, ",") {
+			t.Errorf("layer %d side files %v, want %v (carried forward)", i, b.SideFiles, wantSide)
+		}
+		if b.SideDir != builder.SideDir(dir, b.ChainID) {
+			t.Errorf("layer %d side dir %s", i, b.SideDir)
+		}
+	}
+}
+
+func readAll(im *cim.Image, p string) ([]byte, error) {
+	r, err := im.OpenFile(p)
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(r)
+}
+
+func dirFiles(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	err := filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(dir, p)
+		out[rel] = b
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestDeterministic(t *testing.T) {
+	layers := chainBytes(3)
+	d1, d2 := t.TempDir(), t.TempDir()
+	buildChain(t, New(), d1, layers)
+	// The second build knows the chainIDs up front (as the registry path
+	// does); the first derived them while streaming. Same bytes either way.
+	var parent *builder.BuiltLayer
+	chain := ""
+	for i, l := range layers {
+		src := source(l, "x")
+		diff := diffIDOf(t, l)
+		chain = builder.ChainID(chain, diff)
+		src.ChainID, src.DiffID = chain, diff
+		bl, err := New().BuildLayer(context.Background(), src, parent, d2)
+		if err != nil {
+			t.Fatalf("layer %d: %v", i, err)
+		}
+		parent = bl
+	}
+	f1, f2 := dirFiles(t, d1), dirFiles(t, d2)
+	if len(f1) == 0 || len(f1) != len(f2) {
+		t.Fatalf("file sets differ: %d vs %d", len(f1), len(f2))
+	}
+	for name, b := range f1 {
+		if !bytes.Equal(b, f2[name]) {
+			t.Errorf("%s differs between builds", name)
+		}
+	}
+}
+
+func diffIDOf(t *testing.T, layer []byte) string {
+	t.Helper()
+	r, err := wclayer.NewReader(bytes.NewReader(layer), wclayer.WithParentLookup(func(string) bool { return true }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := r.Next(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := r.DiffID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestDeltaHivesRefused(t *testing.T) {
+	base := wclayertest.BaseLayer().Bytes(wclayertest.Gzip)
+	delta := wclayertest.DeltaHiveLayer().Bytes(wclayertest.Gzip)
+	dir := t.TempDir()
+	parent := buildChain(t, New(), dir, [][]byte{base})[0]
+	before := dirFiles(t, dir)
+	_, err := New().BuildLayer(context.Background(), source(delta, "sha256:delta"), parent, dir)
+	if !errors.Is(err, ErrDeltaHives) {
+		t.Fatalf("err = %v, want ErrDeltaHives", err)
+	}
+	if !strings.Contains(err.Error(), "sha256:delta") || !strings.Contains(err.Error(), "hcsshim") {
+		t.Errorf("error %q should name the layer and the Windows builder", err)
+	}
+	if after := dirFiles(t, dir); len(after) != len(before) {
+		t.Fatalf("failed build left files: %d before, %d after", len(before), len(after))
+	}
+	bl, err := New(WithUnmergedDeltaHives()).BuildLayer(context.Background(), source(delta, "sha256:delta"), parent, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bl.UnmergedDeltas {
+		t.Fatal("UnmergedDeltas not set")
+	}
+}
+
+func TestBadLayersLeaveNothing(t *testing.T) {
+	traversal := wclayertest.NewLayer().Raw(&tar.Header{Name: "Files/../../etc/passwd", Typeflag: tar.TypeReg, Size: 1}, []byte("x")).Bytes(wclayertest.Uncompressed)
+	good := wclayertest.BaseLayer().Bytes(wclayertest.Gzip)
+	truncated := good[:len(good)/2]
+	tests := []struct {
+		name  string
+		layer []byte
+		want  string
+	}{
+		{"path traversal", traversal, "Files/../../etc/passwd"},
+		{"truncated gzip", truncated, "layer-under-test"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			_, err := New().BuildLayer(context.Background(), source(tt.layer, "layer-under-test"), nil, dir)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to name %q", err, tt.want)
+			}
+			if files := dirFiles(t, dir); len(files) != 0 {
+				t.Fatalf("failed build left %v", keys(files))
+			}
+		})
+	}
+}
+
+func TestCancelledBuildLeavesNothing(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	dir := t.TempDir()
+	_, err := New().BuildLayer(ctx, source(wclayertest.BaseLayer().Bytes(wclayertest.Gzip), "l"), nil, dir)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if files := dirFiles(t, dir); len(files) != 0 {
+		t.Fatalf("cancelled build left %v", keys(files))
+	}
+}
+
+func TestDiffIDMismatch(t *testing.T) {
+	src := source(wclayertest.BaseLayer().Bytes(wclayertest.Gzip), "l")
+	src.DiffID = "sha256:" + strings.Repeat("0", 64)
+	src.ChainID = src.DiffID
+	_, err := New().BuildLayer(context.Background(), src, nil, t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "diffID mismatch") {
+		t.Fatalf("err = %v, want a diffID mismatch", err)
+	}
+}
+
+func keys(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
