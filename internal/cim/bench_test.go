@@ -165,3 +165,32 @@ func BenchmarkWriterLarge(b *testing.B) {
 		b.ReportMetric(rss, "peakRSS-MiB")
 	}
 }
+
+// BenchmarkFork forks a 100,000-file parent (metadata only is rewritten).
+func BenchmarkFork(b *testing.B) {
+	dir := b.TempDir()
+	w, err := Create(dir, "parent")
+	if err != nil {
+		b.Fatal(err)
+	}
+	w.AddFile("Files", dirInfo(sdA), 0)
+	for d := 0; d < 100; d++ {
+		w.AddFile(fmt.Sprintf("Files/d%03d", d), dirInfo(sdA), 0)
+		for f := 0; f < 1000; f++ {
+			mustAddFile(b, w, fmt.Sprintf("Files/d%03d/file%04d.dll", d, f), fileInfo(0, sdB), []byte("x"))
+		}
+	}
+	if err := w.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, err := CreateForked(dir, fmt.Sprintf("child%d", i), "parent")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

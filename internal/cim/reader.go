@@ -44,6 +44,7 @@ type Image struct {
 	tables       map[int][]byte
 	dirCache     map[stream]*linkTable
 	dirCacheSize int
+	sdCache      map[regionOffset][]byte
 }
 
 // DefaultMaxSparseSize is the largest sparse (all-zero) stream an Image
@@ -410,7 +411,7 @@ func (im *Image) stat(id uint32, rec *fileRecord) (*Stat, error) {
 	}
 	var err error
 	if rec.SD != 0 {
-		if st.SecurityDescriptor, err = im.readCounted(rec.SD); err != nil {
+		if st.SecurityDescriptor, err = im.securityDescriptor(rec.SD); err != nil {
 			return nil, fmt.Errorf("security descriptor: %w", err)
 		}
 	}
@@ -425,6 +426,31 @@ func (im *Image) stat(id uint32, rec *fileRecord) (*Stat, error) {
 		}
 	}
 	return st, nil
+}
+
+// securityDescriptor reads an SD; SDs are shared between files, so they are
+// cached by offset (callers must not modify the returned bytes).
+func (im *Image) securityDescriptor(o regionOffset) ([]byte, error) {
+	im.mu.Lock()
+	sd, ok := im.sdCache[o]
+	im.mu.Unlock()
+	if ok {
+		return sd, nil
+	}
+	sd, err := im.readCounted(o)
+	if err != nil {
+		return nil, err
+	}
+	im.mu.Lock()
+	if len(im.sdCache) > 1<<16 {
+		im.sdCache = nil
+	}
+	if im.sdCache == nil {
+		im.sdCache = map[regionOffset][]byte{}
+	}
+	im.sdCache[o] = sd
+	im.mu.Unlock()
+	return sd, nil
 }
 
 // Stat returns the metadata of path.
