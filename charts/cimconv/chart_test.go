@@ -1,5 +1,3 @@
-// Package chart_test renders the Helm chart with helm and checks the result
-// against the Kubernetes API types and the values it was rendered from.
 package chart_test
 
 import (
