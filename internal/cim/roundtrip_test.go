@@ -289,11 +289,28 @@ func TestWriterErrors(t *testing.T) {
 	if err := w.AddFile("next", fileInfo(0, nil), 0); err == nil || !strings.Contains(err.Error(), "wrote 3 of 10") {
 		t.Errorf("short write not reported: %v", err)
 	}
-	if err := w.AddFile("long", fileInfo(0, nil), 2); err != nil {
+	// The short write is sticky: the CIM cannot be committed, and a failed
+	// Commit leaves nothing behind.
+	if err := w.Commit(); err == nil {
+		t.Error("Commit after a short write succeeded")
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) > 0 {
+		t.Errorf("files left after a failed Commit: %v", left)
+	}
+
+	w2, err := Create(dir, "long")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Write([]byte("abc")); err == nil {
+	defer w2.Close()
+	if err := w2.AddFile("long", fileInfo(0, nil), 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.Write([]byte("abc")); err == nil {
 		t.Error("long write accepted")
+	}
+	if err := w2.Commit(); err == nil {
+		t.Error("Commit after a long write succeeded")
 	}
 }
 

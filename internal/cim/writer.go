@@ -313,7 +313,9 @@ func (w *Writer) finishStream() error {
 	}
 	w.cur = nil
 	if c.written != c.size {
-		return fmt.Errorf("%s: wrote %d of %d bytes", c.path, c.written, c.size)
+		// Sticky: committing would store a wrong stream.
+		w.err = fmt.Errorf("CIM %s: %s: wrote %d of %d bytes", w.name, c.path, c.written, c.size)
+		return w.err
 	}
 	switch {
 	case c.size == 0:
@@ -364,7 +366,8 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, errors.New("CIM write: no file or stream open for data")
 	}
 	if int64(len(p)) > c.size-c.written {
-		return 0, fmt.Errorf("%s: write of %d bytes past declared size %d (at %d)", c.path, len(p), c.size, c.written)
+		w.err = fmt.Errorf("CIM %s: %s: write of %d bytes past declared size %d (at %d)", w.name, c.path, len(p), c.size, c.written)
+		return 0, w.err
 	}
 	if c.allZero {
 		i := firstNonZero(p)
@@ -652,8 +655,8 @@ func (w *Writer) Close() error {
 // then renames everything from temporary names into place (the .cim last) and
 // closes the writer. On error nothing is left behind.
 func (w *Writer) Commit() (err error) {
-	if err := w.begin(); err != nil {
-		return err
+	if w.done {
+		return errors.New("CIM writer already committed or closed")
 	}
 	defer func() {
 		if err != nil {
@@ -661,6 +664,9 @@ func (w *Writer) Commit() (err error) {
 			err = fmt.Errorf("commit CIM %s: %w", w.name, err)
 		}
 	}()
+	if err := w.begin(); err != nil {
+		return err
+	}
 	meta, err := w.newRegion(RegionMetadata)
 	if err != nil {
 		return err
