@@ -14,6 +14,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -39,7 +40,7 @@ const (
 type Reader struct {
 	o      options
 	src    *sourceReader
-	gz     *gzip.Reader
+	ra     *readahead
 	zr     *zstd.Decoder
 	out    *hashingReader
 	tr     *tar.Reader
@@ -72,7 +73,8 @@ func NewReader(r io.Reader, opts ...Option) (*Reader, error) {
 		if err != nil {
 			return nil, lr.streamErr(err, "gzip header")
 		}
-		lr.gz, plain, lr.stats.Compression = gz, gz, Gzip
+		lr.ra = newReadahead(gz, 256<<10, 4)
+		plain, lr.stats.Compression = lr.ra, Gzip
 	case bytes.HasPrefix(magic, magicZstd):
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxMemory(1<<30))
 		if err != nil {
@@ -152,13 +154,19 @@ func (r *Reader) DiffID() (string, error) {
 // Stats returns the counts so far.
 func (r *Reader) Stats() Stats {
 	s := r.stats
-	s.BytesIn, s.BytesOut = r.src.n, r.out.n
+	s.BytesIn, s.BytesOut = r.src.n.Load(), r.out.n
 	return s
 }
 
-// Close releases the decompressor. Next calls it itself at io.EOF and on
-// errors; call it when abandoning a layer before that.
+// Close stops the decompression goroutines. Next calls it itself at io.EOF
+// and on errors; callers that may stop earlier should defer it.
 func (r *Reader) Close() error {
+	if r.err == nil && !r.done {
+		r.err = errClosed
+	}
+	if r.ra != nil {
+		r.ra.Close()
+	}
 	if r.zr != nil {
 		r.zr.Close()
 		r.zr = nil
@@ -208,8 +216,8 @@ func (r *Reader) streamErr(err error, where string) error {
 		}
 		return &Error{Layer: r.o.name, Entry: r.curName(), Problem: problem, Err: ErrLimit}
 	}
-	if r.src.err != nil {
-		return fmt.Errorf("layer %s: %s: %w", r.o.name, where, r.src.err)
+	if srcErr := r.src.failure(); srcErr != nil {
+		return fmt.Errorf("layer %s: %s: %w", r.o.name, where, srcErr)
 	}
 	problem := where + ": " + err.Error()
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
@@ -524,20 +532,28 @@ func (r *Reader) decodeRecords(hdr *tar.Header, e *Entry) *problem {
 }
 
 // sourceReader counts compressed bytes and remembers the source's own error,
-// so I/O failures are not mistaken for corrupt data.
+// so I/O failures are not mistaken for corrupt data. It may run on the
+// readahead goroutine, hence the atomics.
 type sourceReader struct {
 	r   io.Reader
-	n   int64
-	err error
+	n   atomic.Int64
+	err atomic.Pointer[error]
 }
 
 func (s *sourceReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
-	s.n += int64(n)
+	s.n.Add(int64(n))
 	if err != nil && err != io.EOF {
-		s.err = err
+		s.err.CompareAndSwap(nil, &err)
 	}
 	return n, err
+}
+
+func (s *sourceReader) failure() error {
+	if p := s.err.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // hashingReader hashes and counts the uncompressed stream and enforces the
@@ -561,8 +577,8 @@ func (h *hashingReader) Read(p []byte) (int, error) {
 		h.n += int64(n)
 		if h.n > h.limits.MaxTotalSize {
 			h.limitErr = fmt.Errorf("uncompressed layer exceeds the limit MaxTotalSize=%d", h.limits.MaxTotalSize)
-		} else if h.n > h.limits.RatioAfter && float64(h.n) > h.limits.MaxRatio*float64(h.src.n) {
-			h.limitErr = fmt.Errorf("compression ratio %.0f exceeds the limit MaxRatio=%g", float64(h.n)/float64(max(h.src.n, 1)), h.limits.MaxRatio)
+		} else if h.n > h.limits.RatioAfter && float64(h.n) > h.limits.MaxRatio*float64(h.src.n.Load()) {
+			h.limitErr = fmt.Errorf("compression ratio %.0f exceeds the limit MaxRatio=%g", float64(h.n)/float64(max(h.src.n.Load(), 1)), h.limits.MaxRatio)
 		}
 		if h.limitErr != nil {
 			return n, h.limitErr

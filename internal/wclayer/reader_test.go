@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -543,5 +544,30 @@ func TestTrailingData(t *testing.T) {
 				t.Errorf("DiffID %s does not cover the padding", res.diffID)
 			}
 		})
+	}
+}
+
+func TestCloseStopsDecompression(t *testing.T) {
+	for _, c := range []wclayertest.Compression{wclayertest.Gzip, wclayertest.Zstd} {
+		blob := wclayertest.BaseLayer().Bytes(c)
+		before := runtime.NumGoroutine()
+		r, err := wclayer.NewReader(bytes.NewReader(blob))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Next(); err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		if _, err := r.Next(); err == nil || errors.Is(err, io.EOF) {
+			t.Errorf("%v: Next after Close = %v, want an error", c, err)
+		}
+		// The decompression goroutines exit once they see the close.
+		for i := 0; runtime.NumGoroutine() > before; i++ {
+			if i == 500 {
+				t.Fatalf("%v: %d goroutines after Close, %d before", c, runtime.NumGoroutine(), before)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }
