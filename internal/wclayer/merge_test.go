@@ -53,6 +53,7 @@ func TestMergeViewChain(t *testing.T) {
 		{"Files/Windows/System32/drivers/etc/hosts", fsview.TypeFile, sha([]byte("127.0.0.1 localhost app2\r\n")), b64(wclayertest.SDAdminsFull)},
 		{"Files/Users/All Users", fsview.TypeSymlink, "", b64(wclayertest.SDSystemOnly)},
 		{wclayertest.DeepPath, fsview.TypeFile, sha([]byte("deep\r\n")), b64(wclayertest.SDAdminsFull)},
+		{"Files/Windows/System32/NTDLL.dll", fsview.TypeFile, sha(wclayertest.PE("ntdll-v2", 64<<10)), b64(wclayertest.SDTrustedInstaller)},
 	}
 	for _, p := range present {
 		e, ok := m[p.path]

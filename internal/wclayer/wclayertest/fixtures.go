@@ -124,9 +124,12 @@ func BaseLayer() *Layer {
 }
 
 // AppLayer is the n-th (n >= 1) realistic non-base layer on top of
-// BaseLayer (and earlier app layers), without delta hives: program files,
-// a modified base file, whiteouts of base paths, a hard link to a base file
-// and a replacement of a base file spelled in a different case.
+// BaseLayer (and earlier app layers), without delta hives: program files
+// with an alternate stream, a hard link to a base file, a replacement of a
+// base file spelled in a different case and whiteouts of base paths; what
+// is replaced and deleted cycles with n%3 (1: notepad.exe, notepad-link.exe
+// and Temp/zeros.bin; 2: ntdll.dll, hosts and Users/Public/Documents;
+// 0: kernel32.dll and drivers/ntfs.sys).
 func AppLayer(n int) *Layer {
 	app := fmt.Sprintf("Files/Program Files/App%d", n)
 	l := NewLayer()
@@ -145,7 +148,8 @@ func AppLayer(n int) *Layer {
 		l.Whiteout("Files/Windows/System32/notepad-link.exe")
 		l.Whiteout("Files/Windows/Temp/zeros.bin")
 	case 2:
-		// A deleted directory subtree and a modified file.
+		// A deleted directory subtree, a modified file and a case-different replacement.
+		l.File("Files/Windows/System32/NTDLL.dll", PE(fmt.Sprintf("ntdll-v%d", n), 64<<10), WithSD(SDTrustedInstaller))
 		l.File("Files/Windows/System32/drivers/etc/hosts", []byte(fmt.Sprintf("127.0.0.1 localhost app%d\r\n", n)))
 		l.Whiteout("Files/Users/Public/Documents")
 	default:
