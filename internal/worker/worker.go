@@ -214,14 +214,15 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		done := status
 		done.State, done.Artifacts, done.Subjects = queue.StateSucceeded, res.ArtifactDigests, res.SubjectDigests
 		setStatus(done, res.SubjectDigests...)
-		if err := w.q.PublishResult(sctx, res); err != nil {
-			log.Warn("result event not published (status is up to date)", zap.Error(err))
-		}
 		if err := d.Ack(sctx); err != nil {
 			// The artifact exists: a redelivery finds it and acks quickly.
 			log.Warn("ack failed; the request will be redelivered", zap.Error(err))
 		}
+		// Metrics before the result event: whoever saw the result sees them.
 		w.m.ConversionDone(metrics.ResultSucceeded, metrics.ReasonNone)
+		if err := w.q.PublishResult(sctx, res); err != nil {
+			log.Warn("result event not published (status is up to date)", zap.Error(err))
+		}
 		log.Info("conversion succeeded", zap.Strings("artifacts", res.ArtifactDigests), zap.Int("layersBuilt", res.LayersBuilt), zap.Int("layersCached", res.LayersCached))
 		return
 	}
@@ -262,11 +263,11 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		log.Error("dead-lettering failed; NAKed", zap.Error(terr))
 		return
 	}
+	w.m.ConversionDone(metrics.ResultFailed, reason)
 	res = &queue.Result{Request: req, Key: key, Attempts: d.Attempt, Error: err.Error(), Reason: reason}
 	if perr := w.q.PublishResult(sctx, res); perr != nil {
 		log.Warn("result event not published (status is up to date)", zap.Error(perr))
 	}
-	w.m.ConversionDone(metrics.ResultFailed, reason)
 	log.Error("conversion failed; dead-lettered", zap.String("reason", reason), zap.Error(err))
 }
 

@@ -1,0 +1,268 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/cimconv/cimconv/internal/metrics"
+	"github.com/cimconv/cimconv/internal/queue"
+	"github.com/cimconv/cimconv/internal/worker"
+)
+
+func testConfig(t *testing.T) Config {
+	c := DefaultConfig()
+	c.Listen = "127.0.0.1:0"
+	c.DataDir = t.TempDir()
+	c.EmbeddedNATSPort = 0
+	c.RetryBackoff = 10 * time.Millisecond
+	c.ShutdownGrace = time.Second
+	return c
+}
+
+// fakeConverter fails images tagged "bad" permanently and records stages.
+var fakeConverter = worker.ConverterFunc(func(ctx context.Context, req queue.Request, progress func(string)) (*queue.Result, error) {
+	progress("resolve")
+	if strings.HasSuffix(req.Image, ":bad") {
+		return nil, worker.Permanent(errors.New("not a Windows image"))
+	}
+	progress("build")
+	return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("1", 64)}, LayersBuilt: 2, LayersCached: 1}, nil
+})
+
+func start(t *testing.T, opts Options) (*Service, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	if opts.Logger == nil {
+		opts.Logger = zaptest.NewLogger(t)
+	}
+	s, err := Start(ctx, opts)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := s.Wait(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s, cancel
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestMetricsScrapedFromRunningService(t *testing.T) {
+	s, _ := start(t, Options{Config: testConfig(t), Converter: fakeConverter, PendingInterval: 50 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, img := range []string{"reg.example/a:good", "reg.example/b:good", "reg.example/c:bad"} {
+		if _, _, err := s.Queue().SubmitAndWait(ctx, queue.Request{Image: img}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, body := get(t, "http://"+s.Addr()+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	want := []string{
+		`cimconv_conversions_total{reason="none",result="succeeded"} 2`,
+		`cimconv_conversions_total{reason="permanent",result="failed"} 1`,
+		`cimconv_stage_duration_seconds_count{result="ok",stage="build"} 2`,
+		`cimconv_stage_duration_seconds_count{result="error",stage="resolve"} 1`,
+		`cimconv_inflight 0`,
+		`cimconv_queue_pending 0`,
+		`go_goroutines`,
+	}
+	for _, w := range want {
+		if !strings.Contains(body, w) {
+			t.Errorf("/metrics lacks %q", w)
+		}
+	}
+	for _, n := range []string{metrics.ConversionsTotal, metrics.StageDurationSeconds, metrics.Inflight, metrics.QueuePending} {
+		if !strings.Contains(body, "# TYPE "+n+" ") {
+			t.Errorf("/metrics lacks %s", n)
+		}
+	}
+}
+
+func TestQueuePendingGauge(t *testing.T) {
+	block := make(chan struct{})
+	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return &queue.Result{}, nil
+	})
+	cfg := testConfig(t)
+	cfg.Concurrency = 1
+	s, _ := start(t, Options{Config: cfg, Converter: conv, PendingInterval: 50 * time.Millisecond})
+	defer close(block)
+	ctx := context.Background()
+	for i := range 4 {
+		if _, err := s.Queue().Submit(ctx, queue.Request{Image: fmt.Sprintf("reg.example/p:%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, body := get(t, "http://"+s.Addr()+"/metrics")
+		if strings.Contains(body, "\ncimconv_queue_pending 4\n") && strings.Contains(body, "\ncimconv_inflight 1\n") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want pending 4 (3 waiting + 1 unacked) and inflight 1:\n%s", grep(body, "cimconv_"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestReadyzFollowsNATS(t *testing.T) {
+	dir := t.TempDir()
+	nsrv, err := queue.StartEmbedded(context.Background(), dir, queue.WithPort(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := nsrv.Port()
+	cfg := testConfig(t)
+	cfg.NATSURL = nsrv.ClientURL()
+	s, _ := start(t, Options{Config: cfg, Converter: fakeConverter})
+	base := "http://" + s.Addr()
+	if code, body := get(t, base+"/readyz"); code != 200 {
+		t.Fatalf("/readyz with NATS up: %d %s", code, body)
+	}
+	nsrv.Shutdown()
+	waitCode(t, base+"/readyz", http.StatusServiceUnavailable)
+	if code, _ := get(t, base+"/healthz"); code != 200 {
+		t.Errorf("/healthz %d while NATS is down: the process is alive", code)
+	}
+	nsrv, err = queue.StartEmbedded(context.Background(), dir, queue.WithPort(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsrv.Shutdown()
+	waitCode(t, base+"/readyz", http.StatusOK)
+}
+
+func waitCode(t *testing.T, url string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := get(t, url)
+		if code == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d %q, want %d", url, code, body, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestWebhooksAreMounted(t *testing.T) {
+	hook := func(submit SubmitFunc, m *metrics.Metrics) (http.Handler, error) {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			img := r.URL.Query().Get("image")
+			dup, err := submit(r.Context(), queue.Request{Image: img, Source: "webhook/test"})
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			m.Event("test", map[bool]string{true: "duplicate", false: "queued"}[dup])
+			fmt.Fprintf(w, "%s dup=%v", r.URL.Path, dup)
+		}), nil
+	}
+	s, _ := start(t, Options{Config: testConfig(t), Converter: fakeConverter, Webhooks: hook})
+	base := "http://" + s.Addr()
+	for i, want := range []string{"/webhooks/test dup=false", "/webhooks/test dup=true"} {
+		resp, err := http.Post(base+"/webhooks/test?image=reg.example/w:good", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != want {
+			t.Errorf("post %d: %q, want %q", i, b, want)
+		}
+	}
+	waitFor(t, func() bool {
+		st, err := s.Queue().Status(context.Background(), "reg.example/w:good")
+		return err == nil && st.State == queue.StateSucceeded
+	})
+	_, body := get(t, base+"/metrics")
+	if !strings.Contains(body, `cimconv_events_total{outcome="duplicate",source="test"} 1`) {
+		t.Errorf("webhook events not counted:\n%s", grep(body, "events"))
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestStartRefusesWhatIsNotWired(t *testing.T) {
+	cfg := testConfig(t)
+	if _, err := Start(context.Background(), Options{Config: cfg}); !errors.Is(err, ErrNotWired) || !strings.Contains(err.Error(), "conversion is not wired") {
+		t.Errorf("no converter: err = %v", err)
+	}
+	cfg.Dev = true
+	if _, err := Start(context.Background(), Options{Config: cfg, Converter: fakeConverter}); !errors.Is(err, ErrNotWired) || !strings.Contains(err.Error(), "--dev") {
+		t.Errorf("--dev without hook: err = %v", err)
+	}
+}
+
+func TestDevHookRuns(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Dev = true
+	got := make(chan DevEnv, 1)
+	s, _ := start(t, Options{Config: cfg, Converter: fakeConverter, Dev: func(ctx context.Context, env DevEnv) error {
+		got <- env
+		return nil
+	}})
+	env := <-got
+	if env.HTTPAddr != s.Addr() || env.NATSURL != s.NATSURL() || env.Queue == nil {
+		t.Errorf("dev env %+v", env)
+	}
+	cfg2 := testConfig(t)
+	cfg2.Dev = true
+	_, err := Start(context.Background(), Options{Config: cfg2, Converter: fakeConverter, Dev: func(context.Context, DevEnv) error {
+		return errors.New("no sample image")
+	}})
+	if err == nil || !strings.Contains(err.Error(), "no sample image") {
+		t.Errorf("failing dev hook: err = %v", err)
+	}
+}
