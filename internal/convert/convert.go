@@ -248,10 +248,14 @@ func (c *Converter) convertTarget(ctx context.Context, t registry.Target, req Re
 		})
 	}
 	created := c.now().UTC()
-	if c.b.Capabilities().Deterministic && t.Config != nil && !t.Config.Created.IsZero() {
+	if c.b.Capabilities().Deterministic {
 		// Same input, same bytes: a deterministic build takes its time from
-		// the image, so converting twice yields the same artifact digest.
-		created = t.Config.Created.UTC()
+		// the image (the Unix epoch when the image has none), so converting
+		// twice yields the same artifact digest.
+		created = time.Unix(0, 0).UTC()
+		if t.Config != nil && !t.Config.Created.IsZero() {
+			created = t.Config.Created.UTC()
+		}
 	}
 	manifest, cfgBytes, err := buildManifest(t, cfg, jobs, created)
 	if err != nil {
