@@ -90,6 +90,26 @@ func checkWorker(t *testing.T, r *rendered, v values) {
 
 	checkProbes(t, d, c, v.integer("httpPort"))
 
+	if got := envValue(c, "CIMCONV_BUILDER"); got != v.str("worker.builder") {
+		t.Errorf("CIMCONV_BUILDER = %q, want %q", got, v.str("worker.builder"))
+	}
+	// Every CIMCONV_* variable is one the converter reads: a config key or a
+	// global flag's variable (a typo would be silently ignored).
+	for _, e := range c.Env {
+		if strings.HasPrefix(e.Name, "CIMCONV_") && !knownEnv(e.Name) && !isExtraEnv(v, "worker.extraEnv", e.Name) {
+			t.Errorf("worker sets %s, which the converter does not read", e.Name)
+		}
+	}
+	dataDir := v.str("worker.dataDir.path")
+	if v.boolean("worker.hostProcess.enabled") {
+		dataDir = v.str("worker.hostProcess.dataDir")
+	}
+	for _, env := range []string{"CIMCONV_CACHE_DIR", "CIMCONV_WORK_DIR"} {
+		if got := envValue(c, env); !strings.HasPrefix(got, dataDir+`\`) {
+			t.Errorf("%s = %q, want a directory under the data dir %q", env, got, dataDir)
+		}
+	}
+
 	// HostProcess: all-or-nothing per pod, host network, the configured account.
 	hp := v.boolean("worker.hostProcess.enabled")
 	podHP := spec.SecurityContext != nil && spec.SecurityContext.WindowsOptions != nil &&
@@ -146,6 +166,9 @@ func checkWorker(t *testing.T, r *rendered, v values) {
 		}
 		if got := envValue(c, "DOCKER_CONFIG"); got != mount.MountPath {
 			t.Errorf("DOCKER_CONFIG = %q, want the mount path %q", got, mount.MountPath)
+		}
+		if got, want := envValue(c, "CIMCONV_DOCKER_CONFIG"), joinPath(mount.MountPath, "config.json"); got != want {
+			t.Errorf("CIMCONV_DOCKER_CONFIG = %q, want %q", got, want)
 		}
 	} else if envValue(c, "DOCKER_CONFIG") != "" {
 		t.Error("DOCKER_CONFIG set without registryCredentials.secretName")
@@ -220,6 +243,11 @@ func checkWebhook(t *testing.T, r *rendered, v values) {
 	}
 	checkProbes(t, d, c, v.integer("httpPort"))
 	checkNATSWiring(t, spec, c, v)
+	for _, e := range c.Env {
+		if strings.HasPrefix(e.Name, "CIMCONV_") && !knownEnv(e.Name) && !isExtraEnv(v, "webhook.extraEnv", e.Name) {
+			t.Errorf("webhook sets %s, which the converter does not read", e.Name)
+		}
+	}
 
 	// Every enabled endpoint gets its token and HMAC key from the auth Secret.
 	secret := v.str("webhook.auth.secretName")
@@ -321,8 +349,14 @@ func checkConfig(t *testing.T, r *rendered, v values) {
 		}
 	}
 	for k, val := range v.get("config").(map[string]any) {
-		if cfg[k] != val {
+		if fmt.Sprint(cfg[k]) != fmt.Sprint(val) {
 			t.Errorf("config.yaml %s = %v, want %v from values.config", k, cfg[k], val)
+		}
+	}
+	// `converter serve` refuses a config file with an unknown key.
+	for k := range cfg {
+		if !slices.Contains(serveConfigKeys, k) {
+			t.Errorf("config.yaml key %q is not a `converter serve` config key", k)
 		}
 	}
 }
@@ -497,7 +531,12 @@ func TestRejectedValues(t *testing.T) {
 	}{
 		{"misspelt key", []string{"-f", "testdata/bad-values.yaml"}, "additional properties 'concurency' not allowed"},
 		{"wrong type", []string{"--set-string", "worker.concurrency=two"}, "/worker/concurrency"},
-		{"chart-owned config key", []string{"--set", "config.nats-url=nats://x:4222"}, "/config"},
+		{"chart-owned config key", []string{"--set", "config.nats-url=nats://x:4222"}, "additional properties 'nats-url' not allowed"},
+		{"unknown config key", []string{"--set", "config.builder=auto"}, "additional properties 'builder' not allowed"},
+		{"config duration without unit", []string{"--set", "config.ack-wait=30"}, "/config/ack-wait"},
+		{"config max-deliver zero", []string{"--set", "config.max-deliver=0"}, "/config/max-deliver"},
+		{"unknown builder", []string{"--set", "worker.builder=cimfs"}, "/worker/builder"},
+		{"allowlist entry as URL", []string{"--set", "webhook.allowedRegistries={https://r.example.com}"}, "/webhook/allowedRegistries/0"},
 		{"grace too short", []string{"--set", "worker.terminationGracePeriodSeconds=30"}, "terminationGracePeriodSeconds"},
 		{"hostProcess data dir not a Windows path", []string{"--set", "worker.hostProcess.dataDir=/var/lib/cimconv"}, "/worker/hostProcess/dataDir"},
 		{"unknown webhook endpoint", []string{"--set", "webhook.endpoints={gitlab}"}, "/webhook/endpoints/0"},

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -425,4 +426,49 @@ func labelSelector(s *metav1.LabelSelector) (labels.Selector, error) {
 
 func metav1LabelSelector(sm *serviceMonitor) (labels.Selector, error) {
 	return labelSelector(&sm.Spec.Selector)
+}
+
+// serveConfigKeys are the keys of `converter serve`'s config
+// (internal/service.Config); its loader refuses any other key in the file.
+// Each is also read from CIMCONV_<KEY>.
+var serveConfigKeys = []string{
+	"nats-url", "nats-creds", "nats-tls-ca", "nats-tls-cert", "nats-tls-key",
+	"embedded-nats-port", "listen", "data-dir", "concurrency", "dev",
+	"insecure-registry", "ack-wait", "max-deliver", "duplicate-window",
+	"shutdown-grace", "retry-backoff",
+}
+
+// otherConverterEnv are CIMCONV_* variables read outside the serve config:
+// global flags (cmd/converter/root.go), builder and registry flags
+// (cmd/converter/wiring.go), and the webhook settings the chart proposes.
+var otherConverterEnv = []string{
+	"CIMCONV_LOG_LEVEL", "CIMCONV_LOG_FORMAT", "CIMCONV_CONFIG",
+	"CIMCONV_BUILDER", "CIMCONV_CACHE_DIR", "CIMCONV_WORK_DIR", "CIMCONV_DOCKER_CONFIG",
+	"CIMCONV_WEBHOOK_ENDPOINTS", "CIMCONV_WEBHOOK_ALLOWED_REGISTRIES",
+}
+
+var webhookAuthEnv = regexp.MustCompile(`^CIMCONV_WEBHOOK_(DISTRIBUTION|HARBOR|CLOUDEVENTS|ACR)_(TOKEN|HMAC_SECRET)$`)
+
+// knownEnv reports whether the converter reads the variable.
+func knownEnv(name string) bool {
+	if slices.Contains(otherConverterEnv, name) || webhookAuthEnv.MatchString(name) {
+		return true
+	}
+	for _, k := range serveConfigKeys {
+		if name == "CIMCONV_"+strings.ToUpper(strings.ReplaceAll(k, "-", "_")) {
+			return true
+		}
+	}
+	return false
+}
+
+// isExtraEnv reports whether name was given by the user in the extraEnv list at path.
+func isExtraEnv(v values, path, name string) bool {
+	l, _ := v.get(path).([]any)
+	for _, e := range l {
+		if m, ok := e.(map[string]any); ok && m["name"] == name {
+			return true
+		}
+	}
+	return false
 }
