@@ -356,9 +356,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	items, err := parse(endpoint, r, body)
 	if err != nil {
-		if sig != "" {
-			h.replay.remove(sig) // nothing was done: a corrected retry may reuse it
-		}
 		h.cfg.count(endpoint, OutcomeInvalid)
 		log.Warn("webhook refused", zap.String("outcome", OutcomeInvalid), zap.Error(err))
 		writeJSON(w, http.StatusBadRequest, response{Error: oneLine(err.Error())})
@@ -425,10 +422,13 @@ func (h *Handler) process(ctx context.Context, log *zap.Logger, endpoint string,
 			}
 			continue
 		}
+		// Reserve the event id before submitting, so a registry retrying an
+		// envelope (or two concurrent deliveries) queues each event once.
 		key := ""
 		if ev.ID != "" {
 			key = endpoint + "\x00" + ev.Registry + "\x00" + ev.ID
-			if h.seen.contains(key, h.cfg.now()) {
+			now := h.cfg.now()
+			if !h.seen.addIfAbsent(key, now, now.Add(h.cfg.dedupeWindow)) {
 				resp.Duplicates++
 				h.cfg.count(endpoint, OutcomeDuplicate)
 				l.Debug("webhook event duplicate")
@@ -442,6 +442,9 @@ func (h *Handler) process(ctx context.Context, log *zap.Logger, endpoint string,
 			h.cfg.count(endpoint, OutcomeDuplicate)
 			l.Debug("webhook event duplicate (sink)")
 		case err != nil:
+			if key != "" {
+				h.seen.remove(key) // not queued: the retry must go through
+			}
 			resp.Failed++
 			h.cfg.count(endpoint, OutcomeError)
 			l.Error("webhook event not queued", zap.Error(err))
@@ -453,9 +456,6 @@ func (h *Handler) process(ctx context.Context, log *zap.Logger, endpoint string,
 			resp.Accepted++
 			h.cfg.count(endpoint, OutcomeAccepted)
 			l.Info("webhook event accepted", zap.String("image", ev.Ref()))
-		}
-		if key != "" {
-			h.seen.add(key, h.cfg.now().Add(h.cfg.dedupeWindow))
 		}
 	}
 	switch {
@@ -519,67 +519,59 @@ func oneLine(s string) string {
 }
 
 // expirySet remembers keys until their expiry, optionally bounded in size
-// (oldest insertion evicted first).
+// (oldest insertion evicted first). Its operations are atomic, so two
+// concurrent requests cannot both reserve the same key.
 type expirySet struct {
 	mu    sync.Mutex
 	m     map[string]time.Time
-	order []string
+	order []expiryEntry // insertion order; entries superseded in m are skipped
 	max   int
+}
+
+type expiryEntry struct {
+	key string
+	exp time.Time
 }
 
 func newExpirySet(max int) *expirySet {
 	return &expirySet{m: map[string]time.Time{}, max: max}
 }
 
-func (s *expirySet) contains(k string, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	exp, ok := s.m[k]
-	return ok && now.Before(exp)
-}
-
-// addIfAbsent inserts k unless a live entry exists; it reports whether it
-// inserted.
+// addIfAbsent inserts k with expiry exp unless a live entry exists; it
+// reports whether it inserted.
 func (s *expirySet) addIfAbsent(k string, now, exp time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.m[k]; ok && now.Before(old) {
 		return false
 	}
-	s.insertLocked(k, now, exp)
-	return true
-}
-
-func (s *expirySet) add(k string, exp time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.insertLocked(k, time.Time{}, exp)
-}
-
-func (s *expirySet) insertLocked(k string, now, exp time.Time) {
-	if _, ok := s.m[k]; !ok {
-		s.order = append(s.order, k)
-	}
 	s.m[k] = exp
+	s.order = append(s.order, expiryEntry{k, exp})
 	// Drop expired entries from the front, and the oldest beyond the bound.
 	for len(s.order) > 0 {
-		first := s.order[0]
-		e, ok := s.m[first]
+		f := s.order[0]
+		cur, ok := s.m[f.key]
 		switch {
-		case !ok:
-		case s.max > 0 && len(s.m) > s.max:
-			delete(s.m, first)
-		case !now.IsZero() && !now.Before(e):
-			delete(s.m, first)
+		case !ok || !cur.Equal(f.exp):
+			// Removed or re-added since: only the queue entry goes.
+		case s.max > 0 && len(s.m) > s.max, !now.Before(f.exp):
+			delete(s.m, f.key)
 		default:
-			return
+			return true
 		}
 		s.order = s.order[1:]
 	}
+	return true
 }
 
 func (s *expirySet) remove(k string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.m, k)
+}
+
+func (s *expirySet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
 }

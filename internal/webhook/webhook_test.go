@@ -944,3 +944,104 @@ func TestSecretsNotLogged(t *testing.T) {
 		}
 	}
 }
+
+func TestExpirySet(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	type op struct {
+		key  string
+		at   time.Duration
+		ttl  time.Duration
+		want bool // addIfAbsent result
+	}
+	cases := []struct {
+		name    string
+		max     int
+		ops     []op
+		remove  string // removed after the ops, then re-added at the same time
+		wantLen int
+	}{
+		{"live key refused", 0, []op{{"a", 0, time.Minute, true}, {"a", 30 * time.Second, time.Minute, false}}, "", 1},
+		{"expired key re-added", 0, []op{{"a", 0, time.Minute, true}, {"a", time.Minute, time.Minute, true}}, "", 1},
+		{"expired entries pruned", 0, []op{{"a", 0, time.Second, true}, {"b", 0, time.Second, true}, {"c", time.Hour, time.Second, true}}, "", 1},
+		{"bound evicts oldest", 2, []op{{"a", 0, time.Hour, true}, {"b", 0, time.Hour, true}, {"c", 0, time.Hour, true}, {"a", 0, time.Hour, true}}, "", 2},
+		{"removed key can be re-added", 0, []op{{"a", 0, time.Hour, true}}, "a", 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newExpirySet(tc.max)
+			var last time.Time
+			for i, o := range tc.ops {
+				last = t0.Add(o.at)
+				if got := s.addIfAbsent(o.key, last, last.Add(o.ttl)); got != o.want {
+					t.Fatalf("op %d addIfAbsent(%s) = %v, want %v", i, o.key, got, o.want)
+				}
+			}
+			if tc.remove != "" {
+				s.remove(tc.remove)
+				if !s.addIfAbsent(tc.remove, last, last.Add(time.Hour)) {
+					t.Fatalf("re-adding removed key %s refused", tc.remove)
+				}
+			}
+			if got := s.len(); got != tc.wantLen {
+				t.Errorf("len = %d, want %d", got, tc.wantLen)
+			}
+		})
+	}
+}
+
+// Concurrent deliveries of one envelope queue its event once; concurrent
+// uses of one signature pass once.
+func TestConcurrentDeliveries(t *testing.T) {
+	const n = 8
+	run := func(t *testing.T, h *Handler, header map[string]string, path string, body []byte) map[int]int {
+		codes := make(chan int, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				codes <- do(h, path, body, header).Code
+			}()
+		}
+		wg.Wait()
+		close(codes)
+		got := map[int]int{}
+		for c := range codes {
+			got[c]++
+		}
+		return got
+	}
+	t.Run("same event id", func(t *testing.T) {
+		c := &counter{}
+		sink := &recordingSink{}
+		h, err := New(sink, baseOptions(c)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		codes := run(t, h, nil, "/webhooks/distribution", fixture(t, "distribution_push.json"))
+		if codes[200] != n {
+			t.Errorf("status codes %v, want %d x 200", codes, n)
+		}
+		if got := len(sink.got()); got != 1 {
+			t.Errorf("queued %d times, want 1", got)
+		}
+		if got := c.snapshot(); got["distribution/duplicate"] != n-1 {
+			t.Errorf("counter = %v", got)
+		}
+	})
+	t.Run("same signature", func(t *testing.T) {
+		secret := []byte("k")
+		now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+		h, sink, _ := signedHandler(t, secret, &now)
+		body := fixture(t, "acr_push.json")
+		ts := fmt.Sprint(now.Unix())
+		hdr := map[string]string{"Authorization": "", DefaultSignatureHeader: sign(secret, ts, body), DefaultTimestampHeader: ts}
+		codes := run(t, h, hdr, "/webhooks/acr", body)
+		if codes[200] != 1 || codes[401] != n-1 {
+			t.Errorf("status codes %v, want one 200 and %d x 401", codes, n-1)
+		}
+		if got := len(sink.got()); got != 1 {
+			t.Errorf("queued %d times, want 1", got)
+		}
+	})
+}
