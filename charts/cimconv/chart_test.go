@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -615,5 +616,81 @@ func TestStackChart(t *testing.T) {
 	}
 	if !strings.HasPrefix(stackValues.str("cimconv.nats.url"), "nats://{{.Release.Name}}-nats:") {
 		t.Errorf("cimconv-stack cimconv.nats.url %q does not point at the bundled NATS service", stackValues.str("cimconv.nats.url"))
+	}
+}
+
+// TestStackChartRendersCimconv renders the umbrella chart with its cimconv
+// subchart (copied in, as `helm dependency build` would) and the NATS
+// dependency left out (it cannot be downloaded here): the umbrella's values for
+// cimconv must pass the subchart's schema and point it at the bundled NATS.
+func TestStackChartRendersCimconv(t *testing.T) {
+	helm := helmBinary(t)
+	dir := t.TempDir()
+	stack := filepath.Join(dir, "cimconv-stack")
+	if err := os.CopyFS(stack, os.DirFS("../cimconv-stack")); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(stack, "charts", "cimconv")
+	if err := os.CopyFS(sub, os.DirFS(".")); err != nil {
+		t.Fatal(err)
+	}
+	// Drop the nats dependency (not vendored) from the copy's Chart.yaml.
+	chartPath := filepath.Join(stack, "Chart.yaml")
+	b, err := os.ReadFile(chartPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta map[string]any
+	if err := yaml.Unmarshal(b, &meta); err != nil {
+		t.Fatal(err)
+	}
+	var deps []any
+	for _, d := range meta["dependencies"].([]any) {
+		if d.(map[string]any)["name"] != "nats" {
+			deps = append(deps, d)
+		}
+	}
+	meta["dependencies"] = deps
+	if b, err = yaml.Marshal(meta); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(chartPath, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := helmTemplateChart(t, helm, stack,
+		"--set", "cimconv.autoscaling.keda.enabled=true",
+		"--set", "cimconv.registryCredentials.secretName=regcred")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := decodeAll(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantURL := "nats://" + releaseName + "-nats:4222"
+	var found bool
+	for _, cm := range r.configMaps {
+		if cfgText, ok := cm.Data["config.yaml"]; ok {
+			found = true
+			var cfg map[string]any
+			if err := yaml.Unmarshal([]byte(cfgText), &cfg); err != nil {
+				t.Fatal(err)
+			}
+			if cfg["nats-url"] != wantURL {
+				t.Errorf("stack: nats-url = %v, want %s", cfg["nats-url"], wantURL)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("stack: no cimconv config rendered")
+	}
+	if len(r.scaledObjects) != 1 {
+		t.Fatalf("stack: %d ScaledObjects, want 1", len(r.scaledObjects))
+	}
+	for _, so := range r.scaledObjects {
+		if got, want := so.Spec.Triggers[0].Metadata["natsServerMonitoringEndpoint"], releaseName+"-nats:8222"; got != want {
+			t.Errorf("stack: monitoring endpoint %q, want %q", got, want)
+		}
 	}
 }

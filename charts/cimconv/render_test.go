@@ -56,7 +56,13 @@ const (
 // arguments (-f FILE, --set K=V) and returns stdout, or the error with stderr.
 func helmTemplate(t *testing.T, helm string, args ...string) ([]byte, error) {
 	t.Helper()
-	cmdArgs := append([]string{"template", releaseName, ".", "--namespace", namespace}, args...)
+	return helmTemplateChart(t, helm, ".", args...)
+}
+
+// helmTemplateChart renders the chart in dir.
+func helmTemplateChart(t *testing.T, helm, dir string, args ...string) ([]byte, error) {
+	t.Helper()
+	cmdArgs := append([]string{"template", releaseName, dir, "--namespace", namespace}, args...)
 	cmd := exec.Command(helm, cmdArgs...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
