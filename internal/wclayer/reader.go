@@ -46,11 +46,10 @@ type Reader struct {
 	tr     *tar.Reader
 	stats  Stats
 	cur    *Entry
-	last   string // TarName of the previous entry, for errors between entries
-	paths  map[string]kind
-	gone   map[string]struct{} // folded paths whited out in this layer
-	total  int64               // declared data bytes so far
-	err    error               // sticky
+	last   string   // TarName of the previous entry, for errors between entries
+	paths  pathTree // this layer's entries, for validation
+	total  int64    // declared data bytes so far
+	err    error    // sticky
 	done   bool
 	diffID string
 }
@@ -58,7 +57,7 @@ type Reader struct {
 // NewReader starts reading a layer blob: it detects an uncompressed, gzip or
 // zstd stream by its magic bytes. Read it with Next (and Read) to io.EOF.
 func NewReader(r io.Reader, opts ...Option) (*Reader, error) {
-	lr := &Reader{paths: make(map[string]kind)}
+	lr := &Reader{}
 	for _, opt := range opts {
 		opt(&lr.o)
 	}
@@ -284,11 +283,7 @@ func (r *Reader) entry(hdr *tar.Header) (*Entry, *problem) {
 			return nil, pr
 		}
 		key := fold(e.Path)
-		delete(r.paths, key)
-		if r.gone == nil {
-			r.gone = make(map[string]struct{})
-		}
-		r.gone[key] = struct{}{}
+		r.paths.set(key, kindGone)
 		r.stats.Whiteouts++
 		return e, nil
 	}
@@ -346,13 +341,13 @@ func (r *Reader) entry(hdr *tar.Header) (*Entry, *problem) {
 
 	switch e.Type {
 	case TypeFile:
-		r.paths[key] = kindFile
+		r.paths.set(key, kindFile)
 		r.stats.Files++
 		if IsDeltaHive(e.Path) {
 			r.stats.DeltaHives++
 		}
 	case TypeDir:
-		r.paths[key] = kindDir
+		r.paths.set(key, kindDir)
 		r.stats.Dirs++
 	case TypeSymlink:
 		if hdr.Linkname == "" || strings.IndexByte(hdr.Linkname, 0) >= 0 {
@@ -368,7 +363,7 @@ func (r *Reader) entry(hdr *tar.Header) (*Entry, *problem) {
 			return nil, err.(*problemError).p
 		}
 		e.ReparseData = rp
-		r.paths[key] = kindSymlink
+		r.paths.set(key, kindSymlink)
 		r.stats.Symlinks++
 	case TypeHardLink:
 		target, pr := cleanPath(hdr.Linkname, false)
@@ -384,7 +379,7 @@ func (r *Reader) entry(hdr *tar.Header) (*Entry, *problem) {
 			return nil, pr
 		}
 		tkey := fold(target)
-		k, ok := r.paths[tkey]
+		k, ok := r.paths.lookup(tkey)
 		switch {
 		case ok && k == kindDir:
 			return nil, newProblem(ErrLinkTarget, "hard link target %q is a directory", hdr.Linkname)
@@ -394,10 +389,10 @@ func (r *Reader) entry(hdr *tar.Header) (*Entry, *problem) {
 			k = kindFile
 		}
 		e.Linkname = target
-		r.paths[key] = k
+		r.paths.set(key, k)
 		r.stats.HardLinks++
 	case TypeStream:
-		if _, ok := r.paths[key]; !ok && !r.inParents(e.Path, key) {
+		if _, ok := r.paths.lookup(key); !ok && !r.inParents(e.Path, key) {
 			return nil, newProblem(ErrOrphanStream, "alternate stream %q of %q, which is neither earlier in the layer nor in a parent layer", e.StreamName, e.Path)
 		}
 		r.stats.Streams++
@@ -422,17 +417,12 @@ func (r *Reader) checkArea(p string, whiteout bool) *problem {
 
 // checkParents refuses an entry below a file or symlink of this layer.
 func (r *Reader) checkParents(key string) *problem {
-	for i := 0; i < len(key); i++ {
-		if key[i] != '/' {
-			continue
+	if p, k := r.paths.badAncestor(key); k != 0 {
+		what := "a file"
+		if k == kindSymlink {
+			what = "a symlink"
 		}
-		if k, ok := r.paths[key[:i]]; ok && k != kindDir {
-			what := "a file"
-			if k == kindSymlink {
-				what = "a symlink"
-			}
-			return newProblem(ErrNotDirectory, "parent %q is %s", key[:i], what)
-		}
+		return newProblem(ErrNotDirectory, "parent %q is %s", p, what)
 	}
 	return nil
 }
@@ -440,17 +430,8 @@ func (r *Reader) checkParents(key string) *problem {
 // inParents reports whether p exists below this layer and was not whited out
 // by this layer (itself or an ancestor).
 func (r *Reader) inParents(p, key string) bool {
-	if r.o.isBase || r.o.parentLookup == nil {
+	if r.o.isBase || r.o.parentLookup == nil || r.paths.goneAbove(key) {
 		return false
-	}
-	if r.gone != nil {
-		for i := 0; i <= len(key); i++ {
-			if i == len(key) || key[i] == '/' {
-				if _, ok := r.gone[key[:i]]; ok {
-					return false
-				}
-			}
-		}
 	}
 	return r.o.parentLookup(p)
 }
