@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cimconv/cimconv/internal/queue"
+	"github.com/cimconv/cimconv/internal/service"
+	"github.com/cimconv/cimconv/internal/worker"
+)
+
+// runCLI runs the converter command line in-process.
+func runCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(append(args, "--log-level=error"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := root.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+func TestSubmitStatusDeadCommands(t *testing.T) {
+	cfg := service.DefaultConfig()
+	cfg.Listen, cfg.DataDir, cfg.EmbeddedNATSPort = "127.0.0.1:0", t.TempDir(), 0
+	cfg.ShutdownGrace = time.Second
+	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		if strings.HasSuffix(req.Image, ":bad") {
+			return nil, worker.Permanent(errors.New("no windows/amd64 manifest"))
+		}
+		if strings.HasSuffix(req.Image, ":slow") {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("a", 64)}, ArtifactDigests: []string{"sha256:" + strings.Repeat("b", 64)}, LayersBuilt: 3}, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := service.Start(ctx, service.Options{Config: cfg, Converter: conv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = s.Wait() }()
+	url := "--nats-url=" + s.NATSURL()
+
+	out, err := runCLI(t, "submit", "reg.example/app:good", "--wait", url)
+	if err != nil || !strings.Contains(out, "converted (layers built 3") || !strings.Contains(out, "artifact sha256:bbbb") {
+		t.Fatalf("submit --wait good: %q %v", out, err)
+	}
+	out, err = runCLI(t, "submit", "reg.example/app:bad", "--wait", url)
+	if err == nil || exitCode(err) == 0 || !strings.Contains(err.Error(), "no windows/amd64 manifest") || !strings.Contains(err.Error(), "permanent") {
+		t.Fatalf("submit --wait bad: %q err=%v, want a non-zero exit with the reason", out, err)
+	}
+	out, err = runCLI(t, "status", "reg.example/app:bad", "--json", url)
+	var st queue.Status
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.State != queue.StateDead {
+		t.Fatalf("status bad: %q %v", out, err)
+	}
+	if out, err = runCLI(t, "status", "sha256:"+strings.Repeat("a", 64), url); err != nil || !strings.Contains(out, "succeeded") {
+		t.Errorf("status by subject digest: %q %v", out, err)
+	}
+	if _, err = runCLI(t, "status", "reg.example/never:1", url); err == nil || !strings.Contains(err.Error(), "no conversion recorded") {
+		t.Errorf("status of an unknown image: %v", err)
+	}
+	out, err = runCLI(t, "dead", "list", "--json", url)
+	var dead []struct {
+		Seq    uint64 `json:"seq"`
+		Reason string `json:"reason"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &dead) != nil || len(dead) != 1 || dead[0].Reason != "permanent" {
+		t.Fatalf("dead list: %q %v", out, err)
+	}
+	if _, err = runCLI(t, "dead", "replay", url); err == nil {
+		t.Error("dead replay without SEQ or --all was accepted")
+	}
+	if out, err = runCLI(t, "dead", "replay", "--all", url); err != nil || !strings.Contains(out, "re-queued 1") {
+		t.Fatalf("dead replay --all: %q %v", out, err)
+	}
+	// The replayed request fails again and is back in the dead letters,
+	// under a new sequence: the replayed letter itself is gone.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _ = runCLI(t, "dead", "list", "--json", url)
+		var again []struct {
+			Seq uint64 `json:"seq"`
+		}
+		_ = json.Unmarshal([]byte(out), &again)
+		if len(again) == 1 && again[0].Seq != dead[0].Seq {
+			break
+		}
+		if len(again) > 1 || time.Now().After(deadline) {
+			t.Fatalf("after replay: %q", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, err = runCLI(t, "submit", "reg.example/app:slow", "--wait", "--timeout=700ms", url)
+	if err == nil || exitCode(err) == 0 || !strings.Contains(err.Error(), "no result before the timeout") {
+		t.Errorf("submit --wait past its timeout: %v", err)
+	}
+}
+
+func TestServeRefusesWithoutConverter(t *testing.T) {
+	if serveConverter != nil {
+		t.Skip("conversion is wired in this build")
+	}
+	_, err := runCLI(t, "serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--embedded-nats-port", "0")
+	if err == nil || !strings.Contains(err.Error(), "conversion is not wired") {
+		t.Errorf("serve without a converter: err = %v", err)
+	}
+}
