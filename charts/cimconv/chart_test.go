@@ -8,11 +8,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
+
+	"github.com/cimconv/cimconv/internal/service"
 )
 
 // renderCases are the value sets CI renders: the defaults and every optional
@@ -84,6 +87,12 @@ func checkWorker(t *testing.T, r *rendered, v values) {
 	}
 	if got, want := spec.TerminationGracePeriodSeconds, int64(v.integer("worker.terminationGracePeriodSeconds")); got == nil || *got != want {
 		t.Errorf("worker terminationGracePeriodSeconds = %v, want %d", got, want)
+	}
+	// The converter must give up on in-flight work before Kubernetes kills it.
+	grace, err := time.ParseDuration(envValue(c, service.EnvName("shutdown-grace")))
+	if err != nil || grace <= 0 || grace >= time.Duration(*spec.TerminationGracePeriodSeconds)*time.Second {
+		t.Errorf("CIMCONV_SHUTDOWN_GRACE %q: want a duration below terminationGracePeriodSeconds %d (%v)",
+			envValue(c, "CIMCONV_SHUTDOWN_GRACE"), *spec.TerminationGracePeriodSeconds, err)
 	}
 	if !slices.Contains(c.Args, "--role=worker") || len(c.Args) == 0 || c.Args[0] != "serve" {
 		t.Errorf("worker args %q: want serve --role=worker", c.Args)
@@ -691,6 +700,53 @@ func TestStackChartRendersCimconv(t *testing.T) {
 	for _, so := range r.scaledObjects {
 		if got, want := so.Spec.Triggers[0].Metadata["natsServerMonitoringEndpoint"], releaseName+"-nats:8222"; got != want {
 			t.Errorf("stack: monitoring endpoint %q, want %q", got, want)
+		}
+	}
+}
+
+// chartSetKeys are the serve config keys the chart sets itself (config file,
+// flags or variables); ignoredKeys make no sense in a cluster.
+var (
+	chartSetKeys = []string{"nats-url", "nats-creds", "nats-tls-ca", "nats-tls-cert", "nats-tls-key",
+		"listen", "data-dir", "concurrency", "shutdown-grace"}
+	ignoredKeys = []string{"dev", "embedded-nats-port"}
+)
+
+// TestServeConfigKeysCovered keeps the chart in step with `converter serve`:
+// every config key is set by the chart, allowed under values `config:`, or
+// deliberately left out; a new key fails here until the chart decides.
+func TestServeConfigKeysCovered(t *testing.T) {
+	b, err := os.ReadFile("values.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema struct {
+		Properties struct {
+			Config struct {
+				AdditionalProperties *bool          `json:"additionalProperties"`
+				Properties           map[string]any `json:"properties"`
+			} `json:"config"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(b, &schema); err != nil {
+		t.Fatal(err)
+	}
+	cfg := schema.Properties.Config
+	if cfg.AdditionalProperties == nil || *cfg.AdditionalProperties {
+		t.Error("values.schema.json: config must set additionalProperties false (the converter refuses unknown keys)")
+	}
+	for key := range cfg.Properties {
+		if !slices.Contains(serveConfigKeys, key) {
+			t.Errorf("values.schema.json allows config.%s, which converter serve does not know", key)
+		}
+		if slices.Contains(chartSetKeys, key) {
+			t.Errorf("values.schema.json allows config.%s, which the chart sets itself", key)
+		}
+	}
+	for _, key := range serveConfigKeys {
+		_, allowed := cfg.Properties[key]
+		if !allowed && !slices.Contains(chartSetKeys, key) && !slices.Contains(ignoredKeys, key) {
+			t.Errorf("converter serve key %q is neither set by the chart, allowed under values config:, nor ignored: decide in charts/cimconv", key)
 		}
 	}
 }

@@ -19,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	k8sjson "sigs.k8s.io/json"
+
+	"github.com/cimconv/cimconv/internal/service"
 	"sigs.k8s.io/yaml"
 )
 
@@ -434,15 +436,9 @@ func metav1LabelSelector(sm *serviceMonitor) (labels.Selector, error) {
 	return labelSelector(&sm.Spec.Selector)
 }
 
-// serveConfigKeys are the keys of `converter serve`'s config
-// (internal/service.Config); its loader refuses any other key in the file.
-// Each is also read from CIMCONV_<KEY>.
-var serveConfigKeys = []string{
-	"nats-url", "nats-creds", "nats-tls-ca", "nats-tls-cert", "nats-tls-key",
-	"embedded-nats-port", "listen", "data-dir", "concurrency", "dev",
-	"insecure-registry", "ack-wait", "max-deliver", "duplicate-window",
-	"shutdown-grace", "retry-backoff",
-}
+// serveConfigKeys are the keys of `converter serve`'s config; its loader
+// refuses any other key in the file. Each is also read from CIMCONV_<KEY>.
+var serveConfigKeys = service.Keys()
 
 // otherConverterEnv are CIMCONV_* variables read outside the serve config:
 // global flags (cmd/converter/root.go), builder and registry flags
@@ -461,7 +457,7 @@ func knownEnv(name string) bool {
 		return true
 	}
 	for _, k := range serveConfigKeys {
-		if name == "CIMCONV_"+strings.ToUpper(strings.ReplaceAll(k, "-", "_")) {
+		if name == service.EnvName(k) {
 			return true
 		}
 	}
