@@ -41,11 +41,8 @@ func nonImageManifest(mt string) string {
 	return ""
 }
 
-// parse reads the events of one request body for an endpoint.
-func parse(endpoint string, r *http.Request, body []byte) ([]item, error) {
-	return parseBody(endpoint, r.Header, body)
-}
-
+// parseBody reads the events of one request body for an endpoint; hdr
+// matters for CloudEvents (binary mode attributes, content type).
 func parseBody(endpoint string, hdr http.Header, body []byte) ([]item, error) {
 	switch endpoint {
 	case SourceDistribution:
@@ -58,6 +55,10 @@ func parseBody(endpoint string, hdr http.Header, body []byte) ([]item, error) {
 	case SourceCloudEvents:
 		return parseCloudEvents(hdr, body)
 	case SourceACR:
+		if isCloudEvent(hdr, body) {
+			// ACR events routed through Event Grid (CloudEvents schema).
+			return parseCloudEvents(hdr, body)
+		}
 		return parseACR(body)
 	}
 	return nil, fmt.Errorf("unknown endpoint %q", endpoint)
@@ -240,7 +241,8 @@ func harborItems(id string, d *harborEventData) []item {
 			ID:         id,
 		}
 		// resource_url is "<harbor host>/<project>/<repo>(:tag|@digest)".
-		if host, _, ok := strings.Cut(r.ResourceURL, "/"); ok {
+		u := strings.TrimPrefix(strings.TrimPrefix(r.ResourceURL, "https://"), "http://")
+		if host, _, ok := strings.Cut(u, "/"); ok {
 			ev.Registry = host
 		}
 		if strings.Contains(ev.Tag, ":") {

@@ -354,7 +354,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	items, err := parse(endpoint, r, body)
+	items, err := parseBody(endpoint, r.Header, body)
 	if err != nil {
 		h.cfg.count(endpoint, OutcomeInvalid)
 		log.Warn("webhook refused", zap.String("outcome", OutcomeInvalid), zap.Error(err))

@@ -327,6 +327,20 @@ func TestHarbor(t *testing.T) {
 			wantStatus: 200, wantResp: response{Accepted: 1}, wantEvents: []Event{pushCE},
 		},
 		{
+			name: "two resources in one push", path: p,
+			body:       []byte(`{"type":"PUSH_ARTIFACT","event_data":{"resources":[{"digest":"` + digest1 + `","tag":"a","resource_url":"harbor.example.com/p/r:a"},{"digest":"` + digest3 + `","tag":"b","resource_url":"harbor.example.com/p/r:b"}],"repository":{"name":"r","namespace":"p"}}}`),
+			wantStatus: 200, wantResp: response{Accepted: 2},
+			wantEvents: []Event{
+				{Source: "harbor", Registry: "harbor.example.com", Repository: "p/r", Digest: digest1, Tag: "a"},
+				{Source: "harbor", Registry: "harbor.example.com", Repository: "p/r", Digest: digest3, Tag: "b"},
+			},
+		},
+		{
+			name: "resource_url with a scheme", path: p,
+			body:       bytes.Replace(fixture(t, "harbor_push.json"), []byte(`"harbor.example.com/`), []byte(`"https://harbor.example.com/`), 1),
+			wantStatus: 200, wantResp: response{Accepted: 1}, wantEvents: []Event{push},
+		},
+		{
 			name: "pull ignored", path: p, body: fixture(t, "harbor_pull.json"),
 			wantStatus: 200, wantResp: response{Ignored: 1},
 		},
@@ -477,6 +491,15 @@ func TestACR(t *testing.T) {
 				MediaType: "application/vnd.docker.distribution.manifest.v2+json", ID: "cb8c3971-9adc-488b-8f2e-43cbb4974ff5",
 			}},
 			wantCount: map[string]int{"acr/accepted": 1},
+		},
+		{
+			name: "event grid CloudEvent on the acr endpoint", path: p, body: fixture(t, "eventgrid_cloudevents_pushed.json"),
+			header:     map[string]string{"Content-Type": "application/cloudevents+json"},
+			wantStatus: 200, wantResp: response{Accepted: 1},
+			wantEvents: []Event{{
+				Source: "acr", Registry: "myregistry.azurecr.io", Repository: "windows/servercore", Digest: digest1, Tag: "ltsc2022",
+				MediaType: "application/vnd.docker.distribution.manifest.v2+json", ID: "31c51664-e5bd-416a-a5df-e5206bc47ed0",
+			}},
 		},
 		{
 			name: "delete ignored", path: p, body: fixture(t, "acr_delete.json"),
