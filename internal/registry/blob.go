@@ -60,7 +60,17 @@ func (c *Client) OpenLayer(ctx context.Context, t Target, l Layer) (io.ReadClose
 			errs = append(errs, &statusError{url: redactURL(req.URL), code: resp.StatusCode})
 			continue
 		}
-		return c.verifying(resp.Body, l.Digest, l.Size, u), nil
+		get := func(ctx context.Context, rangeHeader string) (*http.Response, error) {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+			if err != nil {
+				return nil, err
+			}
+			if rangeHeader != "" {
+				req.Header.Set("Range", rangeHeader)
+			}
+			return c.plainClient.Do(req)
+		}
+		return c.verifying(c.resuming(ctx, resp.Body, l.Size, get), l.Digest, l.Size, u), nil
 	}
 	return nil, wrapErr("open layer", ref, errors.Join(errs...))
 }
@@ -109,7 +119,8 @@ func (c *Client) FetchBlob(ctx context.Context, repo name.Repository, d v1.Descr
 
 func (c *Client) getBlob(ctx context.Context, hc *http.Client, repo name.Repository, d v1.Descriptor) (io.ReadCloser, error) {
 	repo = c.repoFor(repo)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, registryURL(repo, "blobs/"+d.Digest.String()), nil)
+	u := registryURL(repo, "blobs/"+d.Digest.String())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +128,17 @@ func (c *Client) getBlob(ctx context.Context, hc *http.Client, repo name.Reposit
 	if err != nil {
 		return nil, err
 	}
-	return c.verifying(resp.Body, d.Digest, d.Size, repo.Digest(d.Digest.String()).String()), nil
+	get := func(ctx context.Context, rangeHeader string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		if rangeHeader != "" {
+			req.Header.Set("Range", rangeHeader)
+		}
+		return hc.Do(req)
+	}
+	return c.verifying(c.resuming(ctx, resp.Body, d.Size, get), d.Digest, d.Size, repo.Digest(d.Digest.String()).String()), nil
 }
 
 // readBlob reads a small blob (config) fully, verified.
@@ -135,6 +156,13 @@ func (c *Client) readBlob(ctx context.Context, hc *http.Client, repo name.Reposi
 		return nil, err
 	}
 	return buf.Bytes(), rc.Close()
+}
+
+func (c *Client) resuming(ctx context.Context, body io.ReadCloser, size int64, get func(context.Context, string) (*http.Response, error)) io.ReadCloser {
+	return &resumingBody{
+		ctx: ctx, body: body, size: size, get: get, max: c.retry.MaxAttempts - 1,
+		sleep: func(ctx context.Context, attempt int) error { return c.sleep(ctx, c.retry.backoff(attempt)) },
+	}
 }
 
 func (c *Client) verifying(body io.ReadCloser, want v1.Hash, size int64, what string) *verifyingReader {
