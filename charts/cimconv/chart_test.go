@@ -708,7 +708,7 @@ func TestStackChartRendersCimconv(t *testing.T) {
 // flags or variables); ignoredKeys make no sense in a cluster.
 var (
 	chartSetKeys = []string{"nats-url", "nats-creds", "nats-tls-ca", "nats-tls-cert", "nats-tls-key",
-		"listen", "data-dir", "concurrency", "shutdown-grace"}
+		"listen", "data-dir", "concurrency", "shutdown-grace", "role"}
 	ignoredKeys = []string{"dev", "embedded-nats-port"}
 )
 
