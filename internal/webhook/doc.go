@@ -13,4 +13,30 @@
 // worker resolves the image, its platform and whether it is Windows), and
 // metric names (outcomes go to a counter callback the service maps onto
 // cimconv_events_total).
+//
+// # Registry setup
+//
+//   - distribution: notifications.endpoints[].url = .../webhooks/distribution,
+//     headers: {Authorization: [Bearer TOKEN]}; set
+//     notifications.events.includereferences: true, without which a push of
+//     our own artifact cannot be told from an image push here (the worker
+//     then has to drop it). Distribution retries a refused delivery until it
+//     gets a 2xx/3xx, so allowlist what it notifies about.
+//   - Harbor: webhook policy, payload format Default or CloudEvents, URL
+//     .../webhooks/harbor, auth header "Bearer TOKEN" (sent verbatim as
+//     Authorization; the bare token also passes).
+//   - zot: extensions.events http sink to .../webhooks/cloudevents?registry=HOST
+//     (zot does not name itself in its events), credentials with the token as
+//     password (zot only sends Basic auth).
+//   - ACR: webhook with a custom header "Authorization: Bearer TOKEN" to
+//     .../webhooks/acr; Event Grid subscriptions with the CloudEvents 1.0
+//     schema work on /webhooks/acr or /webhooks/cloudevents.
+//   - Anything else that can sign: HMAC-SHA256 over timestamp + "." + body,
+//     hex (optionally "sha256=") in X-Cimconv-Signature, Unix seconds in
+//     X-Cimconv-Timestamp.
+//
+// Payload shapes are taken from each project's source or documentation (see
+// testdata/README.md); only distribution's is exercised against the real
+// registry in tests. Harbor, zot, ACR and Event Grid deliveries have not been
+// observed live.
 package webhook

@@ -292,10 +292,13 @@ type response struct {
 	Error      string `json:"error,omitempty"`
 }
 
-// ServeHTTP routes on the last path element, so the handler works mounted at
-// "/webhooks/" with or without http.StripPrefix.
+// ServeHTTP serves /webhooks/{endpoint}, and /{endpoint} so that the
+// handler also works behind http.StripPrefix("/webhooks", ...).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	endpoint := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/webhooks"), "/")
+	endpoint, ok := strings.CutPrefix(r.URL.Path, "/webhooks/")
+	if !ok {
+		endpoint = strings.TrimPrefix(r.URL.Path, "/")
+	}
 	if !isEndpoint(endpoint) {
 		writeJSON(w, http.StatusNotFound, response{Error: fmt.Sprintf("no webhook endpoint %q (want /webhooks/{%s})", r.URL.Path, strings.Join(endpoints, ","))})
 		return

@@ -837,6 +837,8 @@ func TestRouting(t *testing.T) {
 	}{
 		{"POST", "/webhooks/quay", nil, 404, [2]string{}},
 		{"POST", "/webhooks/", nil, 404, [2]string{}},
+		{"POST", "/webhooksacr", nil, 404, [2]string{}},
+		{"POST", "/other/acr", nil, 404, [2]string{}},
 		{"GET", "/webhooks/distribution", nil, 405, [2]string{"Allow", "POST"}},
 		{"OPTIONS", "/webhooks/cloudevents", map[string]string{"WebHook-Request-Origin": "eventgrid.azure.net"}, 200, [2]string{"WebHook-Allowed-Origin", "eventgrid.azure.net"}},
 		{"OPTIONS", "/webhooks/acr", map[string]string{"WebHook-Request-Origin": "eventgrid.azure.net"}, 405, [2]string{"Allow", "POST"}},
