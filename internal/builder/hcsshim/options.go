@@ -35,9 +35,11 @@ func WithVHDFooter(on bool) Option { return func(c *config) { c.vhdFooter = on }
 // WithLogger sets the logger; the default discards logs.
 func WithLogger(l *zap.Logger) Option { return func(c *config) { c.log = l } }
 
-// WithWorkDir sets the directory under which each layer's side directory
-// (Hives/*_BASE, layout, and hcsshim's intermediate files) is created. By
-// default side directories are created inside the dir passed to BuildLayer.
+// WithWorkDir sets the root under which each layer's side directory
+// (Hives/*_BASE, layout, and hcsshim's intermediate files) is created, as
+// builder.SideDir(workDir, chainID). By default, and preferably, the root is
+// the chain directory passed to BuildLayer, where convert also unpacks cached
+// parents; a shared work dir makes concurrent builds of one chainID collide.
 func WithWorkDir(dir string) Option { return func(c *config) { c.workDir = dir } }
 
 func newConfig(opts []Option) (config, error) {
