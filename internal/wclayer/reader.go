@@ -272,7 +272,7 @@ func (r *Reader) entry(hdr *tar.Header) (*Entry, *problem) {
 			return nil, newProblem(ErrUnsupported, "special whiteout %q", last)
 		}
 		name := last[len(whiteoutPrefix):]
-		if name == "." || name == ".." || strings.IndexByte(name, ':') >= 0 {
+		if name == "" || name == "." || name == ".." || strings.IndexByte(name, ':') >= 0 {
 			return nil, newProblem(ErrInvalidName, "whiteout of %q", name)
 		}
 		e.Type, e.Path = TypeWhiteout, dir+name
@@ -288,6 +288,9 @@ func (r *Reader) entry(hdr *tar.Header) (*Entry, *problem) {
 		return e, nil
 	}
 
+	if isDir && strings.IndexByte(last, ':') >= 0 {
+		return nil, newProblem(ErrInvalidName, "colon in directory name %q", last)
+	}
 	if !isDir {
 		file, stream, isStream, pr := splitStream(last)
 		if pr != nil {

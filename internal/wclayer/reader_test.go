@@ -335,6 +335,8 @@ func TestReaderErrors(t *testing.T) {
 		{"stream of a whited-out parent file", wclayertest.NewLayer().Whiteout("Files/b").Stream("Files/b", "s", nil), nil, []wclayer.Option{wclayer.WithParentLookup(func(string) bool { return true })}, wclayer.ErrOrphanStream, "Files/b:s:$DATA", "neither earlier"},
 		{"stream type", wclayertest.NewLayer().File("Files/a", nil).Raw(hdr("Files/a:s:$INDEX_ALLOCATION", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrUnsupported, "Files/a:s:$INDEX_ALLOCATION", "only $DATA"},
 		{"stream without type", wclayertest.NewLayer().File("Files/a", nil).Raw(hdr("Files/a:s", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/a:s", "file:stream:$DATA"},
+		{"colon in a directory entry", wclayertest.NewLayer().Raw(&tar.Header{Name: "Files/a:b/", Typeflag: tar.TypeDir}, nil), nil, nil, wclayer.ErrInvalidName, "Files/a:b/", "colon"},
+		{"empty whiteout", wclayertest.NewLayer().Raw(hdr("Files/.wh.", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/.wh.", "whiteout of"},
 		{"colon in a directory", wclayertest.NewLayer().Raw(hdr("Files/a:b/c", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/a:b/c", "colon"},
 		{"hard link to nothing", wclayertest.NewLayer().HardLink("Files/l", "Files/missing"), nil, nil, wclayer.ErrLinkTarget, "Files/l", "neither earlier"},
 		{"hard link, parent lookup says no", wclayertest.NewLayer().HardLink("Files/l", "Files/missing"), nil, []wclayer.Option{wclayer.WithParentLookup(func(string) bool { return false })}, wclayer.ErrLinkTarget, "Files/l", "neither earlier"},
