@@ -26,8 +26,9 @@
 //     .../webhooks/harbor, auth header "Bearer TOKEN" (sent verbatim as
 //     Authorization; the bare token also passes).
 //   - zot: extensions.events http sink to .../webhooks/cloudevents?registry=HOST
-//     (zot does not name itself in its events), credentials with the token as
-//     password (zot only sends Basic auth).
+//     (zot does not name itself in its events); credentials.token (sent as
+//     Bearer by recent zot) or username/password with the token as the
+//     password (older zot only sends Basic). Any events.typePrefix works.
 //   - ACR: webhook with a custom header "Authorization: Bearer TOKEN" to
 //     .../webhooks/acr; Event Grid subscriptions with the CloudEvents 1.0
 //     schema work on /webhooks/acr or /webhooks/cloudevents.

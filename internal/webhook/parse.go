@@ -413,7 +413,9 @@ func cloudEventItems(e ceEvent) ([]item, error) {
 	}
 	kind := "cloudevent " + e.Type + " data"
 	switch {
-	case e.Type == "zotregistry.image.updated":
+	case e.Type == "zotregistry.image.updated" || strings.HasSuffix(e.Type, ".image.updated"):
+		// zot's events.typePrefix setting can rename the "zotregistry"
+		// namespace; the data keeps zot's shape.
 		var d zotImage
 		if err := decodeObject(kind, data, &d); err != nil {
 			return nil, err

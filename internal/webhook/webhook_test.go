@@ -407,6 +407,11 @@ func TestCloudEvents(t *testing.T) {
 			wantStatus: 200, wantResp: response{Accepted: 1}, wantEvents: []Event{zotStructured},
 		},
 		{
+			name: "zot push with a custom type prefix", path: p, body: fixture(t, "zot_image_updated_data.json"),
+			header:     binary("acme.registry.image.updated"),
+			wantStatus: 200, wantResp: response{Accepted: 1}, wantEvents: []Event{zotPush},
+		},
+		{
 			name: "zot delete ignored", path: p, body: fixture(t, "zot_image_deleted_data.json"),
 			header:     binary("zotregistry.image.deleted"),
 			wantStatus: 200, wantResp: response{Ignored: 1},
