@@ -347,6 +347,33 @@ func (w *ResultWatch) Wait(ctx context.Context, req Request) (*Result, error) {
 	}
 }
 
+// Each calls f for every result on the watched subject, in stream order,
+// until f returns false or ctx ends. Use WatchResult(ctx, "*") to see the
+// results of every request (load tests, dashboards).
+func (w *ResultWatch) Each(ctx context.Context, f func(*Result) bool) error {
+	it, err := w.cons.Messages()
+	if err != nil {
+		return fmt.Errorf("queue: read results: %w", err)
+	}
+	defer it.Stop()
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("queue: read results: %w", err)
+		}
+		res, err := DecodeResult(m.Data())
+		if err != nil {
+			continue // not ours to judge: skip what does not parse
+		}
+		if !f(res) {
+			return nil
+		}
+	}
+}
+
 // SubmitAndWait submits req and waits for its result (the CI hook).
 func (q *Queue) SubmitAndWait(ctx context.Context, req Request) (*Result, bool, error) {
 	req, err := req.Normalize()
