@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/cimconv/cimconv/internal/queue"
 )
 
@@ -128,4 +127,3 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	i := int(float64(len(sorted))*p+0.5) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
 }
-
