@@ -218,10 +218,8 @@ func (b *hcsBuilder) BuildLayer(ctx context.Context, layer builder.LayerSource, 
 		if !after[cimName] {
 			return nil, fmt.Errorf("import layer %s: CimFS reported success but wrote no %s", layer.Digest, cimName)
 		}
-		if v, err := readCimVersion(cimPath); err != nil {
+		if out.CimVersion, err = readCimVersion(cimPath); err != nil {
 			return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
-		} else {
-			out.CimVersion = v
 		}
 	}
 	if err := verifyDiffID(stream, h, layer.DiffID); err != nil {

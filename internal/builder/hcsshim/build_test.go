@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cimconv/cimconv/internal/builder"
@@ -148,6 +150,44 @@ func TestBuildLayerSameChainTwice(t *testing.T) {
 	}
 	if a.CimName == c.CimName {
 		t.Errorf("two builds of one layer share the CIM name %s", a.CimName)
+	}
+}
+
+func TestConcurrentBuildsInOneDir(t *testing.T) {
+	// Region files are attributed by a listing diff; concurrent builds into
+	// one dir must still each get exactly their own files.
+	b := newTestBuilder(t, &fakeImporter{})
+	dir := t.TempDir()
+	const n = 8
+	results := make([]*builder.BuiltLayer, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		src := source(t, "gzip", fmt.Sprintf("chain-%d", i), layerTar(t, tarFile{fmt.Sprintf("Files/f%d", i), "x"}))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = b.BuildLayer(context.Background(), src, nil, dir)
+		}()
+	}
+	wg.Wait()
+	owner := map[string]int{}
+	for i, l := range results {
+		if errs[i] != nil {
+			t.Fatalf("build %d: %v", i, errs[i])
+		}
+		if len(l.CimFiles) != 3 {
+			t.Errorf("build %d CimFiles = %v, want its .cim, region and objectid", i, l.CimFiles)
+		}
+		for _, f := range l.CimFiles {
+			if j, ok := owner[f]; ok {
+				t.Errorf("%s claimed by builds %d and %d", f, j, i)
+			}
+			owner[f] = i
+		}
+	}
+	if got := len(dirNames(t, dir)); got != 3*n+1 { // + layers/
+		t.Errorf("dir holds %d entries, want %d", got, 3*n+1)
 	}
 }
 

@@ -12,7 +12,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -29,7 +31,14 @@ import (
 type fakeImporter struct {
 	failAfterFiles error // written files, then this error
 	n              atomic.Int32
+	mu             sync.Mutex
 	calls          []fakeCall
+}
+
+func (f *fakeImporter) record(c fakeCall) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, c)
 }
 
 type fakeCall struct {
@@ -40,13 +49,14 @@ type fakeCall struct {
 }
 
 func (f *fakeImporter) importForked(ctx context.Context, r io.Reader, layerPath, cimPath string, parentLayerPaths, parentCimPaths []string) error {
-	f.calls = append(f.calls, fakeCall{layerPath, cimPath, parentLayerPaths, parentCimPaths})
+	f.record(fakeCall{layerPath, cimPath, parentLayerPaths, parentCimPaths})
 	deltas, err := readLayerTar(ctx, r)
 	if err != nil {
 		return err
 	}
 	guid := fmt.Sprintf("%08x-0000-0000-0000-000000000000", f.n.Add(1))
 	dir := filepath.Dir(cimPath)
+	runtime.Gosched()
 	var hdr [32]byte
 	copy(hdr[:], "cimfile0")
 	binary.LittleEndian.PutUint32(hdr[16:], 3)
@@ -67,7 +77,7 @@ func (f *fakeImporter) importForked(ctx context.Context, r io.Reader, layerPath,
 }
 
 func (f *fakeImporter) importBlock(ctx context.Context, r io.Reader, blockPath string, parents []string, integrity, vhdFooter bool) (string, error) {
-	f.calls = append(f.calls, fakeCall{filepath.Dir(blockPath), blockPath, parents, nil})
+	f.record(fakeCall{filepath.Dir(blockPath), blockPath, parents, nil})
 	deltas, err := readLayerTar(ctx, r)
 	if err != nil {
 		return "", err
