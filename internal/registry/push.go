@@ -319,54 +319,6 @@ func getFallbackIndex(ctx context.Context, hc *http.Client, subject name.Digest)
 	return idx, resp.Header.Get("ETag"), nil
 }
 
-// Referrers lists the manifests whose subject is subject, from the
-// referrers API or, where it is missing, the fallback tag (unless
-// disabled). artifactType "" lists all; otherwise only that type is
-// returned (filtered here too: registries may ignore the query).
-func (c *Client) Referrers(ctx context.Context, subject name.Digest, artifactType string) ([]v1.Descriptor, error) {
-	hc, err := c.httpClient(ctx, subject.Context(), "pull")
-	if err != nil {
-		return nil, wrapErr("referrers", subject.String(), err)
-	}
-	subject = c.repoFor(subject.Context()).Digest(subject.DigestStr())
-	u := registryURL(subject.Context(), "referrers/"+subject.DigestStr())
-	if artifactType != "" {
-		u += "?" + url.Values{"artifactType": {artifactType}}.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, wrapErr("referrers", subject.String(), err)
-	}
-	req.Header.Set("Accept", string(types.OCIImageIndex))
-	resp, err := do(hc, req, http.StatusOK, http.StatusNotFound, http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusNotAcceptable)
-	if err != nil {
-		return nil, wrapErr("referrers", subject.String(), err)
-	}
-	defer resp.Body.Close()
-	var idx *v1.IndexManifest
-	if resp.StatusCode == http.StatusOK && mediaTypeOf(resp) == string(types.OCIImageIndex) {
-		idx, err = v1.ParseIndexManifest(io.LimitReader(resp.Body, maxManifestSize))
-		if err != nil {
-			return nil, wrapErr("referrers", subject.String(), fmt.Errorf("referrers response: %w", err))
-		}
-	} else {
-		if !c.fallback {
-			return nil, &Error{Op: "referrers", Ref: subject.String(), Err: fmt.Errorf("%w: %s", ErrReferrersUnsupported, subject.RegistryStr())}
-		}
-		idx, _, err = getFallbackIndex(ctx, hc, subject)
-		if err != nil {
-			return nil, wrapErr("referrers", subject.String(), err)
-		}
-	}
-	out := []v1.Descriptor{}
-	for _, d := range idx.Manifests {
-		if artifactType == "" || d.ArtifactType == artifactType {
-			out = append(out, d)
-		}
-	}
-	return out, nil
-}
-
 // ListTags lists repo's tags, following Link pagination.
 func (c *Client) ListTags(ctx context.Context, repo name.Repository) ([]string, error) {
 	hc, err := c.httpClient(ctx, repo, "pull")
