@@ -220,3 +220,65 @@ func waitEvent(ctx context.Context, t *testing.T, ch <-chan Event) Event {
 		return Event{}
 	}
 }
+
+// A registry configured with the wrong token is refused with 401, counted,
+// and nothing it announces is submitted.
+func TestRealDistributionWrongToken(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sink := SinkFunc(func(_ context.Context, e Event) error {
+		t.Errorf("submitted %+v from an unauthenticated registry", e)
+		return nil
+	})
+	c := &counter{}
+	var (
+		mu sync.Mutex
+		h  http.Handler
+	)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hh := h
+		mu.Unlock()
+		if hh == nil {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		hh.ServeHTTP(w, r)
+	}))
+	defer hook.Close()
+	reg := startDistribution(t, hook.URL+"/webhooks/distribution", http.Header{"Authorization": {"Bearer not-the-token"}})
+	handler, err := New(sink, WithAuth(SourceDistribution, Auth{BearerToken: "the-token"}), WithAllowedRegistries(reg), WithEventCounter(c.inc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	h = handler
+	mu.Unlock()
+
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := name.NewTag(reg + "/windows/app:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, img, remote.WithContext(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	// Distribution keeps retrying refused deliveries; wait for the first
+	// 401 to be counted.
+	for c.snapshot()["distribution/unauthorized"] == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("no delivery reached the handler before the test deadline")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	counts := c.snapshot()
+	for k := range counts {
+		if k != "distribution/unauthorized" {
+			t.Errorf("unexpected outcome %s in %v", k, counts)
+		}
+	}
+}
