@@ -1,0 +1,100 @@
+package wclayer
+
+import (
+	"testing"
+	"time"
+)
+
+func TestParsePAXTime(t *testing.T) {
+	tests := []struct {
+		in   string
+		want time.Time
+		ok   bool
+	}{
+		{"1715679015", time.Unix(1715679015, 0), true},
+		{"1715679015.1234567", time.Unix(1715679015, 123456700), true},
+		{"1715679015.1234567891", time.Unix(1715679015, 123456789), true},
+		{"-1.5", time.Unix(-1, -500000000), true},
+		{"", time.Time{}, false},
+		{"1.", time.Time{}, false},
+		{"1.2x", time.Time{}, false},
+		{"x", time.Time{}, false},
+	}
+	for _, tt := range tests {
+		got, ok := parsePAXTime(tt.in)
+		if ok != tt.ok || !got.Equal(tt.want) {
+			t.Errorf("parsePAXTime(%q) = %v %v, want %v %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestFiletime(t *testing.T) {
+	tests := []struct {
+		in   time.Time
+		want int64
+		ok   bool
+	}{
+		{time.Time{}, 0, true},
+		{time.Unix(0, 0), 116444736000000000, true},
+		{time.Date(1601, 1, 1, 0, 0, 0, 100, time.UTC), 1, true},
+		{time.Date(1600, 12, 31, 0, 0, 0, 0, time.UTC), 0, false},
+		{time.Date(40000, 1, 1, 0, 0, 0, 0, time.UTC), 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := filetime(tt.in)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("filetime(%v) = %d %v, want %d %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestFoldAndUTF16(t *testing.T) {
+	tests := []struct {
+		in, fold string
+		units    int
+	}{
+		{"Files/a.TXT", "FILES/A.TXT", 11},
+		{"FILES", "FILES", 5},
+		{"r\u00e9sum\u00e9", "R\u00c9SUM\u00c9", 6},
+		{"\U00010428", "\U00010428", 2}, // outside the BMP: left alone, two units
+		{"\u65e5\u672c", "\u65e5\u672c", 2},
+	}
+	for _, tt := range tests {
+		if got := fold(tt.in); got != tt.fold {
+			t.Errorf("fold(%q) = %q, want %q", tt.in, got, tt.fold)
+		}
+		if got := utf16Len(tt.in); got != tt.units {
+			t.Errorf("utf16Len(%q) = %d, want %d", tt.in, got, tt.units)
+		}
+	}
+}
+
+func TestCleanPath(t *testing.T) {
+	tests := []struct {
+		in       string
+		dir      bool
+		want     string
+		wantKind error
+	}{
+		{"Files/a", false, "Files/a", nil},
+		{"./Files/a", false, "Files/a", nil},
+		{`Files\a\b`, false, "Files/a/b", nil},
+		{"Files/a/", true, "Files/a", nil},
+		{"Files/a/", false, "", ErrInvalidName},
+		{"Files/./a", false, "", ErrInvalidName},
+		{"Files/a/..", false, "", ErrPathTraversal},
+		{"c:x", false, "", ErrPathTraversal},
+		{`\\.\pipe\x`, false, "", ErrPathTraversal},
+		{"", false, "", ErrInvalidName},
+	}
+	for _, tt := range tests {
+		got, pr := cleanPath(tt.in, tt.dir)
+		var kind error
+		if pr != nil {
+			kind = pr.kind
+		}
+		if got != tt.want || kind != tt.wantKind {
+			t.Errorf("cleanPath(%q, %v) = %q %v, want %q %v", tt.in, tt.dir, got, kind, tt.want, tt.wantKind)
+		}
+	}
+}
