@@ -29,7 +29,7 @@ func New(opts ...Option) (builder.Builder, error) {
 		zap.Bool("blockCIMWrite", host.BlockCIMWrite), zap.Bool("verifiedCIMWrite", host.VerifiedCIMWrite))
 	b, err := newBuilder(cfg, host, cimfsImporter{})
 	if err != nil {
-		return nil, fmt.Errorf("hcsshim builder: %w", err)
+		return nil, err
 	}
 	return b, nil
 }

@@ -53,11 +53,11 @@ func newConfig(opts []Option) (config, error) {
 	switch c.format {
 	case builder.FormatForked:
 		if c.integrity || c.vhdFooter {
-			return c, fmt.Errorf("hcsshim builder: integrity and VHD footer apply to block CIMs only, not to format %q", c.format)
+			return c, fmt.Errorf("integrity and VHD footer apply to block CIMs only, not to %q CIMs", c.format)
 		}
 	case builder.FormatBlock:
 	default:
-		return c, fmt.Errorf("hcsshim builder: format %q: want %q or %q", c.format, builder.FormatForked, builder.FormatBlock)
+		return c, fmt.Errorf("CIM format %q: want %q or %q", c.format, builder.FormatForked, builder.FormatBlock)
 	}
 	return c, nil
 }
