@@ -8,6 +8,7 @@ import (
 	"io"
 	"path/filepath"
 
+	"github.com/Microsoft/go-winio"
 	"github.com/Microsoft/hcsshim/osversion"
 	"github.com/Microsoft/hcsshim/pkg/cimfs"
 	"github.com/Microsoft/hcsshim/pkg/ociwclayer/cim"
@@ -23,6 +24,12 @@ func New(opts ...Option) (builder.Builder, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
+	}
+	// Earlier hcsshim releases document that the CIM import needs backup and
+	// restore privileges, and hcsshim's own tests take them; v0.15.0 no longer
+	// says so. Take them when the process holds them (elevated / SYSTEM).
+	if err := winio.EnableProcessPrivileges([]string{winio.SeBackupPrivilege, winio.SeRestorePrivilege}); err != nil {
+		cfg.log.Warn("could not enable SeBackupPrivilege and SeRestorePrivilege; CIM imports may fail (run elevated or as SYSTEM)", zap.Error(err))
 	}
 	host := ProbeHost()
 	cfg.log.Debug("probed Windows host", zap.String("build", host.String()), zap.Bool("cimfs", host.CimFS),
