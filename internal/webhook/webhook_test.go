@@ -280,6 +280,33 @@ func TestDistribution(t *testing.T) {
 			wantCount: map[string]int{"distribution/duplicate": 1},
 		},
 		{
+			name: "schema1 manifest ignored", path: p,
+			body:       []byte(`{"events":[{"id":"s1","action":"push","target":{"mediaType":"application/vnd.docker.distribution.manifest.v1+prettyjws","digest":"` + digest1 + `","repository":"a/b","url":"https://registry.example.com:5000/v2/a/b/manifests/` + digest1 + `"}}]}`),
+			wantStatus: 200, wantResp: response{Ignored: 1},
+		},
+		{
+			name: "OCI artifact manifest ignored", path: p,
+			body:       []byte(`{"events":[{"id":"a1","action":"push","target":{"mediaType":"application/vnd.oci.artifact.manifest.v1+json","digest":"` + digest1 + `","repository":"a/b","url":"https://registry.example.com:5000/v2/a/b/manifests/` + digest1 + `"}}]}`),
+			wantStatus: 200, wantResp: response{Ignored: 1},
+		},
+		{
+			name: "unknown manifest media type is left to the worker", path: p,
+			body:       []byte(`{"events":[{"id":"u1","action":"push","target":{"mediaType":"application/vnd.example.manifest+json","digest":"` + digest1 + `","repository":"a/b","url":"https://registry.example.com:5000/v2/a/b/manifests/` + digest1 + `"}}]}`),
+			wantStatus: 200, wantResp: response{Accepted: 1},
+			wantEvents: []Event{{Source: "distribution", Registry: "registry.example.com:5000", Repository: "a/b", Digest: digest1, MediaType: "application/vnd.example.manifest+json", ID: "u1"}},
+		},
+		{
+			name: "own artifactType on the target", path: p,
+			body:       []byte(`{"events":[{"id":"t1","action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.cimconv.cim.v1+json","digest":"` + digest1 + `","repository":"a/b","url":"https://registry.example.com:5000/v2/a/b/manifests/` + digest1 + `"}}]}`),
+			wantStatus: 200, wantResp: response{Ignored: 1},
+		},
+		{
+			name: "registry from request.host when there is no url", path: p,
+			body:       []byte(`{"events":[{"id":"h1","action":"push","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` + digest1 + `","repository":"a/b"},"request":{"host":"Registry.Example.com:5000"}}]}`),
+			wantStatus: 200, wantResp: response{Accepted: 1},
+			wantEvents: []Event{{Source: "distribution", Registry: "registry.example.com:5000", Repository: "a/b", Digest: digest1, MediaType: "application/vnd.oci.image.manifest.v1+json", ID: "h1"}},
+		},
+		{
 			name: "malformed JSON", path: p, body: []byte(`{"events": [ {"action": "push",`),
 			wantStatus: 400, wantResp: response{Error: "distribution envelope: malformed JSON"},
 			wantCount: map[string]int{"distribution/invalid": 1},
@@ -420,6 +447,19 @@ func TestCloudEvents(t *testing.T) {
 			name: "zot own artifact dropped", path: p, body: fixture(t, "zot_own_artifact_data.json"),
 			header:     binary("zotregistry.image.updated"),
 			wantStatus: 200, wantResp: response{Ignored: 1}, wantCount: map[string]int{"cloudevents/ignored": 1},
+		},
+		{
+			name: "zot manifest with our config media type but no artifactType", path: p,
+			body:       []byte(`{"name":"a/b","reference":"x","digest":"` + digest1 + `","mediaType":"application/vnd.oci.image.manifest.v1+json","manifest":"{\"config\":{\"mediaType\":\"application/vnd.cimconv.cim.v1+json\"}}"}`),
+			header:     binary("zotregistry.image.updated"),
+			wantStatus: 200, wantResp: response{Ignored: 1},
+		},
+		{
+			name: "zot manifest that does not parse is left to the worker", path: p,
+			body:       []byte(`{"name":"a/b","reference":"x","digest":"` + digest1 + `","mediaType":"application/vnd.oci.image.manifest.v1+json","manifest":"{not json"}`),
+			header:     binary("zotregistry.image.updated"),
+			wantStatus: 200, wantResp: response{Accepted: 1},
+			wantEvents: []Event{{Source: "cloudevents", Registry: "zot.example.com", Repository: "a/b", Digest: digest1, Tag: "x", MediaType: "application/vnd.oci.image.manifest.v1+json", ID: "4f3e2d1c-0b9a-4877-8665-544332211000"}},
 		},
 		{
 			name: "zot artifact with subject dropped (not by its tag)", path: p, body: fixture(t, "zot_signature_data.json"),
