@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -20,7 +21,7 @@ func newDevCmd(g *globalFlags) *cobra.Command {
 		Use:   "dev",
 		Short: "Development helpers: generated sample layers and a local registry",
 	}
-	cmd.AddCommand(newDevLayersCmd(), newDevRegistryCmd())
+	cmd.AddCommand(newDevLayersCmd(), newDevRegistryCmd(), newDevLargeLayerCmd())
 	return cmd
 }
 
@@ -105,5 +106,39 @@ It runs until interrupted. For development and demos only.`,
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:5000", "listen address (loopback)")
 	cmd.Flags().StringVar(&dir, "dir", "", "keep blobs in this directory (default: memory)")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the registry and image as JSON on stdout")
+	return cmd
+}
+
+func newDevLargeLayerCmd() *cobra.Command {
+	var (
+		files int
+		size  int64
+		flat  bool
+		seed  int64
+	)
+	cmd := &cobra.Command{
+		Use:   "large-layer OUT",
+		Short: "Write a big deterministic uncompressed layer tar for benchmarks (OUT may be - for stdout)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var w io.Writer = os.Stdout
+			if args[0] != "-" {
+				f, err := os.Create(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				w = f
+			}
+			if flat {
+				return devenv.FlatLayer(w, files)
+			}
+			return wclayertest.Large(w, files, size, seed)
+		},
+	}
+	cmd.Flags().IntVar(&files, "files", 20000, "number of files")
+	cmd.Flags().Int64Var(&size, "size", 512<<20, "total file bytes (ignored with --flat)")
+	cmd.Flags().BoolVar(&flat, "flat", false, "all files small and in one directory")
+	cmd.Flags().Int64Var(&seed, "seed", 1, "generator seed")
 	return cmd
 }

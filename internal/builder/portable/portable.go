@@ -177,6 +177,7 @@ func (b *Builder) BuildLayer(ctx context.Context, layer builder.LayerSource, par
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", layerName(layer), err)
 	}
+	defer r.Close() // stops decompression goroutines when a layer fails early
 	st := &layerState{b: b, w: w, r: r, base: parent == nil, side: side, layer: layer}
 	if err := st.apply(ctx); err != nil {
 		return nil, err
