@@ -136,9 +136,12 @@ type Result struct {
 	ArtifactDigests []string `json:"artifactDigests,omitempty"`
 	LayersBuilt     int      `json:"layersBuilt"`
 	LayersCached    int      `json:"layersCached"`
-	Error           string   `json:"error,omitempty"`
-	Reason          string   `json:"reason,omitempty"`
-	Attempts        int      `json:"attempts"`
+	// BytesFetched and BytesPushed are registry traffic (for metrics).
+	BytesFetched int64  `json:"bytesFetched,omitempty"`
+	BytesPushed  int64  `json:"bytesPushed,omitempty"`
+	Error        string `json:"error,omitempty"`
+	Reason       string `json:"reason,omitempty"`
+	Attempts     int    `json:"attempts"`
 }
 
 // Succeeded reports whether the conversion succeeded.

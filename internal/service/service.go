@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -73,6 +74,7 @@ type Service struct {
 	ln       net.Listener
 	http     *http.Server
 	natsURL  string
+	stopping atomic.Bool // set when shutdown starts: /readyz turns 503
 
 	done chan struct{}
 	err  error
@@ -147,6 +149,10 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		rctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
+		if s.stopping.Load() {
+			http.Error(w, "not ready: shutting down", http.StatusServiceUnavailable)
+			return
+		}
 		if err := s.q.Ready(rctx); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
@@ -202,6 +208,7 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	ok = true
 	go func() {
 		<-runCtx.Done()
+		s.stopping.Store(true)
 		<-workerDone // in-flight work finished or NAKed: now stop serving
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = s.http.Shutdown(sctx)

@@ -34,7 +34,7 @@ var fakeConverter = worker.ConverterFunc(func(ctx context.Context, req queue.Req
 		return nil, worker.Permanent(errors.New("not a Windows image"))
 	}
 	progress("build")
-	return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("1", 64)}, LayersBuilt: 2, LayersCached: 1}, nil
+	return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("1", 64)}, LayersBuilt: 2, LayersCached: 1, BytesFetched: 1000, BytesPushed: 300}, nil
 })
 
 func start(t *testing.T, opts Options) (*Service, context.CancelFunc) {
@@ -87,6 +87,10 @@ func TestMetricsScrapedFromRunningService(t *testing.T) {
 		`cimconv_stage_duration_seconds_count{result="ok",stage="build"} 2`,
 		`cimconv_stage_duration_seconds_count{result="error",stage="resolve"} 1`,
 		`cimconv_inflight 0`,
+		`cimconv_layers_total{result="built"} 4`,
+		`cimconv_layers_total{result="cached"} 2`,
+		`cimconv_bytes_total{direction="fetched"} 2000`,
+		`cimconv_bytes_total{direction="pushed"} 600`,
 		`cimconv_queue_pending 0`,
 		`go_goroutines`,
 	}
@@ -264,5 +268,29 @@ func TestDevHookRuns(t *testing.T) {
 	}})
 	if err == nil || !strings.Contains(err.Error(), "no sample image") {
 		t.Errorf("failing dev hook: err = %v", err)
+	}
+}
+
+func TestReadyzTurnsFalseOnShutdown(t *testing.T) {
+	started := make(chan struct{}, 1)
+	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	cfg := testConfig(t)
+	cfg.ShutdownGrace = 3 * time.Second
+	s, cancel := start(t, Options{Config: cfg, Converter: conv})
+	base := "http://" + s.Addr()
+	if _, err := s.Queue().Submit(context.Background(), queue.Request{Image: "reg.example/r:1"}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	cancel()
+	// The conversion holds the service in its grace period: HTTP still
+	// answers, but no longer ready.
+	waitCode(t, base+"/readyz", http.StatusServiceUnavailable)
+	if code, body := get(t, base+"/readyz"); !strings.Contains(body, "shutting down") {
+		t.Errorf("/readyz during shutdown: %d %q", code, body)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,7 +19,9 @@ import (
 // returns only after the artifact manifest is pushed. progress reports the
 // start of each stage ("resolve", "fetch", "build", "push", ...).
 //
-// Errors are classified through the chain: an error with Transient() true is
+// The worker turns the Result's layer and byte counts into metrics, so a
+// Converter needs no metrics of its own. Errors are classified through the
+// chain: an error with Transient() true is
 // retried, one with Permanent() true is dead-lettered at once, anything else
 // is retried until the delivery limit (a message is never lost to an
 // unclassified error).
@@ -189,6 +192,9 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	req := d.Request
 	key := d.Key()
 	log = log.With(zap.String("image", req.Image), zap.String("key", key))
+	if _, digest, ok := strings.Cut(req.Image, "@"); ok {
+		log = log.With(zap.String("digest", digest))
+	}
 	status := queue.Status{Image: req.Image, Key: key, Seq: d.Seq, Attempts: d.Attempt}
 	setStatus := func(st queue.Status, images ...string) {
 		for _, img := range append([]string{req.Image}, images...) {
@@ -220,10 +226,18 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		}
 		// Metrics before the result event: whoever saw the result sees them.
 		w.m.ConversionDone(metrics.ResultSucceeded, metrics.ReasonNone)
+		for range res.LayersBuilt {
+			w.m.LayerDone(false)
+		}
+		for range res.LayersCached {
+			w.m.LayerDone(true)
+		}
+		w.m.AddBytes(metrics.DirectionFetched, res.BytesFetched)
+		w.m.AddBytes(metrics.DirectionPushed, res.BytesPushed)
 		if err := w.q.PublishResult(sctx, res); err != nil {
 			log.Warn("result event not published (status is up to date)", zap.Error(err))
 		}
-		log.Info("conversion succeeded", zap.Strings("artifacts", res.ArtifactDigests), zap.Int("layersBuilt", res.LayersBuilt), zap.Int("layersCached", res.LayersCached))
+		log.Info("conversion succeeded", zap.Strings("subjects", res.SubjectDigests), zap.Strings("artifacts", res.ArtifactDigests), zap.Int("layersBuilt", res.LayersBuilt), zap.Int("layersCached", res.LayersCached))
 		return
 	}
 
