@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -180,6 +181,8 @@ type verifyingReader struct {
 	what  string
 	count func(int64)
 	err   error // sticky verification error
+	// verified: the digest has been compared (at Size bytes or at EOF).
+	verified bool
 }
 
 func (v *verifyingReader) Read(p []byte) (int, error) {
@@ -197,15 +200,24 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 			v.err = &Error{Op: "verify", Ref: v.what, Err: fmt.Errorf("%w: more than the expected %d bytes", ErrDigestMismatch, v.size)}
 			return n, v.err
 		}
+		// Check as soon as the expected size has arrived: readers such as
+		// archive/tar stop at the end-of-archive marker and may never ask
+		// for the EOF.
+		if v.size > 0 && v.n == v.size && !v.verified {
+			if verr := v.verify(); verr != nil {
+				return n, verr
+			}
+		}
 	}
 	if errors.Is(err, io.EOF) {
 		if v.size > 0 && v.n != v.size {
 			v.err = &Error{Op: "verify", Ref: v.what, Err: fmt.Errorf("%w: got %d bytes, want %d", ErrDigestMismatch, v.n, v.size)}
 			return n, v.err
 		}
-		if got := "sha256:" + fmt.Sprintf("%x", v.h.Sum(nil)); got != v.want.String() {
-			v.err = &Error{Op: "verify", Ref: v.what, Err: fmt.Errorf("%w: content hashes to %s", ErrDigestMismatch, got)}
-			return n, v.err
+		if !v.verified {
+			if verr := v.verify(); verr != nil {
+				return n, verr
+			}
 		}
 	} else if err != nil {
 		err = wrapErr("read", v.what, err)
@@ -213,8 +225,36 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close closes the body and reports a verification failure seen by Read.
+func (v *verifyingReader) verify() error {
+	v.verified = true
+	if got := "sha256:" + hex.EncodeToString(v.h.Sum(nil)); got != v.want.String() {
+		v.err = &Error{Op: "verify", Ref: v.what, Err: fmt.Errorf("%w: content hashes to %s", ErrDigestMismatch, got)}
+	}
+	return v.err
+}
+
+// maxCloseDrain: Close reads at most this many unread trailing bytes (tar
+// padding after the end-of-archive marker) to finish the digest check; a
+// caller that stopped earlier aborted, and Close does not download the rest.
+const maxCloseDrain = 1 << 20
+
+// Close finishes the check when only a little is left unread, closes the
+// body, and reports any verification failure.
 func (v *verifyingReader) Close() error {
+	if v.err == nil && !v.verified && v.size > 0 && v.size-v.n <= maxCloseDrain {
+		buf := make([]byte, 32<<10)
+		for {
+			_, err := v.Read(buf)
+			if err == nil {
+				continue
+			}
+			if v.err == nil && !errors.Is(err, io.EOF) {
+				v.body.Close()
+				return err // could not finish the check
+			}
+			break
+		}
+	}
 	cerr := v.body.Close()
 	if v.err != nil {
 		return v.err

@@ -83,6 +83,9 @@ func (c *Client) PushBlob(ctx context.Context, repo name.Repository, desc v1.Des
 	}
 	req.GetBody = open
 	req.ContentLength = desc.Size
+	if desc.Size <= 0 {
+		req.ContentLength = -1 // unknown: chunked
+	}
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := do(hc, req, http.StatusCreated)
 	if err != nil {
