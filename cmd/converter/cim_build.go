@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -122,7 +123,7 @@ func buildLocalChain(ctx context.Context, b builder.Builder, out string, files [
 					return nil, err
 				}
 				st, _ := fh.Stat()
-				return &readProgress{rc: fh, total: st.Size(), update: func(n, total int64) {
+				return &readProgress{r: bufio.NewReaderSize(fh, 1<<20), rc: fh, total: st.Size(), update: func(n, total int64) {
 					pr.Update("layer %d/%d %s: %s / %s", i+1, len(files), filepath.Base(path), progress.Bytes(n), progress.Bytes(total))
 				}}, nil
 			},
@@ -145,14 +146,15 @@ func buildLocalChain(ctx context.Context, b builder.Builder, out string, files [
 
 // readProgress reports bytes read.
 type readProgress struct {
-	rc     io.ReadCloser
+	r      io.Reader
+	rc     io.Closer
 	n      int64
 	total  int64
 	update func(n, total int64)
 }
 
 func (r *readProgress) Read(p []byte) (int, error) {
-	n, err := r.rc.Read(p)
+	n, err := r.r.Read(p)
 	r.n += int64(n)
 	r.update(r.n, r.total)
 	return n, err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -14,8 +15,10 @@ import (
 
 // globalFlags are shared by every command.
 type globalFlags struct {
-	logLevel  string
-	logFormat string
+	logLevel   string
+	logFormat  string
+	cpuProfile string
+	stopProf   func()
 }
 
 func newRootCmd() *cobra.Command {
@@ -37,6 +40,28 @@ Builders:
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", envOr("CIMCONV_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", envOr("CIMCONV_LOG_FORMAT", "console"), "log format on stderr: console or json")
+	root.PersistentFlags().StringVar(&g.cpuProfile, "cpuprofile", "", "write a CPU profile to this file (for performance work)")
+	_ = root.PersistentFlags().MarkHidden("cpuprofile")
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if g.cpuProfile == "" {
+			return nil
+		}
+		f, err := os.Create(g.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		g.stopProf = func() { pprof.StopCPUProfile(); f.Close() }
+		return nil
+	}
+	root.PersistentPostRun = func(cmd *cobra.Command, args []string) {
+		if g.stopProf != nil {
+			g.stopProf()
+		}
+	}
 	root.AddCommand(commands(g)...)
 	return root
 }

@@ -62,7 +62,7 @@ Every flag is also a YAML key of --config and a CIMCONV_<KEY> environment variab
 func runServe(ctx context.Context, cfg service.Config, log *zap.Logger) error {
 	opts := service.Options{Config: cfg, Logger: log, Dev: serveDev}
 	if serveConverter == nil {
-		return fmt.Errorf("serve: conversion is not wired into this build yet: %w", service.ErrNotWired)
+		return fmt.Errorf("serve: conversion is %w yet", service.ErrNotWired)
 	}
 	conv, err := serveConverter(ctx, cfg, log)
 	if err != nil {

@@ -78,7 +78,7 @@ func (f *buildFlags) selectBuilder(log *zap.Logger) (builder.Builder, error) {
 	b, why, err := builder.Select(f.builder, runtime.GOOS,
 		func() (builder.Builder, error) { return portable.New(portable.WithLogger(log)), nil },
 		func() (builder.Builder, error) {
-			return hcsshim.New(hcsshim.WithFormat(f.format), hcsshim.WithLogger(log), hcsshim.WithWorkDir(f.workDir))
+			return hcsshim.New(hcsshim.WithFormat(f.format), hcsshim.WithLogger(log))
 		})
 	if err != nil {
 		return nil, fmt.Errorf("--builder %s: %w", f.builder, err)
@@ -93,7 +93,8 @@ func (f *buildFlags) converter(log *zap.Logger, reg *registry.Client, opts ...co
 	if err != nil {
 		return nil, err
 	}
-	cache, err := convert.NewCache(f.cacheDir)
+	// One cache per builder: a CimFS-built child needs CimFS-built parents.
+	cache, err := convert.NewCache(filepath.Join(f.cacheDir, b.Capabilities().Name))
 	if err != nil {
 		return nil, err
 	}

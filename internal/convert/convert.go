@@ -341,7 +341,9 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 			if err != nil {
 				return err
 			}
-			if ok {
+			// A layer is reused only from the same builder: forked CIMs of
+			// one builder cannot sit on parents written by another.
+			if ok && e.Build.Builder == c.b.Capabilities().Name {
 				j.entry, j.cached = e, true
 				close(j.packed)
 				parentBlob = e.Blob.Digest
