@@ -103,8 +103,15 @@ func TestResolve(t *testing.T) {
 				}
 			})
 		}
+		// An index with no Windows entry: ErrNotWindows listing its
+		// platforms, attestations left out.
+		linuxIdx := registrytest.PushIndex(t, f.host+"/lin/app:multi")
+		_, err := c.Resolve(ctx, f.host+"/lin/app@"+linuxIdx.Digest.String(), v1.Platform{}, OSVersionPolicy{})
+		if !errors.Is(err, ErrNotWindows) || !strings.Contains(err.Error(), "linux/amd64") || strings.Contains(err.Error(), "unknown") {
+			t.Fatalf("linux-only index: %v, want ErrNotWindows listing linux/amd64 only", err)
+		}
 		// The ErrNoMatch message lists what the index had.
-		_, err := c.Resolve(ctx, f.repo+":multi", v1.Platform{}, OSVersionPolicy{Mode: OSVersionExact, Version: "19041"})
+		_, err = c.Resolve(ctx, f.repo+":multi", v1.Platform{}, OSVersionPolicy{Mode: OSVersionExact, Version: "19041"})
 		for _, v := range fixtureVersions {
 			if !strings.Contains(err.Error(), v) {
 				t.Errorf("ErrNoMatch message %q does not list %s", err, v)
