@@ -3,6 +3,8 @@ package queue
 import (
 	"context"
 	"fmt"
+	neturl "net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -84,7 +86,25 @@ func Connect(ctx context.Context, url string, opts ...ConnectOption) (*nats.Conn
 	}
 	nc, err := nats.Connect(url, nopts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats: %w", err)
+		return nil, fmt.Errorf("connect to nats at %s: %w", redact(url), err)
 	}
 	return nc, nil
+}
+
+// redact drops credentials from a (possibly comma-separated) server URL list
+// so it can be logged.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		u, err := neturl.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "(unparseable url)"
+			continue
+		}
+		if u.User != nil {
+			u.User = neturl.User("REDACTED")
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
 }

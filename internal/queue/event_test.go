@@ -178,3 +178,16 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestRedactURL(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
+		{"nats://user:secret@h:4222", "nats://REDACTED@h:4222"},
+		{"nats://tok@a:1,nats://b:2", "nats://REDACTED@a:1,nats://b:2"},
+	}
+	for _, tt := range tests {
+		if got := redact(tt.in); got != tt.want || strings.Contains(got, "secret") {
+			t.Errorf("redact(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

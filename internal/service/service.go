@@ -25,7 +25,7 @@ import (
 
 // ErrNotWired is returned when serve is started without a Converter (or with
 // --dev and no dev hook): the service refuses to pretend it converts.
-var ErrNotWired = errors.New("not wired")
+var ErrNotWired = errors.New("not wired into this build")
 
 // SubmitFunc queues a request; dup reports a collapsed duplicate.
 type SubmitFunc func(ctx context.Context, req queue.Request) (dup bool, err error)
@@ -89,10 +89,10 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 		return nil, err
 	}
 	if opts.Converter == nil {
-		return nil, fmt.Errorf("serve: conversion is not wired into this build: %w", ErrNotWired)
+		return nil, fmt.Errorf("serve: conversion is %w", ErrNotWired)
 	}
 	if cfg.Dev && opts.Dev == nil {
-		return nil, fmt.Errorf("serve --dev: the development environment is not wired into this build: %w", ErrNotWired)
+		return nil, fmt.Errorf("serve --dev: the development environment is %w", ErrNotWired)
 	}
 	log := opts.Logger
 	if log == nil {
