@@ -136,3 +136,34 @@ func TestEveryKeyHasFlagAndEnv(t *testing.T) {
 		}
 	}
 }
+
+func FuzzConfigFile(f *testing.F) {
+	f.Add([]byte("listen: 127.0.0.1:9001\nconcurrency: 3\nack-wait: 90s\ninsecure-registry: [a, b]\n"))
+	f.Add([]byte("nats-url: nats://x:4222\ndev: true\n"))
+	f.Add([]byte("unknown: 1\n"))
+	f.Add([]byte("- a\n"))
+	f.Add([]byte("concurrency: {a: b}\n"))
+	f.Add([]byte(""))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p := filepath.Join(dir, "fuzz.yaml")
+		if err := os.WriteFile(p, body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadConfig(nil, func(k string) (string, bool) {
+			if k == "CIMCONV_CONFIG" {
+				return p, true
+			}
+			return "", false
+		})
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("multi-line error: %q", err)
+			}
+			return
+		}
+		if c.Validate() != nil {
+			t.Fatalf("LoadConfig returned an invalid config: %+v", c)
+		}
+	})
+}
