@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // OpenLayer streams layer l of t as stored (compressed bytes, no temp file).
@@ -107,7 +108,7 @@ func (c *Client) FetchBlob(ctx context.Context, repo name.Repository, d v1.Descr
 	if d.Digest.Algorithm != "sha256" {
 		return nil, &Error{Op: "fetch blob", Ref: ref, Err: fmt.Errorf("unsupported digest algorithm %q", d.Digest.Algorithm)}
 	}
-	hc, err := c.httpClient(ctx, repo, "pull")
+	hc, err := c.httpClient(ctx, repo, transport.PullScope)
 	if err != nil {
 		return nil, wrapErr("fetch blob", ref, err)
 	}

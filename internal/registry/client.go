@@ -204,7 +204,7 @@ func (c *Client) repoFor(repo name.Repository) name.Repository {
 }
 
 // httpClient returns an authenticated client for repo with the given
-// actions ("pull" or "push"); extra are additional scopes (mount sources).
+// action (transport.PullScope or transport.PushScope, which is "push,pull"); extra are additional scopes (mount sources).
 func (c *Client) httpClient(ctx context.Context, repo name.Repository, action string, extra ...string) (*http.Client, error) {
 	if c.configErr != nil {
 		return nil, c.configErr

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"go.uber.org/zap"
 )
@@ -29,10 +30,10 @@ func (c *Client) PushBlob(ctx context.Context, repo name.Repository, desc v1.Des
 	for _, m := range mountFrom {
 		if m.RegistryStr() == repo.RegistryStr() && m.RepositoryStr() != repo.RepositoryStr() {
 			mounts = append(mounts, m)
-			extra = append(extra, m.Scope("pull"))
+			extra = append(extra, m.Scope(transport.PullScope))
 		}
 	}
-	hc, err := c.httpClient(ctx, repo, "push", extra...)
+	hc, err := c.httpClient(ctx, repo, transport.PushScope, extra...)
 	if err != nil {
 		return wrapErr("push blob", ref, err)
 	}
@@ -159,7 +160,7 @@ func (c *Client) PushArtifact(ctx context.Context, repo name.Repository, manifes
 	if mf.Subject == nil || mf.Subject.Digest != subject.Digest {
 		return v1.Hash{}, &Error{Op: "push artifact", Ref: ref, Err: fmt.Errorf("manifest subject does not name %s", subject.Digest)}
 	}
-	hc, err := c.httpClient(ctx, repo, "push")
+	hc, err := c.httpClient(ctx, repo, transport.PushScope)
 	if err != nil {
 		return v1.Hash{}, wrapErr("push artifact", ref, err)
 	}
@@ -324,7 +325,7 @@ func getFallbackIndex(ctx context.Context, hc *http.Client, subject name.Digest)
 
 // ListTags lists repo's tags, following Link pagination.
 func (c *Client) ListTags(ctx context.Context, repo name.Repository) ([]string, error) {
-	hc, err := c.httpClient(ctx, repo, "pull")
+	hc, err := c.httpClient(ctx, repo, transport.PullScope)
 	if err != nil {
 		return nil, wrapErr("list tags", repo.String(), err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -23,7 +24,7 @@ const maxReferrersPages = 100
 // artifacts' annotations. Choosing among them (newest compatible) is the
 // caller's job.
 func (c *Client) Referrers(ctx context.Context, subject name.Digest, artifactType string) ([]v1.Descriptor, error) {
-	hc, err := c.httpClient(ctx, subject.Context(), "pull")
+	hc, err := c.httpClient(ctx, subject.Context(), transport.PullScope)
 	if err != nil {
 		return nil, wrapErr("referrers", subject.String(), err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"go.uber.org/zap"
 )
@@ -64,7 +65,7 @@ func (c *Client) Resolve(ctx context.Context, ref string, platform v1.Platform, 
 	if platform.OS != "windows" {
 		return nil, &Error{Op: "resolve", Ref: ref, Err: fmt.Errorf("%w: platform %s requested; only windows images are converted", ErrNotWindows, platform.OS)}
 	}
-	hc, err := c.httpClient(ctx, r.Context(), "pull")
+	hc, err := c.httpClient(ctx, r.Context(), transport.PullScope)
 	if err != nil {
 		return nil, wrapErr("resolve", ref, err)
 	}
@@ -183,7 +184,7 @@ func (c *Client) target(ctx context.Context, hc *http.Client, d name.Digest, raw
 // FetchManifest returns a manifest's bytes and descriptor after checking
 // they hash to ref's digest.
 func (c *Client) FetchManifest(ctx context.Context, ref name.Digest) ([]byte, v1.Descriptor, error) {
-	hc, err := c.httpClient(ctx, ref.Context(), "pull")
+	hc, err := c.httpClient(ctx, ref.Context(), transport.PullScope)
 	if err != nil {
 		return nil, v1.Descriptor{}, wrapErr("fetch manifest", ref.String(), err)
 	}
