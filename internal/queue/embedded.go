@@ -61,6 +61,14 @@ func StartEmbedded(ctx context.Context, dataDir string, opts ...EmbeddedOption) 
 	port := cfg.port
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else {
+		// nats-server only logs a busy port; find out now, with a clear error.
+		addr := net.JoinHostPort(cfg.host, strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: cannot listen on %s (another NATS or converter serve running?): %w", addr, err)
+		}
+		_ = ln.Close()
 	}
 	srv, err := server.NewServer(&server.Options{
 		ServerName: cfg.name,

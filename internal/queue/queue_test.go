@@ -3,6 +3,8 @@ package queue
 import (
 	"context"
 	"errors"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -517,4 +519,17 @@ func TestServerRestartLosesNothing(t *testing.T) {
 		submit(tag)
 	}
 	waitFor(t, "all five handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(handled) == 5 })
+}
+
+func TestEmbeddedPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	_, err = StartEmbedded(ctxT(t), t.TempDir(), WithPort(port))
+	if err == nil || !strings.Contains(err.Error(), strconv.Itoa(port)) {
+		t.Fatalf("err = %v, want an error naming port %d", err, port)
+	}
 }
