@@ -254,7 +254,7 @@ func (c *Client) addFallbackReferrer(ctx context.Context, hc *http.Client, subje
 	defer mu.(*sync.Mutex).Unlock()
 	tag := fallbackTag(subject)
 	for range maxFallbackConflicts {
-		idx, etag, err := getFallbackIndex(ctx, hc, subject)
+		idx, etag, exists, err := getFallbackIndex(ctx, hc, subject)
 		if err != nil {
 			return err
 		}
@@ -273,8 +273,11 @@ func (c *Client) addFallbackReferrer(ctx context.Context, hc *http.Client, subje
 			return err
 		}
 		req.Header.Set("Content-Type", string(types.OCIImageIndex))
-		if etag != "" {
+		switch {
+		case etag != "":
 			req.Header.Set("If-Match", etag)
+		case !exists:
+			req.Header.Set("If-None-Match", "*") // creating it: lose to a concurrent creator
 		}
 		resp, err := do(hc, req, http.StatusOK, http.StatusCreated, http.StatusAccepted, http.StatusPreconditionFailed)
 		if err != nil {
@@ -292,35 +295,35 @@ func (c *Client) addFallbackReferrer(ctx context.Context, hc *http.Client, subje
 
 // getFallbackIndex reads the fallback tag index (empty when absent) and its
 // ETag.
-func getFallbackIndex(ctx context.Context, hc *http.Client, subject name.Digest) (*v1.IndexManifest, string, error) {
+func getFallbackIndex(ctx context.Context, hc *http.Client, subject name.Digest) (idx *v1.IndexManifest, etag string, exists bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, registryURL(subject.Context(), "manifests/"+fallbackTag(subject)), nil)
 	if err != nil {
-		return nil, "", err
+		return nil, "", false, err
 	}
 	req.Header.Set("Accept", string(types.OCIImageIndex))
 	resp, err := do(hc, req, http.StatusOK, http.StatusNotFound)
 	if err != nil {
-		return nil, "", err
+		return nil, "", false, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
-		return &v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{}}, "", nil
+		return &v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{}}, "", false, nil
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	if err != nil {
-		return nil, "", err
+		return nil, "", false, err
 	}
 	if len(raw) > maxManifestSize {
-		return nil, "", fmt.Errorf("fallback tag index larger than %d bytes", maxManifestSize)
+		return nil, "", true, fmt.Errorf("fallback tag index larger than %d bytes", maxManifestSize)
 	}
-	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
+	idx, err = v1.ParseIndexManifest(bytes.NewReader(raw))
 	if err != nil {
-		return nil, "", fmt.Errorf("fallback tag %s is not an index: %w", fallbackTag(subject), err)
+		return nil, "", true, fmt.Errorf("fallback tag %s is not an index: %w", fallbackTag(subject), err)
 	}
 	if idx.MediaType != types.OCIImageIndex {
-		return nil, "", fmt.Errorf("fallback tag %s has media type %q, not an OCI index", fallbackTag(subject), idx.MediaType)
+		return nil, "", true, fmt.Errorf("fallback tag %s has media type %q, not an OCI index", fallbackTag(subject), idx.MediaType)
 	}
-	return idx, resp.Header.Get("ETag"), nil
+	return idx, resp.Header.Get("ETag"), true, nil
 }
 
 // ListTags lists repo's tags, following Link pagination.

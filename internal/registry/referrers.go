@@ -49,7 +49,7 @@ func (c *Client) Referrers(ctx context.Context, subject name.Digest, artifactTyp
 			if !c.fallback {
 				return nil, &Error{Op: "referrers", Ref: subject.String(), Err: fmt.Errorf("%w: %s", ErrReferrersUnsupported, subject.RegistryStr())}
 			}
-			fb, _, err := getFallbackIndex(ctx, hc, subject)
+			fb, _, _, err := getFallbackIndex(ctx, hc, subject)
 			if err != nil {
 				return nil, wrapErr("referrers", subject.String(), fmt.Errorf("fallback tag %s: %w", fallbackTag(subject), err))
 			}
