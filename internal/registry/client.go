@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -43,7 +42,7 @@ type Client struct {
 	transportsMu sync.Mutex
 	transports   map[string]http.RoundTripper
 	transportsSF singleflight.Group
-	subjectLocks sync.Map // fallback tag key -> *sync.Mutex
+	subjectLocks keyedMutex // serializes fallback tag updates per subject
 	retryingBase http.RoundTripper
 	plainClient  *http.Client // foreign layer URLs: no registry auth
 }
@@ -177,7 +176,7 @@ func redactURL(u *url.URL) string {
 	return c.String()
 }
 
-// nameOpts: parse references so that hosts allowed plain HTTP get
+// parseReference parses ref so that hosts allowed plain HTTP get
 // name.Insecure (ggcr then tries http after https).
 func (c *Client) parseReference(ref string) (name.Reference, error) {
 	r, err := name.ParseReference(ref)
@@ -304,4 +303,46 @@ func (k *dockerConfigKeychain) Resolve(r authn.Resource) (authn.Authenticator, e
 	return authn.Anonymous, nil
 }
 
-var _ io.Closer = (*verifyingReader)(nil)
+// keyedMutex hands out one mutex per key, dropping it when no one holds or
+// waits for it (a worker sees an unbounded number of subjects).
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedLock
+}
+
+type keyedLock struct {
+	sync.Mutex
+	refs int
+}
+
+// lock takes key's mutex and returns its unlock function.
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyedLock{}
+	}
+	l, ok := k.locks[key]
+	if !ok {
+		l = &keyedLock{}
+		k.locks[key] = l
+	}
+	l.refs++
+	k.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		k.mu.Lock()
+		l.refs--
+		if l.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// size is the number of keys in use (tests).
+func (k *keyedMutex) size() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.locks)
+}

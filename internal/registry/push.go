@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -249,9 +248,7 @@ const maxFallbackConflicts = 10
 // races there can still drop an entry: re-pushing the artifact repairs it).
 func (c *Client) addFallbackReferrer(ctx context.Context, hc *http.Client, subject name.Digest, add v1.Descriptor) error {
 	key := subject.Context().String() + "@" + subject.DigestStr()
-	mu, _ := c.subjectLocks.LoadOrStore(key, new(sync.Mutex))
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
+	defer c.subjectLocks.lock(key)()
 	tag := fallbackTag(subject)
 	for range maxFallbackConflicts {
 		idx, etag, exists, err := getFallbackIndex(ctx, hc, subject)
