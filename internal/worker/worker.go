@@ -320,7 +320,7 @@ func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Reque
 		stage, stageStart = next, now
 		log.Debug("stage", zap.String("stage", next))
 	}
-	res, err := w.conv.Convert(ctx, req, progress)
+	res, err := w.safeConvert(ctx, req, progress)
 	mu.Lock()
 	if stage != "" {
 		w.m.ObserveStage(stage, time.Since(stageStart), err)
@@ -332,4 +332,15 @@ func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Reque
 	mu.Unlock()
 	w.m.ObserveStage("total", time.Since(start), err)
 	return res, err
+}
+
+// safeConvert turns a converter panic into a permanent error: the input that
+// caused it would cause it again, and one bad image must not stop the worker.
+func (w *Worker) safeConvert(ctx context.Context, req queue.Request, progress func(string)) (res *queue.Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = nil, Permanent(fmt.Errorf("converter panicked: %v", r))
+		}
+	}()
+	return w.conv.Convert(ctx, req, progress)
 }

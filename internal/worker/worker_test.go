@@ -43,6 +43,9 @@ func (s *scripted) Convert(ctx context.Context, req queue.Request, progress func
 	switch {
 	case tag == "permanent":
 		return nil, Permanent(errors.New("no windows/amd64 manifest"))
+	case tag == "panic":
+		var m map[string]int
+		m["boom"]++ // a converter bug
 	case tag == "unknown":
 		return nil, errors.New("something odd")
 	case strings.HasPrefix(tag, "transient"):
@@ -157,6 +160,7 @@ func TestOutcomes(t *testing.T) {
 		{"transient2", true, 3, "", queue.StateSucceeded, [2]string{metrics.ResultRetried, metrics.ReasonTransient}},
 		{"permanent", false, 1, "permanent", queue.StateDead, [2]string{metrics.ResultFailed, metrics.ReasonPermanent}},
 		{"unknown", false, 4, "max_deliver", queue.StateDead, [2]string{metrics.ResultFailed, metrics.ReasonMaxDeliver}},
+		{"panic", false, 1, "permanent", queue.StateDead, [2]string{metrics.ResultFailed, metrics.ReasonPermanent}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.tag, func(t *testing.T) {
