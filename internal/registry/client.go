@@ -126,6 +126,7 @@ func New(opts ...Option) *Client {
 		policy: c.retry,
 		sleep:  func(ctx context.Context, d time.Duration) error { return c.sleep(ctx, d) },
 		now:    time.Now,
+		log:    c.log,
 	}
 	c.plainClient = &http.Client{Transport: transport.NewUserAgent(c.retryingBase, c.userAgent)}
 	return c

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -96,7 +97,7 @@ func (c *Client) Resolve(ctx context.Context, ref string, platform v1.Platform, 
 				!policy.Match(m.Platform.OSVersion) {
 				continue
 			}
-			if !m.MediaType.IsImage() {
+			if !m.MediaType.IsImage() || slices.ContainsFunc(picked, func(d v1.Descriptor) bool { return d.Digest == m.Digest }) {
 				continue
 			}
 			picked = append(picked, m)

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // RetryPolicy says how often and how patiently a request is retried on 408,
@@ -86,6 +88,7 @@ type retryTransport struct {
 	policy RetryPolicy
 	sleep  sleepFunc
 	now    func() time.Time
+	log    *zap.Logger // nil: no logging
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -123,6 +126,15 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp.Body.Close()
 		default:
 			return resp, nil
+		}
+		if t.log != nil {
+			fields := []zap.Field{zap.String("method", req.Method), zap.String("url", redactURL(req.URL)), zap.Int("attempt", attempt), zap.Duration("wait", wait)}
+			if err != nil {
+				fields = append(fields, zap.Error(err))
+			} else {
+				fields = append(fields, zap.Int("status", resp.StatusCode))
+			}
+			t.log.Debug("registry request failed, retrying", fields...)
 		}
 		if err := t.sleep(ctx, wait); err != nil {
 			return nil, err
