@@ -201,6 +201,9 @@ func TestStreamTableFramings(t *testing.T) {
 	if got := binary.LittleEndian.Uint32(b[l.dST+4:]); got != n || n < 8 {
 		t.Fatalf("stream table framing: count %d, table length %d", n, got)
 	}
+	if (l.dST+4)%8 != 0 {
+		t.Errorf("link table inside the stream table object at %d, not 8-byte aligned", l.dST+4)
+	}
 	im := mustOpen(t, c)
 	framed, err := im.Streams("d")
 	if err != nil || len(framed) != 1 || framed[0].Name != "s" {

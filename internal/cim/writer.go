@@ -869,12 +869,20 @@ func (w *Writer) writeObjects(m *regionWriter, n *inode, sdOff []regionOffset) e
 		}
 		lt := marshalLinkTable(entries, streamSize)
 		// Stream tables are framed with a u32 byte count before the link
-		// table, as the public reader (ambarve/hcsshim cim_reader_windows.go
-		// getStreamTable) expects; see docs/cim-format.md.
+		// table, as both public readers (jstarks and ambarve hcsshim,
+		// getStreamTable) expect; see docs/cim-format.md. The count is placed
+		// at 4 mod 8 so that the link table itself stays 8-byte aligned.
 		b := make([]byte, 4+len(lt))
 		binary.LittleEndian.PutUint32(b, uint32(len(lt)))
 		copy(b[4:], lt)
-		if n.stOff, err = m.put(b); err != nil {
+		if err := m.align(8); err != nil {
+			return err
+		}
+		if _, err := m.Write(zeroPage[:4]); err != nil {
+			return err
+		}
+		n.stOff = makeOffset(m.index, m.pos)
+		if _, err := m.Write(b); err != nil {
 			return err
 		}
 	}
