@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
@@ -129,17 +130,10 @@ func TestPlainHTTPGuard(t *testing.T) {
 
 func TestDockerConfig(t *testing.T) {
 	forEachRegistry(t, func(t *testing.T, r testRegistry) {
-		requireAuth := func(next http.Handler) http.Handler {
-			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-				if u, p, ok := req.BasicAuth(); !ok || u != "puller" || p != "s3cret" {
-					w.Header().Set("WWW-Authenticate", `Basic realm="registrytest"`)
-					w.WriteHeader(http.StatusUnauthorized)
-					return
-				}
-				next.ServeHTTP(w, req)
-			})
-		}
-		host := r.start(t, registrytest.WithMiddleware(requireAuth))
+		var armed atomic.Bool
+		host := r.start(t, registrytest.WithBasicAuth("puller", "s3cret", armed.Load))
+		registrytest.PushImage(t, host+"/private/app:1", windowsLayers(t, "p"), v1.Platform{OSVersion: "10.0.20348.1"})
+		armed.Store(true)
 		dir := t.TempDir()
 		good := filepath.Join(dir, "good.json")
 		auth := base64.StdEncoding.EncodeToString([]byte("puller:s3cret"))
@@ -150,8 +144,11 @@ func TestDockerConfig(t *testing.T) {
 		repo := mustRepo(t, host+"/private/app")
 
 		c, _ := newTestClient(t, WithDockerConfig(good))
-		if _, err := c.ListTags(ctx, repo); err != nil && !errors.Is(err, ErrNotFound) {
-			t.Fatalf("with credentials: %v", err)
+		if tags, err := c.ListTags(ctx, repo); err != nil || len(tags) != 1 {
+			t.Fatalf("with credentials: %v, %v", tags, err)
+		}
+		if _, err := c.Resolve(ctx, host+"/private/app:1", v1.Platform{}, OSVersionPolicy{}); err != nil {
+			t.Fatalf("Resolve with credentials: %v", err)
 		}
 		anon, _ := newTestClient(t)
 		_, err := anon.ListTags(ctx, repo)

@@ -53,6 +53,27 @@ func WithMiddleware(mw func(http.Handler) http.Handler) Opt {
 	return func(o *options) { o.wrap = append(o.wrap, mw) }
 }
 
+// WithBasicAuth requires HTTP basic credentials user:password on every
+// request (401 with a Basic challenge otherwise), as a private registry
+// behind a pull secret would. Push fixtures before arming it, or push with
+// credentials: PushImage and friends push anonymously.
+func WithBasicAuth(user, password string, armed func() bool) Opt {
+	return WithMiddleware(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if armed != nil && !armed() {
+				next.ServeHTTP(w, r)
+				return
+			}
+			if u, p, ok := r.BasicAuth(); !ok || u != user || p != password {
+				w.Header().Set("WWW-Authenticate", `Basic realm="registrytest"`)
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+}
+
 // NewReferrersRegistry starts go-containerregistry's in-memory registry with
 // the OCI 1.1 referrers API on 127.0.0.1 and returns "127.0.0.1:port". It
 // is closed when the test ends.
