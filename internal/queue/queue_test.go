@@ -372,7 +372,12 @@ func TestConcurrencyLimit(t *testing.T) {
 				break
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		// Hold the slot until the limit was reached once, so the test
+		// does not depend on how fast the pulls are.
+		for deadline := time.Now().Add(5 * time.Second); peak.Load() < 3 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(10 * time.Millisecond)
 		cur.Add(-1)
 		_ = d.Ack(ctx)
 		done.Add(1)
