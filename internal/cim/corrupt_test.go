@@ -179,6 +179,9 @@ func openAndView(c string) error {
 	if _, err := Inspect(c); err != nil {
 		return err
 	}
+	if _, err := Fsck(c); err != nil {
+		return err
+	}
 	for _, p := range []string{"d", "d/f", "g", "nope/x"} {
 		im.Stat(p)
 		im.Streams(p)
