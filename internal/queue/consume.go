@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -122,6 +123,29 @@ func (d *Delivery) Term(ctx context.Context, reason string, cause error) error {
 	}
 	if err := d.msg.TermWithReason(reason); err != nil {
 		return fmt.Errorf("term request #%d (dead letter stored): %w", d.Seq, err)
+	}
+	return nil
+}
+
+// Requeue publishes the request again as a new message (a fresh delivery
+// count) and terminates this delivery. It is for work interrupted by a
+// shutdown on its last delivery, which a NAK would exhaust. If publishing
+// fails the delivery is NAKed and the error returned.
+func (d *Delivery) Requeue(ctx context.Context) error {
+	if !d.settle() {
+		return errors.New("delivery already settled")
+	}
+	ack, err := d.q.js.Publish(ctx, SubjectRequest, d.msg.Data(), jetstream.WithMsgID("requeue-"+strconv.FormatUint(d.Seq, 10)))
+	if err != nil {
+		_ = d.msg.Nak()
+		return fmt.Errorf("requeue request #%d: %w", d.Seq, err)
+	}
+	if d.ParseError == nil && !ack.Duplicate {
+		_ = d.q.UpdateStatus(ctx, d.Request.Image, Status{State: StateQueued, Image: d.Request.Image, Key: d.Key(), Seq: ack.Sequence,
+			LastError: "requeued: interrupted by a worker shutdown on its last delivery"})
+	}
+	if err := d.msg.TermWithReason("requeued"); err != nil {
+		return fmt.Errorf("term request #%d (requeued as #%d): %w", d.Seq, ack.Sequence, err)
 	}
 	return nil
 }

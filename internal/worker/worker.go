@@ -242,11 +242,16 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	}
 
 	if ctx.Err() != nil {
-		// Shutdown cancelled the conversion: another worker takes it.
+		// Shutdown cancelled the conversion: another worker takes it. On
+		// the last delivery a NAK would exhaust it, so it is requeued.
 		queued := status
 		queued.State, queued.LastError = queue.StateQueued, "worker shut down during conversion"
 		setStatus(queued)
-		if nerr := d.Nak(0); nerr != nil {
+		if d.LastAttempt() {
+			if rerr := d.Requeue(sctx); rerr != nil {
+				log.Warn("requeue failed; NAKed", zap.Error(rerr))
+			}
+		} else if nerr := d.Nak(0); nerr != nil {
 			log.Warn("nak failed; the request will be redelivered after the ack wait", zap.Error(nerr))
 		}
 		w.m.ConversionDone(metrics.ResultRetried, metrics.ReasonShutdown)

@@ -432,3 +432,30 @@ func TestNewRefusesMissingConverter(t *testing.T) {
 		t.Error("a heartbeat as long as the ack wait was accepted")
 	}
 }
+
+func TestShutdownOnLastDeliveryRequeues(t *testing.T) {
+	e := newEnv(t, queue.WithAckWait(time.Minute), queue.WithMaxDeliver(1))
+	ctx := ctxT(t)
+	started := make(chan struct{}, 1)
+	blocker := ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	stop := startWorker(t, e.q, blocker, WithShutdownGrace(100*time.Millisecond))
+	img := "registry.example/app:last"
+	if _, err := e.q.Submit(ctx, queue.Request{Image: img}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	stop()
+	conv := newScripted("w2")
+	startWorker(t, e.open(t), conv)
+	waitFor(t, "requeued request converted", func() bool {
+		st, err := e.q.Status(ctx, img)
+		return err == nil && st.State == queue.StateSucceeded
+	})
+	if dead, _ := e.q.Dead(ctx); len(dead) != 0 {
+		t.Errorf("interrupted last delivery was dead-lettered: %+v", dead)
+	}
+}
