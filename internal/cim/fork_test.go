@@ -211,3 +211,36 @@ func TestForkKeepsFirstParent(t *testing.T) {
 		}
 	}
 }
+
+// TestForkDeterministic: the same chain built twice gives identical child files.
+func TestForkDeterministic(t *testing.T) {
+	build := func(dir string) {
+		buildEveryKind(t, dir, "base", WithRegionSetID(GUID{5}))
+		w, err := CreateForked(dir, "child", "base", WithRegionSetID(GUID{6}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Unlink("Files/big.bin"); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.AddLink("Files/hello.txt", "Files/again.txt"); err != nil {
+			t.Fatal(err)
+		}
+		mustAddFile(t, w, "Files/child.bin", fileInfo(0, sdB), bytes.Repeat([]byte("c"), 9000))
+		mustCommit(t, w)
+	}
+	d1, d2 := t.TempDir(), t.TempDir()
+	build(d1)
+	build(d2)
+	names, _ := filepath.Glob(filepath.Join(d1, "*"))
+	if len(names) != 14 {
+		t.Fatalf("files %v", names)
+	}
+	for _, n := range names {
+		a, _ := os.ReadFile(n)
+		b, err := os.ReadFile(filepath.Join(d2, filepath.Base(n)))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s differs between two identical builds (%v)", filepath.Base(n), err)
+		}
+	}
+}
