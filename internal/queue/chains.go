@@ -154,3 +154,40 @@ func (c *Chains) Wait(ctx context.Context, chainID string) ([]byte, error) {
 		}
 	}
 }
+
+// Acquire is the whole protocol for one chainID: it returns the chain's
+// value when it exists or appears (won false), or won true when the caller
+// holds the claim and must build, Put and Release. While another worker
+// holds a live claim it waits for its value, re-trying the claim every half
+// ttl so that a dead winner's claim is taken over once it expires.
+func (c *Chains) Acquire(ctx context.Context, chainID, owner string, ttl time.Duration) (value []byte, won bool, err error) {
+	recheck := min(max(ttl/2, 50*time.Millisecond), 30*time.Second)
+	for {
+		if v, err := c.Get(ctx, chainID); err == nil {
+			return v, false, nil
+		} else if !errors.Is(err, ErrNotFound) {
+			return nil, false, err
+		}
+		won, err := c.Claim(ctx, chainID, owner, ttl)
+		if err != nil {
+			return nil, false, err
+		}
+		if won {
+			// The value may have landed between Get and Claim.
+			if v, err := c.Get(ctx, chainID); err == nil {
+				_ = c.Release(ctx, chainID, owner)
+				return v, false, nil
+			}
+			return nil, true, nil
+		}
+		wctx, cancel := context.WithTimeout(ctx, recheck)
+		v, err := c.Wait(wctx, chainID)
+		cancel()
+		if err == nil {
+			return v, false, nil
+		}
+		if ctx.Err() != nil {
+			return nil, false, fmt.Errorf("acquire chain %s: %w", chainID, ctx.Err())
+		}
+	}
+}

@@ -119,3 +119,46 @@ func TestChainWaitHonoursContext(t *testing.T) {
 		t.Errorf("bad chainID: err = %v", err)
 	}
 }
+
+func TestChainAcquire(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	c := q.Chains()
+	const ttl = 400 * time.Millisecond
+
+	// A dead winner: its claim expires and the next worker builds.
+	if _, won, err := c.Acquire(ctx, chainID, "dies", ttl); err != nil || !won {
+		t.Fatalf("first acquire: won=%v err=%v", won, err)
+	}
+	v, won, err := c.Acquire(ctx, chainID, "survivor", ttl)
+	if err != nil || !won || v != nil {
+		t.Fatalf("after the dead winner's ttl: value=%q won=%v err=%v, want the claim", v, won, err)
+	}
+
+	// A live winner (renewed for long enough not to depend on timing): the
+	// waiter gets its value without building.
+	if won, err := c.Claim(ctx, chainID, "survivor", time.Minute); err != nil || !won {
+		t.Fatalf("renewal: won=%v err=%v", won, err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		v, won, err := c.Acquire(ctx, chainID, "waiter", ttl)
+		if err != nil || won {
+			t.Errorf("waiter: won=%v err=%v", won, err)
+		}
+		got <- v
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if err := c.Put(ctx, chainID, []byte("blob")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Release(ctx, chainID, "survivor"); err != nil {
+		t.Fatal(err)
+	}
+	if v := <-got; string(v) != "blob" {
+		t.Errorf("waiter got %q", v)
+	}
+	if v, won, err := c.Acquire(ctx, chainID, "late", ttl); err != nil || won || string(v) != "blob" {
+		t.Errorf("late acquire: %q won=%v err=%v", v, won, err)
+	}
+}
