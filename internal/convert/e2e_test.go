@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -69,7 +70,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	reg := registry.New(registry.WithRetry(registry.RetryPolicy{MaxAttempts: 6}))
+	reg := registry.New(registry.WithRetry(registry.RetryPolicy{MaxAttempts: 6, InitialDelay: 5 * time.Millisecond, MaxDelay: 50 * time.Millisecond}))
 	cache, err := convert.NewCache(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
