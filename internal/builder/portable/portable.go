@@ -104,7 +104,8 @@ func RegionSetID(chainID string) cim.GUID {
 	sum := sha256.Sum256([]byte("cimconv/region-set/v1\x00" + chainID))
 	var g cim.GUID
 	copy(g[:], sum[:16])
-	g[6] = (g[6] & 0x0f) | 0x50 // version 5
+	// Data3 is stored little-endian, so its high nibble (the version) is in g[7].
+	g[7] = (g[7] & 0x0f) | 0x50 // version 5
 	g[8] = (g[8] & 0x3f) | 0x80 // RFC 4122 variant
 	return g
 }

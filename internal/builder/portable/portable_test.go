@@ -305,3 +305,18 @@ func keys(m map[string][]byte) []string {
 	sort.Strings(out)
 	return out
 }
+
+func TestRegionSetIDIsVersion5(t *testing.T) {
+	a, b := RegionSetID("sha256:aa"), RegionSetID("sha256:bb")
+	if a == b {
+		t.Fatal("different chainIDs gave the same GUID")
+	}
+	if RegionSetID("sha256:aa") != a {
+		t.Fatal("RegionSetID is not deterministic")
+	}
+	// xxxxxxxx-xxxx-5xxx-[89ab]xxx-xxxxxxxxxxxx
+	s := a.String()
+	if s[14] != '5' || !strings.ContainsRune("89ab", rune(s[19])) {
+		t.Fatalf("GUID %s is not shaped as a version-5 RFC 4122 GUID", s)
+	}
+}
