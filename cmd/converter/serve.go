@@ -22,7 +22,8 @@ func init() { registeredCommands = append(registeredCommands, newServeCmd) }
 var (
 	// serveConverter builds the Converter the worker runs.
 	serveConverter func(ctx context.Context, cfg service.Config, log *zap.Logger) (worker.Converter, error)
-	// serveWebhooks builds the /webhooks/ handler factory (nil: no webhooks).
+	// serveWebhooks builds the /webhooks/ handler factory (nil:
+	// service.ConfigWebhooks, from the webhook-* keys).
 	serveWebhooks func(cfg service.Config, log *zap.Logger) (service.WebhooksFunc, error)
 	// serveDev sets up `serve --dev` (loopback registry, sample image).
 	serveDev service.DevFunc
@@ -69,10 +70,12 @@ func runServe(ctx context.Context, cfg service.Config, log *zap.Logger) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	opts.Converter = conv
-	if serveWebhooks != nil {
-		if opts.Webhooks, err = serveWebhooks(cfg, log); err != nil {
-			return fmt.Errorf("serve: webhooks: %w", err)
-		}
+	webhooks := serveWebhooks
+	if webhooks == nil {
+		webhooks = service.ConfigWebhooks
+	}
+	if opts.Webhooks, err = webhooks(cfg, log); err != nil {
+		return fmt.Errorf("serve: webhooks: %w", err)
 	}
 	err = service.Run(ctx, opts)
 	if errors.Is(err, context.Canceled) {

@@ -169,7 +169,7 @@ func WithConcurrency(n int) ConsumeOption { return func(c *consumeConfig) { c.co
 // cancelled before their own context is cancelled (default 30s).
 func WithShutdownGrace(d time.Duration) ConsumeOption { return func(c *consumeConfig) { c.grace = d } }
 
-// WithFetchWait sets how long one pull waits for a request (default 5s).
+// WithFetchWait sets how long one pull waits for a request (default 1s; an idle worker sends one pull a second, and shutdown waits at most this long for the pull in flight).
 func WithFetchWait(d time.Duration) ConsumeOption { return func(c *consumeConfig) { c.fetchWait = d } }
 
 // Handler handles one delivery. ctx is cancelled when the shutdown grace
@@ -183,7 +183,7 @@ type Handler func(ctx context.Context, d *Delivery)
 // whose deliveries ran out without a worker settling them (a worker died on
 // the last attempt), from the server's max-deliveries advisory.
 func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOption) error {
-	cfg := consumeConfig{concurrency: 2, grace: 30 * time.Second, fetchWait: 5 * time.Second}
+	cfg := consumeConfig{concurrency: 2, grace: 30 * time.Second, fetchWait: time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}

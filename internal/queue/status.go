@@ -31,21 +31,23 @@ type Status struct {
 	// Key is the idempotency key of the request this state belongs to; Seq
 	// its stream sequence. A state from an older request never overwrites
 	// that of a newer one.
-	Key       string    `json:"key"`
-	Seq       uint64    `json:"seq"`
-	Attempts  int       `json:"attempts"`
-	Artifacts []string  `json:"artifacts,omitempty"`
-	Subjects  []string  `json:"subjects,omitempty"`
-	LastError string    `json:"lastError,omitempty"`
-	Reason    string    `json:"reason,omitempty"`
-	Updated   time.Time `json:"updated"`
+	Key          string    `json:"key"`
+	Seq          uint64    `json:"seq"`
+	Attempts     int       `json:"attempts"`
+	Artifacts    []string  `json:"artifacts,omitempty"`
+	Subjects     []string  `json:"subjects,omitempty"`
+	LayersBuilt  int       `json:"layersBuilt,omitempty"`
+	LayersCached int       `json:"layersCached,omitempty"`
+	LastError    string    `json:"lastError,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	Updated      time.Time `json:"updated"`
 }
 
 // AsResult turns a final status into the Result of req.
 func (s *Status) AsResult(req Request) *Result {
 	r := &Result{
 		Request: req, Key: s.Key, SubjectDigests: s.Subjects, ArtifactDigests: s.Artifacts,
-		Attempts: s.Attempts, Reason: s.Reason,
+		Attempts: s.Attempts, Reason: s.Reason, LayersBuilt: s.LayersBuilt, LayersCached: s.LayersCached,
 	}
 	if s.State != StateSucceeded {
 		r.Error = s.LastError

@@ -35,6 +35,11 @@ type Config struct {
 	DuplicateWindow    time.Duration `yaml:"duplicate-window" help:"window in which requests with the same idempotency key collapse"`
 	ShutdownGrace      time.Duration `yaml:"shutdown-grace" help:"time in-flight conversions get to finish on shutdown before they are NAKed"`
 	RetryBackoff       time.Duration `yaml:"retry-backoff" help:"first NAK delay after a transient failure (doubles per attempt, up to 5m)"`
+
+	WebhookAllowedRegistries []string `yaml:"webhook-allowed-registries" help:"registries (host[:port][/repo-prefix]) webhooks may queue conversions for; none: every event is refused"`
+	WebhookTokenFile         string   `yaml:"webhook-token-file" help:"file holding the bearer token every webhook must present"`
+	WebhookHMACSecretFile    string   `yaml:"webhook-hmac-secret-file" help:"file holding the HMAC-SHA256 secret webhooks must sign with (X-Cimconv-Signature/-Timestamp)"`
+	WebhookInsecureNoAuth    bool     `yaml:"webhook-insecure-no-auth" help:"accept unauthenticated webhooks (loopback development only)"`
 }
 
 // DefaultConfig is the configuration without file, environment or flags.
@@ -113,7 +118,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 		case f.v.Kind() == reflect.Bool:
 			fs.Bool(f.key, f.v.Bool(), help)
 		case f.v.Kind() == reflect.Slice:
-			fs.StringSlice(f.key, nil, help+"; comma-separated in the variable")
+			fs.StringSlice(f.key, nil, help+"; repeatable, comma-separated in the variable")
 		}
 	}
 }

@@ -2,40 +2,36 @@ package service
 
 import (
 	"context"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/cimconv/cimconv/internal/metrics"
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
-	"github.com/cimconv/cimconv/internal/webhook"
 	"github.com/cimconv/cimconv/internal/worker"
 )
 
-// webhookSink is the adapter serve needs between the webhook package and the
-// queue: an accepted push event becomes a request for the pushed manifest,
-// and a collapsed duplicate is reported as such.
-func webhookSink(submit SubmitFunc) webhook.Sink {
-	return webhook.SinkFunc(func(ctx context.Context, e webhook.Event) error {
-		dup, err := submit(ctx, queue.Request{Image: e.Ref(), Source: "webhook/" + e.Source, Requester: e.ID})
-		if err != nil {
-			return err
-		}
-		if dup {
-			return webhook.ErrDuplicate
-		}
-		return nil
-	})
+// freeAddr picks a loopback address for the service, so the registry can be
+// told where to send notifications before the service starts.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
-// A real distribution registry notifies the service's webhook endpoint; the
-// request goes through NATS to the worker, and pushing the same image twice
-// converts it once.
+// A real distribution registry notifies the service's webhook endpoint
+// (configured through the webhook-* keys); the request goes through NATS to
+// the worker, and pushing the same image again converts it once. Requests
+// without the token get 401 and queue nothing.
 func TestDistributionWebhookToWorker(t *testing.T) {
 	const token = "notify-token"
 	var (
@@ -48,37 +44,25 @@ func TestDistributionWebhookToWorker(t *testing.T) {
 		mu.Unlock()
 		return &queue.Result{SubjectDigests: []string{req.Image[strings.LastIndex(req.Image, "@")+1:]}}, nil
 	})
-	// The registry needs the webhook URL and the handler the registry's
-	// address (allowlist): the handler is filled in once both exist.
-	var inner atomic.Pointer[http.Handler]
-	var submitFn SubmitFunc
-	var m *metrics.Metrics
-	hook := func(submit SubmitFunc, mm *metrics.Metrics) (http.Handler, error) {
-		submitFn, m = submit, mm
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			h := inner.Load()
-			if h == nil {
-				http.Error(w, "not ready", http.StatusServiceUnavailable)
-				return
-			}
-			(*h).ServeHTTP(w, r)
-		}), nil
+	cfg := testConfig(t)
+	cfg.Listen = freeAddr(t)
+	cfg.WebhookTokenFile = filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(cfg.WebhookTokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	s, _ := start(t, Options{Config: testConfig(t), Converter: conv, Webhooks: hook})
 	reg := registrytest.NewDistribution(t, registrytest.WithNotifications(
-		"http://"+s.Addr()+"/webhooks/distribution", http.Header{"Authorization": {"Bearer " + token}}))
-	h, err := webhook.New(webhookSink(submitFn),
-		webhook.WithAuth(webhook.SourceDistribution, webhook.Auth{BearerToken: token}),
-		webhook.WithAllowedRegistries(reg),
-		webhook.WithEventCounter(m.Event))
+		"http://"+cfg.Listen+"/webhooks/distribution", http.Header{"Authorization": {"Bearer " + token}}))
+	cfg.WebhookAllowedRegistries = []string{reg}
+	hooks, err := ConfigWebhooks(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var hh http.Handler = h
-	inner.Store(&hh)
+	s, _ := start(t, Options{Config: cfg, Converter: conv, Webhooks: hooks})
+	base := "http://" + s.Addr()
 
 	layer := registrytest.Gzip(t, registrytest.Tar(t, "Files/hello.txt", "hello"))
-	desc := registrytest.PushImage(t, reg+"/win/app:v1", [][]byte{layer}, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"})
+	windows := v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"}
+	desc := registrytest.PushImage(t, reg+"/win/app:v1", [][]byte{layer}, windows)
 	want := reg + "/win/app@" + desc.Digest.String()
 	waitFor(t, func() bool {
 		st, err := s.Queue().Status(context.Background(), want)
@@ -86,14 +70,51 @@ func TestDistributionWebhookToWorker(t *testing.T) {
 	})
 	// The same image pushed again under another tag: one more notification,
 	// the same idempotency key, no second conversion.
-	registrytest.PushImage(t, reg+"/win/app:v1-again", [][]byte{layer}, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"})
+	registrytest.PushImage(t, reg+"/win/app:v1-again", [][]byte{layer}, windows)
 	waitFor(t, func() bool {
-		_, body := get(t, "http://"+s.Addr()+"/metrics")
-		return strings.Contains(body, `cimconv_events_total{outcome="duplicate",source="distribution"}`)
+		_, body := get(t, base+"/metrics")
+		return strings.Contains(body, `cimconv_events_total{outcome="duplicate",source="distribution"} 1`)
 	})
+	// No token: refused and counted, nothing queued.
+	resp, err := http.Post(base+"/webhooks/distribution", "application/vnd.docker.distribution.events.v1+json", strings.NewReader(`{"events":[]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("unauthenticated webhook: %d, want 401", resp.StatusCode)
+	}
+	_, body := get(t, base+"/metrics")
+	if !strings.Contains(body, `cimconv_events_total{outcome="unauthorized",source="distribution"} 1`) {
+		t.Errorf("401 not counted:\n%s", grep(body, "events_total"))
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if len(seen) != 1 || seen[0] != want {
 		t.Errorf("converter saw %v, want exactly [%s]", seen, want)
+	}
+}
+
+func TestConfigWebhooksErrors(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.WebhookTokenFile = filepath.Join(t.TempDir(), "missing")
+	if _, err := ConfigWebhooks(cfg, nil); err == nil || !strings.Contains(err.Error(), "webhook-token-file") {
+		t.Errorf("missing token file: %v", err)
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	_ = os.WriteFile(empty, []byte(" \n"), 0o600)
+	cfg.WebhookTokenFile = ""
+	cfg.WebhookHMACSecretFile = empty
+	if _, err := ConfigWebhooks(cfg, nil); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Errorf("empty secret file: %v", err)
+	}
+	cfg.WebhookHMACSecretFile = ""
+	cfg.WebhookAllowedRegistries = []string{"http://bad entry"}
+	hooks, err := ConfigWebhooks(cfg, nil)
+	if err == nil {
+		_, err = hooks(nil, nil)
+	}
+	if err == nil {
+		t.Error("a malformed allowlist entry was accepted")
 	}
 }

@@ -123,7 +123,7 @@ func WithRetryBackoff(base, max time.Duration) Option {
 	return func(w *Worker) { w.retryBase, w.retryMax = base, max }
 }
 
-// WithFetchWait sets how long one pull waits for work (default 5s); it bounds
+// WithFetchWait sets how long one pull waits for work (default 1s); it bounds
 // how fast shutdown stops pulling.
 func WithFetchWait(d time.Duration) Option { return func(w *Worker) { w.fetchWait = d } }
 
@@ -136,7 +136,7 @@ func New(q *queue.Queue, conv Converter, opts ...Option) (*Worker, error) {
 	w := &Worker{
 		q: q, conv: conv, log: zap.NewNop(), name: host, concurrency: 2,
 		heartbeat: q.AckWait() / 4, grace: 30 * time.Second,
-		retryBase: 5 * time.Second, retryMax: 5 * time.Minute, fetchWait: 5 * time.Second,
+		retryBase: 5 * time.Second, retryMax: 5 * time.Minute, fetchWait: time.Second,
 	}
 	for _, o := range opts {
 		o(w)
@@ -219,6 +219,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		res.Request, res.Key, res.Attempts = req, key, d.Attempt
 		done := status
 		done.State, done.Artifacts, done.Subjects = queue.StateSucceeded, res.ArtifactDigests, res.SubjectDigests
+		done.LayersBuilt, done.LayersCached = res.LayersBuilt, res.LayersCached
 		setStatus(done, res.SubjectDigests...)
 		if err := d.Ack(sctx); err != nil {
 			// The artifact exists: a redelivery finds it and acks quickly.
