@@ -24,6 +24,7 @@ type Config struct {
 	NATSTLSCA          string        `yaml:"nats-tls-ca" help:"CA bundle to verify the NATS server"`
 	NATSTLSCert        string        `yaml:"nats-tls-cert" help:"client certificate for NATS"`
 	NATSTLSKey         string        `yaml:"nats-tls-key" help:"client key for NATS"`
+	NATSReplicas       int           `yaml:"nats-replicas" help:"replicas of the stream and buckets when provisioning on a NATS cluster (embedded: 1)"`
 	EmbeddedNATSPort   int           `yaml:"embedded-nats-port" help:"client port of the embedded NATS server (127.0.0.1 only; 0 picks a free port)"`
 	Listen             string        `yaml:"listen" help:"HTTP address for /metrics, /healthz, /readyz and /webhooks/"`
 	DataDir            string        `yaml:"data-dir" help:"directory for the embedded NATS store and conversion work files"`
@@ -45,6 +46,7 @@ type Config struct {
 // DefaultConfig is the configuration without file, environment or flags.
 func DefaultConfig() Config {
 	return Config{
+		NATSReplicas:     1,
 		EmbeddedNATSPort: 4222,
 		Listen:           "127.0.0.1:8080",
 		DataDir:          defaultDataDir(),
@@ -257,6 +259,10 @@ func (c *Config) Validate() error {
 		return errors.New("listen: empty address")
 	case c.NATSURL == "" && c.DataDir == "":
 		return errors.New("data-dir: required for the embedded NATS server (or set nats-url)")
+	case c.NATSReplicas < 1 || c.NATSReplicas > 5:
+		return fmt.Errorf("nats-replicas %d: want 1 to 5", c.NATSReplicas)
+	case c.NATSURL == "" && c.NATSReplicas != 1:
+		return fmt.Errorf("nats-replicas %d: the embedded NATS server is a single node (want 1, or set nats-url)", c.NATSReplicas)
 	case c.MaxDeliver < 1:
 		return fmt.Errorf("max-deliver %d: must be at least 1", c.MaxDeliver)
 	case c.AckWait < 3*time.Second:

@@ -101,6 +101,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad env int", "", map[string]string{"CIMCONV_CONCURRENCY": "two"}, []string{"CIMCONV_CONCURRENCY", "integer"}},
 		{"invalid value", "concurrency: 0\n", nil, []string{"concurrency 0"}},
 		{"ack wait too short", "ack-wait: 1s\n", nil, []string{"ack-wait"}},
+		{"replicas without a cluster", "nats-replicas: 3\n", nil, []string{"nats-replicas 3", "single node"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

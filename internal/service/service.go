@@ -129,7 +129,7 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	}
 	s.nc = nc
 	if s.q, err = queue.Open(ctx, nc, queue.WithAckWait(cfg.AckWait), queue.WithMaxDeliver(cfg.MaxDeliver),
-		queue.WithDuplicateWindow(cfg.DuplicateWindow), queue.WithLogger(log)); err != nil {
+		queue.WithDuplicateWindow(cfg.DuplicateWindow), queue.WithReplicas(cfg.NATSReplicas), queue.WithLogger(log)); err != nil {
 		return nil, err
 	}
 
