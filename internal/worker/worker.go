@@ -189,106 +189,130 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		}
 		return
 	}
-	req := d.Request
-	key := d.Key()
-	log = log.With(zap.String("image", req.Image), zap.String("key", key))
-	if _, digest, ok := strings.Cut(req.Image, "@"); ok {
+	log = log.With(zap.String("image", d.Request.Image), zap.String("key", d.Key()))
+	if _, digest, ok := strings.Cut(d.Request.Image, "@"); ok {
 		log = log.With(zap.String("digest", digest))
 	}
-	status := queue.Status{Image: req.Image, Key: key, Seq: d.Seq, Attempts: d.Attempt}
-	setStatus := func(st queue.Status, images ...string) {
-		for _, img := range append([]string{req.Image}, images...) {
-			if err := w.q.UpdateStatus(sctx, img, st); err != nil {
-				log.Warn("status update failed", zap.String("state", string(st.State)), zap.Error(err))
-			}
-		}
-	}
-	running := status
-	running.State = queue.StateRunning
-	setStatus(running)
+	j := &job{w: w, d: d, log: log,
+		status: queue.Status{Image: d.Request.Image, Key: d.Key(), Seq: d.Seq, Attempts: d.Attempt}}
+	j.setStatus(sctx, queue.StateRunning, nil)
 	log.Info("conversion started")
 
 	w.m.Inflight(1)
-	res, err := w.convert(ctx, d, req, log)
+	res, err := w.convert(ctx, d, d.Request, log)
 	w.m.Inflight(-1)
-
-	if err == nil {
-		if res == nil {
-			res = &queue.Result{}
-		}
-		res.Request, res.Key, res.Attempts = req, key, d.Attempt
-		done := status
-		done.State, done.Artifacts, done.Subjects = queue.StateSucceeded, res.ArtifactDigests, res.SubjectDigests
-		done.LayersBuilt, done.LayersCached = res.LayersBuilt, res.LayersCached
-		setStatus(done, res.SubjectDigests...)
-		if err := d.Ack(sctx); err != nil {
-			// The artifact exists: a redelivery finds it and acks quickly.
-			log.Warn("ack failed; the request will be redelivered", zap.Error(err))
-		}
-		// Metrics before the result event: whoever saw the result sees them.
-		w.m.ConversionDone(metrics.ResultSucceeded, metrics.ReasonNone)
-		for range res.LayersBuilt {
-			w.m.LayerDone(false)
-		}
-		for range res.LayersCached {
-			w.m.LayerDone(true)
-		}
-		w.m.AddBytes(metrics.DirectionFetched, res.BytesFetched)
-		w.m.AddBytes(metrics.DirectionPushed, res.BytesPushed)
-		if err := w.q.PublishResult(sctx, res); err != nil {
-			log.Warn("result event not published (status is up to date)", zap.Error(err))
-		}
-		log.Info("conversion succeeded", zap.Strings("subjects", res.SubjectDigests), zap.Strings("artifacts", res.ArtifactDigests), zap.Int("layersBuilt", res.LayersBuilt), zap.Int("layersCached", res.LayersCached))
-		return
+	switch {
+	case err == nil:
+		j.succeeded(sctx, res)
+	case ctx.Err() != nil:
+		j.interrupted(sctx, err)
+	default:
+		j.failed(sctx, err)
 	}
+}
 
-	if ctx.Err() != nil {
-		// Shutdown cancelled the conversion: another worker takes it. On
-		// the last delivery a NAK would exhaust it, so it is requeued.
-		queued := status
-		queued.State, queued.LastError = queue.StateQueued, "worker shut down during conversion"
-		setStatus(queued)
-		if d.LastAttempt() {
-			if rerr := d.Requeue(sctx); rerr != nil {
-				log.Warn("requeue failed; NAKed", zap.Error(rerr))
-			}
-		} else if nerr := d.Nak(0); nerr != nil {
-			log.Warn("nak failed; the request will be redelivered after the ack wait", zap.Error(nerr))
-		}
-		w.m.ConversionDone(metrics.ResultRetried, metrics.ReasonShutdown)
-		log.Warn("conversion cancelled by shutdown; NAKed", zap.Error(err))
-		return
+// job is one delivery being settled. Its methods get a context that
+// outlives the conversion's (settling must happen after a cancellation).
+type job struct {
+	w      *Worker
+	d      *queue.Delivery
+	log    *zap.Logger
+	status queue.Status
+}
+
+// setStatus stores state under the request's image and any extra images
+// (the subject digests), with mutate filling state-specific fields.
+func (j *job) setStatus(ctx context.Context, state queue.State, mutate func(*queue.Status), images ...string) {
+	st := j.status
+	st.State = state
+	if mutate != nil {
+		mutate(&st)
 	}
+	for _, img := range append([]string{j.d.Request.Image}, images...) {
+		if err := j.w.q.UpdateStatus(ctx, img, st); err != nil {
+			j.log.Warn("status update failed", zap.String("state", string(state)), zap.Error(err))
+		}
+	}
+}
 
+// succeeded: status, ack, metrics, then the result event, so whoever sees
+// the result also sees the rest.
+func (j *job) succeeded(ctx context.Context, res *queue.Result) {
+	if res == nil {
+		res = &queue.Result{}
+	}
+	res.Request, res.Key, res.Attempts = j.d.Request, j.d.Key(), j.d.Attempt
+	j.setStatus(ctx, queue.StateSucceeded, func(st *queue.Status) {
+		st.Artifacts, st.Subjects = res.ArtifactDigests, res.SubjectDigests
+		st.LayersBuilt, st.LayersCached = res.LayersBuilt, res.LayersCached
+	}, res.SubjectDigests...)
+	if err := j.d.Ack(ctx); err != nil {
+		// The artifact exists: a redelivery finds it and acks quickly.
+		j.log.Warn("ack failed; the request will be redelivered", zap.Error(err))
+	}
+	m := j.w.m
+	m.ConversionDone(metrics.ResultSucceeded, metrics.ReasonNone)
+	for range res.LayersBuilt {
+		m.LayerDone(false)
+	}
+	for range res.LayersCached {
+		m.LayerDone(true)
+	}
+	m.AddBytes(metrics.DirectionFetched, res.BytesFetched)
+	m.AddBytes(metrics.DirectionPushed, res.BytesPushed)
+	if err := j.w.q.PublishResult(ctx, res); err != nil {
+		j.log.Warn("result event not published (status is up to date)", zap.Error(err))
+	}
+	j.log.Info("conversion succeeded", zap.Strings("subjects", res.SubjectDigests), zap.Strings("artifacts", res.ArtifactDigests),
+		zap.Int("layersBuilt", res.LayersBuilt), zap.Int("layersCached", res.LayersCached))
+}
+
+// interrupted: shutdown cancelled the conversion and another worker takes
+// it. On the last delivery a NAK would exhaust it, so it is requeued.
+func (j *job) interrupted(ctx context.Context, err error) {
+	j.setStatus(ctx, queue.StateQueued, func(st *queue.Status) { st.LastError = "worker shut down during conversion" })
+	if j.d.LastAttempt() {
+		if rerr := j.d.Requeue(ctx); rerr != nil {
+			j.log.Warn("requeue failed; NAKed", zap.Error(rerr))
+		}
+	} else if nerr := j.d.Nak(0); nerr != nil {
+		j.log.Warn("nak failed; the request will be redelivered after the ack wait", zap.Error(nerr))
+	}
+	j.w.m.ConversionDone(metrics.ResultRetried, metrics.ReasonShutdown)
+	j.log.Warn("conversion cancelled by shutdown; handed back", zap.Error(err))
+}
+
+// failed: retry transient errors with backoff; dead-letter permanent ones
+// and the last delivery.
+func (j *job) failed(ctx context.Context, err error) {
 	reason := ""
 	switch {
 	case IsPermanent(err):
 		reason = metrics.ReasonPermanent
-	case d.LastAttempt():
+	case j.d.LastAttempt():
 		reason = metrics.ReasonMaxDeliver
 	}
 	if reason == "" {
-		delay := w.backoff(d.Attempt)
-		failed := status
-		failed.State, failed.LastError, failed.Reason = queue.StateFailed, err.Error(), metrics.ReasonTransient
-		setStatus(failed)
-		if nerr := d.Nak(delay); nerr != nil {
-			log.Warn("nak failed; the request will be redelivered after the ack wait", zap.Error(nerr))
+		delay := j.w.backoff(j.d.Attempt)
+		j.setStatus(ctx, queue.StateFailed, func(st *queue.Status) { st.LastError, st.Reason = err.Error(), metrics.ReasonTransient })
+		if nerr := j.d.Nak(delay); nerr != nil {
+			j.log.Warn("nak failed; the request will be redelivered after the ack wait", zap.Error(nerr))
 		}
-		w.m.ConversionDone(metrics.ResultRetried, metrics.ReasonTransient)
-		log.Warn("conversion failed; will retry", zap.Error(err), zap.Duration("retryIn", delay))
+		j.w.m.ConversionDone(metrics.ResultRetried, metrics.ReasonTransient)
+		j.log.Warn("conversion failed; will retry", zap.Error(err), zap.Duration("retryIn", delay))
 		return
 	}
-	if terr := d.Term(sctx, reason, err); terr != nil {
-		log.Error("dead-lettering failed; NAKed", zap.Error(terr))
+	// Term stores the dead letter and the dead status.
+	if terr := j.d.Term(ctx, reason, err); terr != nil {
+		j.log.Error("dead-lettering failed; NAKed", zap.Error(terr))
 		return
 	}
-	w.m.ConversionDone(metrics.ResultFailed, reason)
-	res = &queue.Result{Request: req, Key: key, Attempts: d.Attempt, Error: err.Error(), Reason: reason}
-	if perr := w.q.PublishResult(sctx, res); perr != nil {
-		log.Warn("result event not published (status is up to date)", zap.Error(perr))
+	j.w.m.ConversionDone(metrics.ResultFailed, reason)
+	res := &queue.Result{Request: j.d.Request, Key: j.d.Key(), Attempts: j.d.Attempt, Error: err.Error(), Reason: reason}
+	if perr := j.w.q.PublishResult(ctx, res); perr != nil {
+		j.log.Warn("result event not published (status is up to date)", zap.Error(perr))
 	}
-	log.Error("conversion failed; dead-lettered", zap.String("reason", reason), zap.Error(err))
+	j.log.Error("conversion failed; dead-lettered", zap.String("reason", reason), zap.Error(err))
 }
 
 // convert runs the converter with heartbeats and stage timing.
