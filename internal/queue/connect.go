@@ -68,12 +68,15 @@ func Connect(ctx context.Context, url string, opts ...ConnectOption) (*nats.Conn
 			return min(d, 30*time.Second)
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() || nc.IsDraining() || err == nil {
+				return // our own Close or Drain, not an outage
+			}
 			log.Warn("nats disconnected; reconnecting", zap.String("server", nc.ConnectedUrlRedacted()), zap.Error(err))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
 		}),
-		nats.ClosedHandler(func(*nats.Conn) { log.Info("nats connection closed") }),
+		nats.ClosedHandler(func(*nats.Conn) { log.Debug("nats connection closed") }),
 	}
 	if cfg.creds != "" {
 		nopts = append(nopts, nats.UserCredentials(cfg.creds))

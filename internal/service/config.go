@@ -37,6 +37,13 @@ type Config struct {
 	ShutdownGrace      time.Duration `yaml:"shutdown-grace" help:"time in-flight conversions get to finish on shutdown before they are NAKed"`
 	RetryBackoff       time.Duration `yaml:"retry-backoff" help:"first NAK delay after a transient failure (doubles per attempt, up to 5m)"`
 
+	Role         string `yaml:"role" help:"what this process runs: all, worker (conversions only) or webhook (webhook receiver only)"`
+	Builder      string `yaml:"builder" help:"CIM builder: auto, portable (experimental, every OS) or hcsshim (Windows)"`
+	CimFormat    string `yaml:"cim-format" help:"CIM format for the hcsshim builder: forked or block"`
+	CacheDir     string `yaml:"cache-dir" help:"local chain cache directory (default: data-dir/chains)"`
+	WorkDir      string `yaml:"work-dir" help:"directory chains are built in (default: data-dir/work)"`
+	DockerConfig string `yaml:"docker-config" help:"dockerconfigjson file with registry credentials (a mounted image pull secret)"`
+
 	WebhookAllowedRegistries []string `yaml:"webhook-allowed-registries" help:"registries (host[:port][/repo-prefix]) webhooks may queue conversions for; none: every event is refused"`
 	WebhookTokenFile         string   `yaml:"webhook-token-file" help:"file holding the bearer token every webhook must present"`
 	WebhookHMACSecretFile    string   `yaml:"webhook-hmac-secret-file" help:"file holding the HMAC-SHA256 secret webhooks must sign with (X-Cimconv-Signature/-Timestamp)"`
@@ -51,6 +58,9 @@ func DefaultConfig() Config {
 		Listen:           "127.0.0.1:8080",
 		DataDir:          defaultDataDir(),
 		Concurrency:      2,
+		Role:             RoleAll,
+		Builder:          "auto",
+		CimFormat:        "forked",
 		AckWait:          2 * time.Minute,
 		MaxDeliver:       5,
 		DuplicateWindow:  10 * time.Minute,
@@ -271,6 +281,17 @@ func (c *Config) Validate() error {
 		return errors.New("durations must not be negative")
 	case c.EmbeddedNATSPort < 0 || c.EmbeddedNATSPort > 65535:
 		return fmt.Errorf("embedded-nats-port %d: out of range", c.EmbeddedNATSPort)
+	case c.Role != RoleAll && c.Role != RoleWorker && c.Role != RoleWebhook:
+		return fmt.Errorf("role %q: want all, worker or webhook", c.Role)
+	case c.Dev && c.Role != RoleAll:
+		return fmt.Errorf("dev: runs everything in one process (role all), not role %q", c.Role)
 	}
 	return nil
 }
+
+// Roles of a serve process.
+const (
+	RoleAll     = "all"     // worker and webhook receiver
+	RoleWorker  = "worker"  // conversions only (Windows worker pods)
+	RoleWebhook = "webhook" // webhook receiver only (small Linux pods)
+)

@@ -88,7 +88,7 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if opts.Converter == nil {
+	if opts.Converter == nil && cfg.Role != RoleWebhook {
 		return nil, fmt.Errorf("serve: conversion is %w", ErrNotWired)
 	}
 	if cfg.Dev && opts.Dev == nil {
@@ -137,10 +137,12 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = metrics.New(reg)
 
-	w, err := worker.New(s.q, opts.Converter, worker.WithConcurrency(cfg.Concurrency), worker.WithMetrics(s.metrics),
-		worker.WithLogger(log), worker.WithShutdownGrace(cfg.ShutdownGrace), worker.WithRetryBackoff(cfg.RetryBackoff, 5*time.Minute))
-	if err != nil {
-		return nil, err
+	var w *worker.Worker
+	if cfg.Role != RoleWebhook {
+		if w, err = worker.New(s.q, opts.Converter, worker.WithConcurrency(cfg.Concurrency), worker.WithMetrics(s.metrics),
+			worker.WithLogger(log), worker.WithShutdownGrace(cfg.ShutdownGrace), worker.WithRetryBackoff(cfg.RetryBackoff, 5*time.Minute)); err != nil {
+			return nil, err
+		}
 	}
 
 	mux := http.NewServeMux()
@@ -159,7 +161,7 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	if opts.Webhooks != nil {
+	if opts.Webhooks != nil && cfg.Role != RoleWorker {
 		h, err := opts.Webhooks(s.q.Submit, s.metrics)
 		if err != nil {
 			return nil, fmt.Errorf("webhooks: %w", err)
@@ -187,6 +189,10 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	go func() {
 		defer wg.Done()
 		defer close(workerDone)
+		if w == nil {
+			<-runCtx.Done() // role webhook: no conversions here
+			return
+		}
 		if err := w.Run(runCtx); err != nil {
 			errs <- err
 			stop()

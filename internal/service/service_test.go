@@ -294,3 +294,47 @@ func TestReadyzTurnsFalseOnShutdown(t *testing.T) {
 		t.Errorf("/readyz during shutdown: %d %q", code, body)
 	}
 }
+
+func TestRoles(t *testing.T) {
+	hook := func(submit SubmitFunc, m *metrics.Metrics) (http.Handler, error) {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, err := submit(r.Context(), queue.Request{Image: r.URL.Query().Get("image")}); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+			}
+		}), nil
+	}
+	t.Run("webhook role queues but does not convert", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.Role = RoleWebhook
+		// No converter: a webhook-only process must start without one.
+		s, _ := start(t, Options{Config: cfg, Webhooks: hook, PendingInterval: 20 * time.Millisecond})
+		resp, err := http.Post("http://"+s.Addr()+"/webhooks/x?image=reg.example/r:good", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("webhook answered %d", resp.StatusCode)
+		}
+		waitFor(t, func() bool { n, err := s.Queue().Pending(context.Background()); return err == nil && n == 1 })
+		time.Sleep(200 * time.Millisecond)
+		if n, _ := s.Queue().Pending(context.Background()); n != 1 {
+			t.Fatalf("pending = %d: something consumed the request in a webhook-only process", n)
+		}
+	})
+	t.Run("worker role serves no webhooks", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.Role = RoleWorker
+		s, _ := start(t, Options{Config: cfg, Converter: fakeConverter, Webhooks: hook})
+		if code, _ := get(t, "http://"+s.Addr()+"/webhooks/x?image=a"); code != http.StatusNotFound {
+			t.Fatalf("worker role: /webhooks/ answered %d, want 404", code)
+		}
+	})
+	t.Run("bad role", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.Role = "both"
+		if _, err := Start(context.Background(), Options{Config: cfg, Converter: fakeConverter}); err == nil || !strings.Contains(err.Error(), "role") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
