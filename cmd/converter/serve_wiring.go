@@ -37,6 +37,31 @@ type serveAdapter struct {
 	cache   *convert.Cache
 	workDir string
 	log     *zap.Logger
+	shared  convert.SharedCache // the cimconv-chains KV, once bound
+}
+
+// BindQueue shares built layers with every worker through the queue's
+// chain cache (service.Start calls it once the queue is open).
+func (a *serveAdapter) BindQueue(q *queue.Queue) {
+	host, _ := os.Hostname()
+	a.shared = chainsCache{c: q.Chains(), owner: fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano()), ttl: 30 * time.Minute}
+}
+
+// chainsCache adapts queue.Chains to convert.SharedCache.
+type chainsCache struct {
+	c     *queue.Chains
+	owner string
+	ttl   time.Duration
+}
+
+func (k chainsCache) Acquire(ctx context.Context, key string) ([]byte, bool, error) {
+	return k.c.Acquire(ctx, key, k.owner, k.ttl)
+}
+func (k chainsCache) Put(ctx context.Context, key string, v []byte) error {
+	return k.c.Put(ctx, key, v)
+}
+func (k chainsCache) Release(ctx context.Context, key string) error {
+	return k.c.Release(ctx, key, k.owner)
 }
 
 func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger) (worker.Converter, error) {
@@ -97,6 +122,7 @@ func (a *serveAdapter) Convert(ctx context.Context, req queue.Request, progress 
 		convert.WithLogger(a.log.With(zap.String("image", req.Image))),
 		convert.WithWorkDir(a.workDir),
 		convert.WithObserver(obs),
+		convert.WithSharedCache(a.shared),
 		convert.WithProgress(func(e convert.Event) {
 			if e.Stage != last {
 				last = e.Stage
@@ -105,6 +131,12 @@ func (a *serveAdapter) Convert(ctx context.Context, req queue.Request, progress 
 		}))
 	progress(convert.StageResolve)
 	res, err := conv.Convert(ctx, convert.Request{Image: req.Image, Platform: *p, OSVersion: policy, Force: req.Force})
+	if errors.Is(err, convert.ErrNotAnImage) {
+		// A registry told us about our own artifact (or a referrers index):
+		// nothing to convert, and no reason to retry or dead-letter.
+		a.log.Info("not an image; ignored", zap.String("image", req.Image))
+		return &queue.Result{}, nil
+	}
 	if err != nil {
 		return nil, classify(err)
 	}

@@ -45,3 +45,23 @@ func TestCacheKeyedByChainAndParent(t *testing.T) {
 		t.Fatal("entry with a truncated blob was a hit")
 	}
 }
+
+func TestIsArtifactManifest(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  string
+		want bool
+	}{
+		{"our artifact", `{"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.cimconv.cim.v1+json","config":{"mediaType":"application/vnd.cimconv.cim.v1+json"}}`, true},
+		{"our config type only", `{"config":{"mediaType":"application/vnd.cimconv.cim.v1+json"}}`, true},
+		{"referrers index", `{"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"artifactType":"application/vnd.cimconv.cim.v1+json"},{"artifactType":"application/vnd.example.sig"}]}`, true},
+		{"windows image", `{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json"}}`, false},
+		{"image index", `{"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json"},{"artifactType":"application/vnd.example.sig"}]}`, false},
+		{"garbage", `not json`, false},
+	}
+	for _, tt := range tests {
+		if got := isArtifactManifest([]byte(tt.raw)); got != tt.want {
+			t.Errorf("%s: isArtifactManifest = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -88,6 +88,7 @@ type Converter struct {
 	workDir  string
 	now      func() time.Time
 	pushConc int
+	shared   SharedCache
 }
 
 // New returns a Converter that reads and writes through reg, builds with b
@@ -153,6 +154,12 @@ func (c *Converter) Convert(ctx context.Context, req Request) (*Result, error) {
 		req.Platform.Architecture = "amd64"
 	}
 	start := time.Now()
+	if skip, err := c.notAnImage(ctx, req.Image); err != nil {
+		c.obs.Stage(StageResolve, time.Since(start), err)
+		return nil, fmt.Errorf("resolve %s: %w", req.Image, err)
+	} else if skip {
+		return nil, fmt.Errorf("%s: %w", req.Image, ErrNotAnImage)
+	}
 	targets, err := c.reg.Resolve(ctx, req.Image, req.Platform, req.OSVersion)
 	c.obs.Stage(StageResolve, time.Since(start), err)
 	if err != nil {
@@ -193,6 +200,9 @@ type layerJob struct {
 	built   *builder.BuiltLayer
 	packed  chan struct{} // closed when entry is final (packed and cached)
 	packErr error
+	// claim is the shared-cache key this worker claimed to build the layer
+	// ("" when none); it is Put after the blob is pushed, else released.
+	claim string
 }
 
 func (c *Converter) convertTarget(ctx context.Context, t registry.Target, req Request) (*ImageResult, error) {
@@ -226,6 +236,9 @@ func (c *Converter) convertTarget(ctx context.Context, t registry.Target, req Re
 	}
 	defer os.RemoveAll(chainDir)
 
+	if c.shared != nil {
+		defer c.releaseClaims(jobs)
+	}
 	if err := c.buildChain(ctx, t, jobs, chainDir, log); err != nil {
 		return nil, err
 	}
@@ -343,7 +356,13 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 			}
 			// A layer is reused only from the same builder: forked CIMs of
 			// one builder cannot sit on parents written by another.
-			if ok && e.Build.Builder == c.b.Capabilities().Name {
+			ok = ok && e.Build.Builder == c.b.Capabilities().Name
+			if !ok && c.shared != nil {
+				if e, ok, err = c.fromShared(ctx, j, parentBlob); err != nil {
+					return err
+				}
+			}
+			if ok {
 				j.entry, j.cached = e, true
 				close(j.packed)
 				parentBlob = e.Blob.Digest
@@ -395,6 +414,31 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 		}
 	}
 	return ctx.Err()
+}
+
+// fromShared consults the shared cache for j: another worker's layer is
+// adopted; otherwise this worker claims the layer (j.claim) and builds it.
+func (c *Converter) fromShared(ctx context.Context, j *layerJob, parentBlob string) (CacheEntry, bool, error) {
+	key := sharedKey(c.b.Capabilities().Name, j.src.ChainID)
+	val, won, err := c.shared.Acquire(ctx, key)
+	if err != nil {
+		return CacheEntry{}, false, fmt.Errorf("shared chain cache %s: %w", j.src.ChainID, err)
+	}
+	if won {
+		j.claim = key
+		return CacheEntry{}, false, nil
+	}
+	return c.adoptShared(ctx, val, j.src.ChainID, parentBlob)
+}
+
+// releaseClaims gives up the claims of layers whose value was not stored.
+func (c *Converter) releaseClaims(jobs []*layerJob) {
+	for _, j := range jobs {
+		if j.claim != "" {
+			_ = c.shared.Release(context.WithoutCancel(context.Background()), j.claim)
+			j.claim = ""
+		}
+	}
 }
 
 // materialize makes sure the CIM files of jobs (a parent chain) are in
@@ -579,7 +623,20 @@ func (c *Converter) push(ctx context.Context, t registry.Target, jobs []*layerJo
 				return fmt.Errorf("push layer blob %s: %w", h, err)
 			}
 			c.obs.Bytes("pushed", j.entry.Blob.Size)
-			return c.cache.AddRepo(j.entry, repo.String())
+			if err := c.cache.AddRepo(j.entry, repo.String()); err != nil {
+				return err
+			}
+			if j.claim != "" {
+				// The blob is in a registry now: other workers may take it.
+				v, err := json.Marshal(sharedValue{Entry: j.entry, Repo: repo.String()})
+				if err != nil {
+					return err
+				}
+				if err := c.shared.Put(gctx, j.claim, v); err != nil {
+					return fmt.Errorf("shared chain cache %s: %w", j.src.ChainID, err)
+				}
+			}
+			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {

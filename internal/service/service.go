@@ -133,6 +133,12 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 		return nil, err
 	}
 
+	// A converter that shares work through the queue (the chain cache) is
+	// given it once it is open.
+	if b, ok := opts.Converter.(interface{ BindQueue(*queue.Queue) }); ok {
+		b.BindQueue(s.q)
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = metrics.New(reg)

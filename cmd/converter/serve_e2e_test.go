@@ -1,0 +1,230 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/builder/portable"
+	"github.com/cimconv/cimconv/internal/cim"
+	"github.com/cimconv/cimconv/internal/fetch"
+	"github.com/cimconv/cimconv/internal/queue"
+	"github.com/cimconv/cimconv/internal/registry"
+	"github.com/cimconv/cimconv/internal/registry/registrytest"
+	"github.com/cimconv/cimconv/internal/service"
+	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func serveConfig(t *testing.T) service.Config {
+	cfg := service.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.EmbeddedNATSPort = 0
+	cfg.Builder = "portable"
+	cfg.RetryBackoff = 20 * time.Millisecond
+	cfg.ShutdownGrace = 2 * time.Second
+	return cfg
+}
+
+// startServe runs the real `converter serve` wiring (real converter, real
+// embedded NATS) until the test ends.
+func startServe(t *testing.T, cfg service.Config, hooks service.WebhooksFunc) *service.Service {
+	t.Helper()
+	log := zaptest.NewLogger(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	conv, err := newServeConverter(ctx, cfg, log)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	s, err := service.Start(ctx, service.Options{Config: cfg, Converter: conv, Webhooks: hooks, Logger: log})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := s.Wait(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func layerOpeners(layers [][]byte) []func() (io.ReadCloser, error) {
+	var out []func() (io.ReadCloser, error)
+	for _, b := range layers {
+		out = append(out, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+	}
+	return out
+}
+
+// checkArtifact asserts exactly one artifact refers to subject and that the
+// fetched chain shows the layers' merged view.
+func checkArtifact(t *testing.T, subject string, layers [][]byte) {
+	t.Helper()
+	reg := registry.New()
+	d, err := name.NewDigest(subject, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	descs, err := reg.Referrers(context.Background(), d, artifact.ArtifactType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(descs) != 1 {
+		t.Fatalf("%s has %d artifacts, want exactly 1", subject, len(descs))
+	}
+	res, err := fetch.New(reg, nil).Fetch(context.Background(), subject, fetch.Options{Dest: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := cim.Open(res.Cim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	got, err := im.View()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := portable.ExpectedView(context.Background(), layerOpeners(layers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := portable.CompareViews(want, got); len(diffs) > 0 {
+		t.Fatalf("%d differences, first %v", len(diffs), diffs[0])
+	}
+}
+
+// A real distribution registry notifies the service; the webhook queues the
+// pushed image; the worker converts it with the portable builder and pushes
+// the artifact (fallback tag: distribution has no referrers API), whose own
+// notification is dropped, not converted.
+func TestServeDistributionWebhookEndToEnd(t *testing.T) {
+	const token = "e2e-token"
+	cfg := serveConfig(t)
+	cfg.Listen = freeAddr(t)
+	cfg.WebhookTokenFile = filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(cfg.WebhookTokenFile, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host := registrytest.NewDistribution(t, registrytest.WithNotifications(
+		"http://"+cfg.Listen+"/webhooks/distribution", http.Header{"Authorization": {"Bearer " + token}}))
+	cfg.WebhookAllowedRegistries = []string{host}
+	hooks, err := service.ConfigWebhooks(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServe(t, cfg, hooks)
+
+	var layers [][]byte
+	for _, l := range wclayertest.Chain(2) {
+		layers = append(layers, l.Bytes(wclayertest.Gzip))
+	}
+	desc := registrytest.PushImage(t, host+"/win/hooked:v1", layers, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
+	subject := host + "/win/hooked@" + desc.Digest.String()
+	waitUntil(t, "the webhook-triggered conversion", func() bool {
+		st, err := s.Queue().Status(context.Background(), subject)
+		return err == nil && st.State == queue.StateSucceeded
+	})
+	checkArtifact(t, subject, layers)
+	// The artifact push notified the service too; give it time to (not)
+	// convert it, then check nothing else was converted or dead-lettered.
+	time.Sleep(500 * time.Millisecond)
+	dead, err := s.Queue().Dead(context.Background())
+	if err != nil || len(dead) != 0 {
+		t.Fatalf("dead letters %v, %v", dead, err)
+	}
+	checkArtifact(t, subject, layers)
+}
+
+// Two workers on one NATS convert two images sharing a base layer at the
+// same time: the shared chain cache makes the base build exactly once.
+func TestServeSharedChainCacheAcrossWorkers(t *testing.T) {
+	host := registrytest.NewReferrersRegistry(t)
+	first := startServe(t, serveConfig(t), nil)
+	cfg2 := serveConfig(t)
+	cfg2.NATSURL = first.NATSURL()
+	cfg2.Role = service.RoleWorker
+	startServe(t, cfg2, nil)
+
+	plat := v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"}
+	base := wclayertest.BaseLayer().Bytes(wclayertest.Gzip)
+	images := map[string][][]byte{}
+	for i := 1; i <= 2; i++ {
+		layers := [][]byte{base, wclayertest.AppLayer(i).Bytes(wclayertest.Zstd)}
+		ref := host + "/win/shared" + string(rune('0'+i)) + ":v1"
+		registrytest.PushImage(t, ref, layers, plat)
+		images[ref] = layers
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	type out struct {
+		res *queue.Result
+		err error
+	}
+	results := make(chan out, len(images))
+	for ref := range images {
+		go func() {
+			res, _, err := first.Queue().SubmitAndWait(ctx, queue.Request{Image: ref, Requester: "test"})
+			results <- out{res, err}
+		}()
+	}
+	built, cached := 0, 0
+	for range images {
+		o := <-results
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		if o.res.Error != "" {
+			t.Fatalf("conversion failed: %s", o.res.Error)
+		}
+		built += o.res.LayersBuilt
+		cached += o.res.LayersCached
+	}
+	if built != 3 || cached != 1 {
+		t.Fatalf("layers built %d, reused %d; want 3 and 1 (the shared base built once)", built, cached)
+	}
+	for ref, layers := range images {
+		r, _ := name.ParseReference(ref, name.Insecure)
+		reg := registry.New()
+		targets, err := reg.Resolve(context.Background(), ref, v1.Platform{OS: "windows", Architecture: "amd64"}, registry.OSVersionPolicy{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkArtifact(t, r.Context().Digest(targets[0].Descriptor.Digest.String()).String(), layers)
+	}
+}

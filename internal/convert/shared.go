@@ -1,0 +1,98 @@
+package convert
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/cimconv/cimconv/internal/artifact"
+)
+
+// SharedCache is the chain cache shared by every worker (the cimconv-chains
+// NATS KV bucket in the service). Keys are opaque "sha256:<hex>" strings
+// derived from the builder and the chainID.
+type SharedCache interface {
+	// Acquire returns the value stored for key (won=false), waiting while
+	// another worker holds the build claim; or claims key for this worker
+	// (won=true), which must then Put and Release.
+	Acquire(ctx context.Context, key string) (value []byte, won bool, err error)
+	// Put stores the value of key.
+	Put(ctx context.Context, key string, value []byte) error
+	// Release gives up this worker's claim on key.
+	Release(ctx context.Context, key string) error
+}
+
+// WithSharedCache makes workers consult and fill a shared chain cache: a
+// layer another worker built is fetched from the registry instead of being
+// built again, and two workers never build one chainID at once.
+// A nil s leaves the converter on its local cache only.
+func WithSharedCache(s SharedCache) Option { return func(c *Converter) { c.shared = s } }
+
+// sharedValue is what the shared cache stores for a built layer: the cache
+// entry and a repository holding its blob.
+type sharedValue struct {
+	Entry CacheEntry `json:"entry"`
+	Repo  string     `json:"repo"`
+}
+
+// sharedKey scopes a chainID to a builder: CIMs of different builders never
+// mix in one chain.
+func sharedKey(builderName, chainID string) string {
+	sum := sha256.Sum256([]byte(builderName + " " + chainID))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// adoptShared takes a layer another worker built: it checks the value fits
+// this chain and fetches the blob into the local cache.
+func (c *Converter) adoptShared(ctx context.Context, raw []byte, chainID, parentBlob string) (CacheEntry, bool, error) {
+	var v sharedValue
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return CacheEntry{}, false, nil // not ours to trust: build instead
+	}
+	e := v.Entry
+	if e.ChainID != chainID || e.ParentBlob != parentBlob || e.Build.Builder != c.b.Capabilities().Name {
+		return CacheEntry{}, false, nil
+	}
+	repo, err := name.NewRepository(v.Repo, name.Insecure)
+	if err != nil {
+		return CacheEntry{}, false, nil
+	}
+	h, err := v1.NewHash(e.Blob.Digest)
+	if err != nil {
+		return CacheEntry{}, false, nil
+	}
+	rc, err := c.reg.FetchBlob(ctx, repo, v1.Descriptor{MediaType: types.MediaType(artifact.LayerMediaType), Digest: h, Size: e.Blob.Size})
+	if err != nil {
+		return CacheEntry{}, false, fmt.Errorf("fetch shared layer %s from %s: %w", chainID, repo, err)
+	}
+	defer rc.Close()
+	tmp, err := os.CreateTemp(c.workDirOrTemp(), "shared-*.tar.zst")
+	if err != nil {
+		return CacheEntry{}, false, err
+	}
+	defer os.Remove(tmp.Name())
+	n, err := io.Copy(tmp, rc)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = rc.Close() // verifies the digest
+	}
+	if err != nil {
+		return CacheEntry{}, false, fmt.Errorf("fetch shared layer %s: %w", chainID, err)
+	}
+	c.obs.Bytes("fetched", n)
+	e.Repos = []string{repo.String()}
+	if err := c.cache.Put(e, tmp.Name()); err != nil {
+		return CacheEntry{}, false, err
+	}
+	return e, true, nil
+}
