@@ -77,10 +77,6 @@ func TestMetricsScrapedFromRunningService(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	code, body := get(t, "http://"+s.Addr()+"/metrics")
-	if code != 200 {
-		t.Fatalf("/metrics: %d", code)
-	}
 	want := []string{
 		`cimconv_conversions_total{reason="none",result="succeeded"} 2`,
 		`cimconv_conversions_total{reason="permanent",result="failed"} 1`,
@@ -93,6 +89,27 @@ func TestMetricsScrapedFromRunningService(t *testing.T) {
 		`cimconv_bytes_total{direction="pushed"} 600`,
 		`cimconv_queue_pending 0`,
 		`go_goroutines`,
+	}
+	// A waiter sees the outcome (status, result event) before the worker has
+	// updated its counters: scrape until they settle.
+	var code int
+	var body string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body = get(t, "http://"+s.Addr()+"/metrics")
+		if code != 200 {
+			t.Fatalf("/metrics: %d", code)
+		}
+		missing := 0
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	for _, w := range want {
 		if !strings.Contains(body, w) {

@@ -184,8 +184,18 @@ func TestOutcomes(t *testing.T) {
 			if err != nil || st.State != tt.wantState || st.Attempts != tt.wantCalls {
 				t.Errorf("status %+v (%v), want %s after %d attempts", st, err, tt.wantState, tt.wantCalls)
 			}
-			dead, _ := e.q.Dead(ctx)
-			if wantDead := tt.wantState == queue.StateDead; (len(dead) == 1) != wantDead {
+			// The outcome is visible to waiters before the dead letter and
+			// the counters are written: give them a moment to settle.
+			wantDead := tt.wantState == queue.StateDead
+			var dead []queue.DeadLetter
+			metric := fmt.Sprintf(`cimconv_conversions_total{reason=%q,result=%q}`, tt.metric[1], tt.metric[0])
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				dead, _ = e.q.Dead(ctx)
+				if ((len(dead) == 1) == wantDead && strings.Contains(metricsText(t, reg), metric)) || time.Now().After(deadline) {
+					break
+				}
+			}
+			if (len(dead) == 1) != wantDead {
 				t.Errorf("%d dead letters, want dead=%v", len(dead), wantDead)
 			} else if wantDead && (dead[0].Reason != tt.wantReason || !strings.Contains(dead[0].Error, "stage build")) {
 				t.Errorf("dead letter %+v", dead[0])
@@ -196,7 +206,7 @@ func TestOutcomes(t *testing.T) {
 				}
 			}
 			text := metricsText(t, reg)
-			if !strings.Contains(text, fmt.Sprintf(`cimconv_conversions_total{reason=%q,result=%q}`, tt.metric[1], tt.metric[0])) {
+			if !strings.Contains(text, metric) {
 				t.Errorf("metric for %v missing:\n%s", tt.metric, text)
 			}
 			if !strings.Contains(text, `cimconv_stage_duration_seconds_count{result="ok",stage="resolve"}`) {
