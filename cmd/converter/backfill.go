@@ -65,7 +65,7 @@ func newBackfillCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			enc := json.NewEncoder(os.Stdout)
+			enc := json.NewEncoder(cmd.OutOrStdout())
 			failed := 0
 			for _, tag := range all {
 				if ok, _ := path.Match(tags, tag); !ok {

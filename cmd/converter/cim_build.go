@@ -69,10 +69,10 @@ keeps them unmerged for inspection only.`,
 				return err
 			}
 			if jsonOut {
-				return json.NewEncoder(os.Stdout).Encode(map[string]any{"layers": layers})
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"layers": layers})
 			}
 			for _, l := range layers {
-				fmt.Printf("%s\t%s\t%s\n", l.Cim, l.ChainID, l.Layer)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\t%s\n", l.Cim, l.ChainID, l.Layer)
 			}
 			return nil
 		},

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -33,7 +32,7 @@ With --json, stdout holds one JSON object per line:
 				return err
 			}
 			if jsonOut {
-				enc := json.NewEncoder(os.Stdout)
+				enc := json.NewEncoder(cmd.OutOrStdout())
 				for _, e := range view {
 					if err := enc.Encode(e); err != nil {
 						return err
@@ -41,7 +40,7 @@ With --json, stdout holds one JSON object per line:
 				}
 				return nil
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			for _, e := range view {
 				fmt.Fprintf(tw, "%s\t%#06x\t%d\t%s\n", e.Type, e.Attributes, e.Size, e.Path)
 			}
@@ -88,7 +87,7 @@ func newCimCatCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
-			_, err = io.Copy(os.Stdout, r)
+			_, err = io.Copy(cmd.OutOrStdout(), r)
 			return err
 		},
 	}
@@ -108,13 +107,13 @@ func newCimInspectCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			if jsonOut {
-				return json.NewEncoder(os.Stdout).Encode(info)
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(info)
 			}
 			b, err := json.MarshalIndent(info, "", "  ")
 			if err != nil {
 				return err
 			}
-			fmt.Println(string(b))
+			fmt.Fprintln(cmd.OutOrStdout(), string(b))
 			return nil
 		},
 	}

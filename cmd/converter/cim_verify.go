@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -40,19 +39,19 @@ differences when they differ.`,
 			}
 			diffs := portable.CompareViews(want, got)
 			if jsonOut {
-				if err := json.NewEncoder(os.Stdout).Encode(map[string]any{"cim": args[0], "entries": len(got), "differences": diffs}); err != nil {
+				if err := json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"cim": args[0], "entries": len(got), "differences": diffs}); err != nil {
 					return err
 				}
 			} else {
 				for _, d := range diffs {
-					fmt.Println(d.String())
+					fmt.Fprintln(cmd.OutOrStdout(), d.String())
 				}
 			}
 			if len(diffs) > 0 {
 				return &exitError{code: 2, err: fmt.Errorf("%s: %d differences from its layers", args[0], len(diffs))}
 			}
 			if !jsonOut {
-				fmt.Printf("%s: %d entries match the layers\n", args[0], len(got))
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %d entries match the layers\n", args[0], len(got))
 			}
 			return nil
 		},

@@ -61,7 +61,7 @@ With --output DIR the artifact is written as an OCI layout instead of pushed (a 
 				return err
 			}
 			if jsonOut {
-				return json.NewEncoder(os.Stdout).Encode(res)
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
 			}
 			for _, im := range res.Images {
 				state := "pushed"
@@ -77,7 +77,7 @@ With --output DIR the artifact is written as an OCI layout instead of pushed (a 
 						built++
 					}
 				}
-				fmt.Printf("%s %s\t%s\t%s\t%d/%d layers built\n", im.Subject, im.OSVersion, im.Artifact, state, built, len(im.Layers))
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\t%s\t%s\t%d/%d layers built\n", im.Subject, im.OSVersion, im.Artifact, state, built, len(im.Layers))
 			}
 			return nil
 		},

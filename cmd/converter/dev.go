@@ -44,7 +44,7 @@ func newDevLayersCmd() *cobra.Command {
 				return err
 			}
 			for _, f := range files {
-				fmt.Println(f)
+				fmt.Fprintln(cmd.OutOrStdout(), f)
 			}
 			return nil
 		},
@@ -94,9 +94,9 @@ It runs until interrupted. For development and demos only.`,
 				return err
 			}
 			if jsonOut {
-				json.NewEncoder(os.Stdout).Encode(map[string]string{"registry": reg.Host(), "image": ref, "digest": digest})
+				json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]string{"registry": reg.Host(), "image": ref, "digest": digest})
 			} else {
-				fmt.Printf("registry listening on %s\nsample image: %s\n              %s\n\ntry:\n  go run ./cmd/converter convert %s\n  go run ./cmd/converter fetch %s --dest /tmp/cims\n\n(Ctrl-C to stop)\n",
+				fmt.Fprintf(cmd.OutOrStdout(), "registry listening on %s\nsample image: %s\n              %s\n\ntry:\n  go run ./cmd/converter convert %s\n  go run ./cmd/converter fetch %s --dest /tmp/cims\n\n(Ctrl-C to stop)\n",
 					reg.Host(), ref, digest, ref, ref)
 			}
 			<-cmd.Context().Done()

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
@@ -49,13 +48,13 @@ The chain is checked to open with the CIM reader before it is placed.`,
 				return err
 			}
 			if jsonOut {
-				return json.NewEncoder(os.Stdout).Encode(res)
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
 			}
-			fmt.Printf("artifact %s for %s (builder %s)\n", res.Artifact, res.Subject, res.Builder)
+			fmt.Fprintf(cmd.OutOrStdout(), "artifact %s for %s (builder %s)\n", res.Artifact, res.Subject, res.Builder)
 			for _, l := range res.Layers {
-				fmt.Printf("  %s\t%s\n", l.Cim, l.SideDir)
+				fmt.Fprintf(cmd.OutOrStdout(), "  %s\t%s\n", l.Cim, l.SideDir)
 			}
-			fmt.Printf("top CIM %s opens: %d entries\n", res.Cim, res.Entries)
+			fmt.Fprintf(cmd.OutOrStdout(), "top CIM %s opens: %d entries\n", res.Cim, res.Entries)
 			return nil
 		},
 	}

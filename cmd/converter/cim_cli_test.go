@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+)
+
+// The `converter cim` JSON output is a contract scripts depend on.
+func TestCimCommandsContract(t *testing.T) {
+	layers, err := wclayertest.WriteSampleChain(t.TempDir(), wclayertest.Gzip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	stdout, err := runCLI(t, append([]string{"cim", "build", "--json", "--out", out}, layers...)...)
+	if err != nil {
+		t.Fatalf("cim build: %v\n%s", err, stdout)
+	}
+	var built struct {
+		Layers []struct {
+			Cim          string `json:"cim"`
+			ChainID      string `json:"chainID"`
+			DiffID       string `json:"diffID"`
+			Experimental bool   `json:"experimental"`
+		} `json:"layers"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &built); err != nil {
+		t.Fatalf("cim build --json is not JSON only: %v\n%s", err, stdout)
+	}
+	if len(built.Layers) != len(layers) {
+		t.Fatalf("%d layers in output, want %d", len(built.Layers), len(layers))
+	}
+	digest := regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	for i, l := range built.Layers {
+		if _, err := os.Stat(l.Cim); err != nil || filepath.Dir(l.Cim) != out || !strings.HasSuffix(l.Cim, ".cim") {
+			t.Errorf("layer %d: cim %q: %v", i, l.Cim, err)
+		}
+		if !digest.MatchString(l.ChainID) || !digest.MatchString(l.DiffID) || !l.Experimental {
+			t.Errorf("layer %d: %+v", i, l)
+		}
+	}
+	if built.Layers[0].ChainID != built.Layers[0].DiffID {
+		t.Errorf("base layer chainID %s != its diffID %s", built.Layers[0].ChainID, built.Layers[0].DiffID)
+	}
+	top := built.Layers[len(built.Layers)-1].Cim
+
+	// cim ls --json: one object per line, typed, with Windows attributes.
+	stdout, err = runCLI(t, "cim", "ls", "--json", top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]int{}
+	sc := bufio.NewScanner(strings.NewReader(stdout))
+	for sc.Scan() {
+		var e struct {
+			Path       string `json:"path"`
+			Type       string `json:"type"`
+			Size       int64  `json:"size"`
+			Attributes uint32 `json:"attributes"`
+			SHA256     string `json:"sha256"`
+			SD         string `json:"sd"`
+			Streams    []struct {
+				Name   string `json:"name"`
+				Size   int64  `json:"size"`
+				SHA256 string `json:"sha256"`
+			} `json:"streams"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("ls line %q: %v", sc.Text(), err)
+		}
+		types[e.Type]++
+		switch e.Type {
+		case "dir":
+			if e.Attributes&0x10 == 0 {
+				t.Errorf("%s: dir without 0x10", e.Path)
+			}
+		case "symlink":
+			if e.Attributes&0x400 == 0 {
+				t.Errorf("%s: symlink without 0x400", e.Path)
+			}
+		case "file":
+			if len(e.SHA256) != 64 {
+				t.Errorf("%s: sha256 %q", e.Path, e.SHA256)
+			}
+		default:
+			t.Errorf("%s: type %q", e.Path, e.Type)
+		}
+		if strings.HasPrefix(e.Path, "/") || strings.Contains(e.Path, `\`) || e.SD == "" {
+			t.Errorf("entry %+v", e)
+		}
+	}
+	if types["file"] == 0 || types["dir"] == 0 || types["symlink"] == 0 {
+		t.Fatalf("ls saw %v, want files, dirs and symlinks", types)
+	}
+
+	// cim cat prints a file's bytes; cim inspect prints JSON.
+	stdout, err = runCLI(t, "cim", "cat", top, "layout")
+	if err != nil || stdout != "vhd-with-hives\n" {
+		t.Fatalf("cim cat layout = %q, %v", stdout, err)
+	}
+	stdout, err = runCLI(t, "cim", "inspect", "--json", top)
+	if err != nil || !json.Valid([]byte(stdout)) {
+		t.Fatalf("cim inspect --json: %v\n%s", err, stdout)
+	}
+
+	// cim verify: the chain matches its layers; against the wrong layers it
+	// exits 2 and lists differences.
+	if stdout, err = runCLI(t, "cim", "verify", top, "--layers", strings.Join(layers, ",")); err != nil {
+		t.Fatalf("verify: %v\n%s", err, stdout)
+	}
+	stdout, err = runCLI(t, "cim", "verify", top, "--layers", strings.Join(layers[:2], ","))
+	if err == nil || exitCode(err) != 2 || !strings.Contains(stdout, "Files/") {
+		t.Fatalf("verify against the wrong layers: exit %d, %v\n%s", exitCode(err), err, stdout)
+	}
+}
+
+func TestCimBuildFailureLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	layers, err := wclayertest.WriteSampleChain(dir, wclayertest.Gzip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta := filepath.Join(dir, "delta.tar")
+	if err := os.WriteFile(delta, wclayertest.DeltaHiveLayer().Bytes(wclayertest.Uncompressed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	_, err = runCLI(t, "cim", "build", "--out", out, layers[0], layers[1], delta)
+	if err == nil || !strings.Contains(err.Error(), "delta registry hives") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err = %v, want one line about delta hives", err)
+	}
+	var left []string
+	filepath.Walk(out, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			left = append(left, p)
+		}
+		return nil
+	})
+	if len(left) != 0 {
+		t.Fatalf("failed build left %v", left)
+	}
+}
