@@ -1,0 +1,145 @@
+package fetch_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/cimconv/cimconv/internal/builder/portable"
+	"github.com/cimconv/cimconv/internal/convert"
+	"github.com/cimconv/cimconv/internal/fetch"
+	"github.com/cimconv/cimconv/internal/registry"
+	"github.com/cimconv/cimconv/internal/registry/registrytest"
+	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+)
+
+// converted pushes a 2-layer image to a registry (wrapped by mw) and converts it.
+func converted(t *testing.T, mw func(http.Handler) http.Handler) (host, image string) {
+	t.Helper()
+	var opts []registrytest.Opt
+	if mw != nil {
+		opts = append(opts, registrytest.WithMiddleware(mw))
+	}
+	host = registrytest.NewReferrersRegistry(t, opts...)
+	var layers [][]byte
+	for _, l := range wclayertest.Chain(2) {
+		layers = append(layers, l.Bytes(wclayertest.Gzip))
+	}
+	image = host + "/win/app:1"
+	registrytest.PushImage(t, image, layers, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
+	cache, err := convert.NewCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New()
+	if _, err := convert.New(reg, portable.New(), cache, convert.WithWorkDir(t.TempDir())).Convert(context.Background(), convert.Request{Image: image}); err != nil {
+		t.Fatal(err)
+	}
+	return host, image
+}
+
+func entries(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+func TestFetchLayout(t *testing.T) {
+	_, image := converted(t, nil)
+	dest := t.TempDir()
+	res, err := fetch.New(registry.New(), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, NodeBuild: "10.0.20348.2340"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Layers) != 2 || res.Builder != "portable" || res.Entries == 0 {
+		t.Fatalf("result %+v", res)
+	}
+	for _, l := range res.Layers {
+		if filepath.Dir(l.Cim) != filepath.Join(dest, fetch.CimDirName) {
+			t.Errorf("CIM %s not in %s", l.Cim, fetch.CimDirName)
+		}
+		if _, err := os.Stat(filepath.Join(l.SideDir, "Hives", "SYSTEM_BASE")); err != nil {
+			t.Errorf("side files of %s: %v", l.ChainID, err)
+		}
+	}
+	// Fetching again (a second image on the same chain) is a no-op for
+	// files already there and leaves no staging directory behind.
+	before := len(entries(t, dest))
+	if _, err := fetch.New(registry.New(), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest}); err != nil {
+		t.Fatal(err)
+	}
+	if after := entries(t, dest); len(after) != before {
+		t.Fatalf("second fetch: %d files, want %d", len(after), before)
+	}
+}
+
+func TestFetchRefusals(t *testing.T) {
+	t.Run("no artifact", func(t *testing.T) {
+		host := registrytest.NewReferrersRegistry(t)
+		image := host + "/win/plain:1"
+		registrytest.PushImage(t, image, [][]byte{wclayertest.BaseLayer().Bytes(wclayertest.Gzip)}, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
+		_, err := fetch.New(registry.New(), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir()})
+		if !errors.Is(err, fetch.ErrNoArtifact) {
+			t.Fatalf("err = %v, want ErrNoArtifact", err)
+		}
+	})
+	t.Run("node build older than the image", func(t *testing.T) {
+		_, image := converted(t, nil)
+		_, err := fetch.New(registry.New(), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir(), NodeBuild: "10.0.17763.1"})
+		if err == nil {
+			t.Fatal("a 17763 node accepted a 20348 image")
+		}
+	})
+	t.Run("tampered layer blob", func(t *testing.T) {
+		// Once armed, every CIM layer blob is served with one byte flipped.
+		var armed atomic.Bool
+		mw := func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !armed.Load() || !strings.Contains(r.URL.Path, "/blobs/sha256:") || r.Method != http.MethodGet {
+					next.ServeHTTP(w, r)
+					return
+				}
+				next.ServeHTTP(&flipWriter{ResponseWriter: w}, r)
+			})
+		}
+		_, image := converted(t, mw)
+		armed.Store(true)
+		dest := t.TempDir()
+		_, err := fetch.New(registry.New(), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest})
+		if !errors.Is(err, registry.ErrDigestMismatch) {
+			t.Fatalf("err = %v, want a digest mismatch", err)
+		}
+		if left := entries(t, dest); len(left) != 0 {
+			t.Fatalf("a failed fetch placed %v", left)
+		}
+	})
+}
+
+// flipWriter flips the 100th byte of a response body.
+type flipWriter struct {
+	http.ResponseWriter
+	n int
+}
+
+func (f *flipWriter) Write(p []byte) (int, error) {
+	if f.n <= 100 && f.n+len(p) > 100 {
+		q := append([]byte(nil), p...)
+		q[100-f.n] ^= 0xff
+		p = q
+	}
+	f.n += len(p)
+	return f.ResponseWriter.Write(p)
+}
