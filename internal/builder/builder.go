@@ -109,3 +109,26 @@ func ChainID(parent, diffID string) string {
 	sum := sha256.Sum256([]byte(parent + " " + diffID))
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
+
+// TwoPhase is implemented by builders that can do a layer's data work
+// (fetch, decompress, validate, write file data) before its parent is built,
+// leaving only the metadata to be done in chain order. The conversion then
+// prepares every layer of a chain concurrently and finishes them in order, so
+// an N-layer image takes closer to its largest layer than to the sum.
+type TwoPhase interface {
+	Builder
+	// Prepare streams the layer and writes its data into dir, knowing only
+	// its position in the chain (depth 0 = base layer). layer.ChainID must
+	// be set. The result must be passed to Finish, or discarded.
+	Prepare(ctx context.Context, layer LayerSource, depth int, dir string) (Prepared, error)
+	// Finish completes a prepared layer on top of parent (nil for a base
+	// layer; parent.CimDir must be the dir given to Prepare). On error
+	// nothing of this layer is left in dir.
+	Finish(ctx context.Context, p Prepared, parent *BuiltLayer) (*BuiltLayer, error)
+}
+
+// Prepared is a layer whose data is written but whose CIM is not finished.
+type Prepared interface {
+	// Discard removes everything Prepare wrote; it is a no-op after Finish.
+	Discard() error
+}
