@@ -67,6 +67,19 @@ func podSpecOf(t *testing.T, d *appsv1.Deployment) (*corev1.PodSpec, *corev1.Con
 	return spec, &spec.Containers[0]
 }
 
+// checkLoadedNATS: the NATS settings converter serve ends up with.
+func checkLoadedNATS(t *testing.T, cfg service.Config, v values) {
+	t.Helper()
+	if want := strings.ReplaceAll(v.str("nats.url"), "{{.Release.Name}}", releaseName); cfg.NATSURL != want {
+		t.Errorf("nats-url = %q, want %q", cfg.NATSURL, want)
+	}
+	if name := v.str("nats.credentials.secretName"); name != "" {
+		secretFile(t, "nats-creds", cfg.NATSCreds, name, v.str("nats.credentials.key"))
+	} else if cfg.NATSCreds != "" {
+		t.Errorf("nats-creds %q without nats.credentials.secretName", cfg.NATSCreds)
+	}
+}
+
 func checkWorker(t *testing.T, r *rendered, v values) {
 	d := r.deploymentByComponent("worker")
 	if d == nil {
@@ -100,24 +113,39 @@ func checkWorker(t *testing.T, r *rendered, v values) {
 
 	checkProbes(t, d, c, v.integer("httpPort"))
 
-	if got := envValue(c, "CIMCONV_BUILDER"); got != v.str("worker.builder") {
-		t.Errorf("CIMCONV_BUILDER = %q, want %q", got, v.str("worker.builder"))
-	}
-	// Every CIMCONV_* variable is one the converter reads: a config key or a
-	// global flag's variable (a typo would be silently ignored).
-	for _, e := range c.Env {
-		if strings.HasPrefix(e.Name, "CIMCONV_") && !knownEnv(e.Name) && !isExtraEnv(v, "worker.extraEnv", e.Name) {
-			t.Errorf("worker sets %s, which the converter does not read", e.Name)
-		}
-	}
+	// Every variable is one the converter reads (a typo would be silently
+	// ignored), and the flags parse with the real command.
+	checkEnvKnown(t, c, v, "worker.extraEnv")
+	checkServeCommand(t, c)
 	dataDir := v.str("worker.dataDir.path")
 	if v.boolean("worker.hostProcess.enabled") {
 		dataDir = v.str("worker.hostProcess.dataDir")
 	}
-	for _, env := range []string{"CIMCONV_CACHE_DIR", "CIMCONV_WORK_DIR"} {
-		if got := envValue(c, env); !strings.HasPrefix(got, dataDir+`\`) {
-			t.Errorf("%s = %q, want a directory under the data dir %q", env, got, dataDir)
+	if cfg, ok := loadServeConfig(t, r, spec, c); ok {
+		for _, kv := range []struct{ key, got, want string }{
+			{"role", cfg.Role, service.RoleWorker},
+			{"builder", cfg.Builder, v.str("worker.builder")},
+			{"cim-format", cfg.CimFormat, v.str("worker.cimFormat")},
+			{"data-dir", cfg.DataDir, dataDir},
+			// Chain cache and build directories default to data-dir\chains and
+			// data-dir\work: on the data volume, not in the container layer.
+			{"cache-dir", cfg.CacheDir, ""},
+			{"work-dir", cfg.WorkDir, ""},
+			{"shutdown-grace", cfg.ShutdownGrace.String(), (time.Duration(v.integer("worker.terminationGracePeriodSeconds")-60) * time.Second).String()},
+			// Webhook secrets belong to the webhook pods only.
+			{"webhook-token-file", cfg.WebhookTokenFile, ""},
+			{"webhook-hmac-secret-file", cfg.WebhookHMACSecretFile, ""},
+		} {
+			if kv.got != kv.want {
+				t.Errorf("worker %s = %q, want %q", kv.key, kv.got, kv.want)
+			}
 		}
+		if name := v.str("registryCredentials.secretName"); name != "" {
+			secretFile(t, "worker docker-config", cfg.DockerConfig, name, ".dockerconfigjson")
+		} else if cfg.DockerConfig != "" {
+			t.Errorf("worker docker-config %q without registryCredentials.secretName", cfg.DockerConfig)
+		}
+		checkLoadedNATS(t, cfg, v)
 	}
 
 	// HostProcess: all-or-nothing per pod, host network, the configured account.
@@ -161,7 +189,7 @@ func checkWorker(t *testing.T, r *rendered, v values) {
 		mountedVolume(t, spec, c, "data", v.str("worker.dataDir.path"))
 	}
 
-	// Secrets: registry credentials through DOCKER_CONFIG.
+	// Secrets: registry credentials as a file named by CIMCONV_DOCKER_CONFIG.
 	if name := v.str("registryCredentials.secretName"); name != "" {
 		vol := volumeForSecret(t, spec, name)
 		if vol == nil {
@@ -170,18 +198,9 @@ func checkWorker(t *testing.T, r *rendered, v values) {
 		if len(vol.Secret.Items) != 1 || vol.Secret.Items[0].Key != ".dockerconfigjson" || vol.Secret.Items[0].Path != "config.json" {
 			t.Errorf("registry Secret items %+v: want .dockerconfigjson -> config.json", vol.Secret.Items)
 		}
-		mount := mountFor(c, vol.Name)
-		if mount == nil {
+		if mountFor(c, vol.Name) == nil {
 			t.Fatalf("registry Secret volume %q not mounted", vol.Name)
 		}
-		if got := envValue(c, "DOCKER_CONFIG"); got != mount.MountPath {
-			t.Errorf("DOCKER_CONFIG = %q, want the mount path %q", got, mount.MountPath)
-		}
-		if got, want := envValue(c, "CIMCONV_DOCKER_CONFIG"), joinPath(mount.MountPath, "config.json"); got != want {
-			t.Errorf("CIMCONV_DOCKER_CONFIG = %q, want %q", got, want)
-		}
-	} else if envValue(c, "DOCKER_CONFIG") != "" {
-		t.Error("DOCKER_CONFIG set without registryCredentials.secretName")
 	}
 	checkNATSWiring(t, spec, c, v)
 }
@@ -253,29 +272,46 @@ func checkWebhook(t *testing.T, r *rendered, v values) {
 	}
 	checkProbes(t, d, c, v.integer("httpPort"))
 	checkNATSWiring(t, spec, c, v)
-	for _, e := range c.Env {
-		if strings.HasPrefix(e.Name, "CIMCONV_") && !knownEnv(e.Name) && !isExtraEnv(v, "webhook.extraEnv", e.Name) {
-			t.Errorf("webhook sets %s, which the converter does not read", e.Name)
-		}
-	}
+	checkEnvKnown(t, c, v, "webhook.extraEnv")
+	checkServeCommand(t, c)
 
-	// Every enabled endpoint gets its token and HMAC key from the auth Secret.
-	secret := v.str("webhook.auth.secretName")
-	for _, ep := range v.strings("webhook.endpoints") {
-		for _, suffix := range []string{"token", "hmac-secret"} {
-			env := "CIMCONV_WEBHOOK_" + strings.ToUpper(ep) + "_" + strings.ToUpper(strings.ReplaceAll(suffix, "-", "_"))
-			ref := envSecretRef(c, env)
-			if ref == nil {
-				t.Errorf("webhook env %s missing", env)
+	// One token and/or HMAC secret for every endpoint, as files from the
+	// auth Secret; the handler serve builds from them must enforce them.
+	if cfg, ok := loadServeConfig(t, r, spec, c); ok {
+		if cfg.Role != service.RoleWebhook {
+			t.Errorf("webhook role = %q, want %q", cfg.Role, service.RoleWebhook)
+		}
+		if got, want := cfg.WebhookAllowedRegistries, v.strings("webhook.allowedRegistries"); !slices.Equal(got, want) {
+			t.Errorf("webhook-allowed-registries = %q, want %q", got, want)
+		}
+		if cfg.WebhookInsecureNoAuth {
+			t.Error("webhook-insecure-no-auth set in a cluster")
+		}
+		secret := v.str("webhook.auth.secretName")
+		var token, hmacSecret string
+		for _, f := range []struct {
+			what, path, key string
+			into            *string
+		}{
+			{"webhook-token-file", cfg.WebhookTokenFile, v.str("webhook.auth.tokenKey"), &token},
+			{"webhook-hmac-secret-file", cfg.WebhookHMACSecretFile, v.str("webhook.auth.hmacSecretKey"), &hmacSecret},
+		} {
+			if f.key == "" {
+				if f.path != "" {
+					t.Errorf("%s = %q, but its Secret key is not configured", f.what, f.path)
+				}
 				continue
 			}
-			if ref.Name != secret || ref.Key != ep+"-"+suffix {
-				t.Errorf("webhook env %s from %s/%s, want %s/%s-%s", env, ref.Name, ref.Key, secret, ep, suffix)
-			}
+			secretFile(t, f.what, f.path, secret, f.key)
+			*f.into = secret + "/" + f.key
 		}
-	}
-	if got, want := envValue(c, "CIMCONV_WEBHOOK_ALLOWED_REGISTRIES"), strings.Join(v.strings("webhook.allowedRegistries"), ","); got != want {
-		t.Errorf("CIMCONV_WEBHOOK_ALLOWED_REGISTRIES = %q, want %q", got, want)
+		checkLoadedNATS(t, cfg, v)
+		// The role needs a writable data dir (serve prepares a chain cache
+		// there even for the receiver): an emptyDir, the root fs being read-only.
+		if m := mountFor(c, "data"); m == nil || m.MountPath != cfg.DataDir {
+			t.Errorf("webhook data-dir %q is not the mounted data volume %+v", cfg.DataDir, m)
+		}
+		checkWebhookAuth(t, cfg, token, hmacSecret, v.strings("webhook.allowedRegistries"))
 	}
 	if psc := spec.SecurityContext; psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
 		t.Error("webhook pod must run as non-root")
@@ -542,14 +578,20 @@ func TestRejectedValues(t *testing.T) {
 		{"misspelt key", []string{"-f", "testdata/bad-values.yaml"}, "additional properties 'concurency' not allowed"},
 		{"wrong type", []string{"--set-string", "worker.concurrency=two"}, "/worker/concurrency"},
 		{"chart-owned config key", []string{"--set", "config.nats-url=nats://x:4222"}, "additional properties 'nats-url' not allowed"},
-		{"unknown config key", []string{"--set", "config.builder=auto"}, "additional properties 'builder' not allowed"},
+		{"chart-owned config key (worker.builder)", []string{"--set", "config.builder=auto"}, "additional properties 'builder' not allowed"},
+		{"webhook secret through config", []string{"--set", "config.webhook-token-file=/t"}, "additional properties 'webhook-token-file' not allowed"},
+		{"unknown config key", []string{"--set", "config.nats-replica=3"}, "additional properties 'nats-replica' not allowed"},
+		{"nats-replicas above 5", []string{"--set", "config.nats-replicas=7"}, "/config/nats-replicas"},
+		{"unknown cim format", []string{"--set", "worker.cimFormat=wim"}, "/worker/cimFormat"},
 		{"config duration without unit", []string{"--set", "config.ack-wait=30"}, "/config/ack-wait"},
 		{"config max-deliver zero", []string{"--set", "config.max-deliver=0"}, "/config/max-deliver"},
 		{"unknown builder", []string{"--set", "worker.builder=cimfs"}, "/worker/builder"},
 		{"allowlist entry as URL", []string{"--set", "webhook.allowedRegistries={https://r.example.com}"}, "/webhook/allowedRegistries/0"},
 		{"grace too short", []string{"--set", "worker.terminationGracePeriodSeconds=30"}, "terminationGracePeriodSeconds"},
 		{"hostProcess data dir not a Windows path", []string{"--set", "worker.hostProcess.dataDir=/var/lib/cimconv"}, "/worker/hostProcess/dataDir"},
-		{"unknown webhook endpoint", []string{"--set", "webhook.endpoints={gitlab}"}, "/webhook/endpoints/0"},
+		{"per-endpoint webhook settings", []string{"--set", "webhook.endpoints={harbor}"}, "additional properties 'endpoints' not allowed"},
+		{"webhook auth without keys", []string{"--set", "webhook.enabled=true", "--set", "webhook.auth.secretName=s", "--set", "webhook.auth.tokenKey=", "--set", "webhook.allowedRegistries={r.example.com}"}, "set tokenKey and/or hmacSecretKey"},
+		{"webhook auth key with a slash", []string{"--set", "webhook.auth.tokenKey=a/b"}, "/webhook/auth/tokenKey"},
 		{"webhook without auth", []string{"--set", "webhook.enabled=true", "--set", "webhook.allowedRegistries={r.example.com}"}, "webhook.auth.secretName is required"},
 		{"webhook without allowlist", []string{"--set", "webhook.enabled=true", "--set", "webhook.auth.secretName=s"}, "webhook.allowedRegistries must name at least one registry"},
 		{"keda without monitoring endpoint", []string{"--set", "autoscaling.keda.enabled=true"}, "natsMonitoringEndpoint is required"},
@@ -704,13 +746,72 @@ func TestStackChartRendersCimconv(t *testing.T) {
 	}
 }
 
-// chartSetKeys are the serve config keys the chart sets itself (config file,
-// flags or variables); ignoredKeys make no sense in a cluster.
-var (
-	chartSetKeys = []string{"nats-url", "nats-creds", "nats-tls-ca", "nats-tls-cert", "nats-tls-key",
-		"listen", "data-dir", "concurrency", "shutdown-grace", "role"}
-	ignoredKeys = []string{"dev", "embedded-nats-port"}
-)
+// ignoredKeys are serve config keys the chart leaves at their defaults on
+// purpose, with the reason.
+var ignoredKeys = map[string]string{
+	"dev":                      "development mode: loopback registry and embedded NATS",
+	"embedded-nats-port":       "the chart always points at a NATS cluster",
+	"webhook-insecure-no-auth": "loopback development only",
+	"cache-dir":                "default data-dir/chains is on the data volume",
+	"work-dir":                 "default data-dir/work is on the data volume",
+}
+
+// chartSetKeys renders every case and returns the serve config keys the chart
+// sets itself: flags, CIMCONV_<KEY> variables and config.yaml keys that do not
+// come from values config:.
+func chartSetKeys(t *testing.T) map[string]bool {
+	t.Helper()
+	helm := helmBinary(t)
+	byEnv := map[string]string{}
+	for _, k := range serveConfigKeys {
+		byEnv[service.EnvName(k)] = k
+	}
+	set := map[string]bool{}
+	for _, tc := range renderCases {
+		var args []string
+		for _, f := range tc.files {
+			args = append(args, "-f", f)
+		}
+		out, err := helmTemplate(t, helm, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := decodeAll(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		user := loadValues(t, tc.files...).get("config").(map[string]any)
+		for _, d := range r.deployments {
+			for _, c := range d.Spec.Template.Spec.Containers {
+				for _, a := range c.Args {
+					if k, _, ok := strings.Cut(strings.TrimPrefix(a, "--"), "="); ok && strings.HasPrefix(a, "--") {
+						set[k] = true
+					}
+				}
+				for _, e := range c.Env {
+					if k, ok := byEnv[e.Name]; ok {
+						set[k] = true
+					}
+				}
+			}
+		}
+		for _, cm := range r.configMaps {
+			if text, ok := cm.Data["config.yaml"]; ok {
+				var cfg map[string]any
+				if err := yaml.Unmarshal([]byte(text), &cfg); err != nil {
+					t.Fatal(err)
+				}
+				for k := range cfg {
+					if _, fromUser := user[k]; !fromUser {
+						set[k] = true
+					}
+				}
+			}
+		}
+	}
+	delete(set, service.ConfigFlag)
+	return set
+}
 
 // TestServeConfigKeysCovered keeps the chart in step with `converter serve`:
 // every config key is set by the chart, allowed under values `config:`, or
@@ -735,17 +836,32 @@ func TestServeConfigKeysCovered(t *testing.T) {
 	if cfg.AdditionalProperties == nil || *cfg.AdditionalProperties {
 		t.Error("values.schema.json: config must set additionalProperties false (the converter refuses unknown keys)")
 	}
+	set := chartSetKeys(t)
 	for key := range cfg.Properties {
 		if !slices.Contains(serveConfigKeys, key) {
 			t.Errorf("values.schema.json allows config.%s, which converter serve does not know", key)
 		}
-		if slices.Contains(chartSetKeys, key) {
+		if set[key] {
 			t.Errorf("values.schema.json allows config.%s, which the chart sets itself", key)
+		}
+	}
+	for key := range set {
+		if !slices.Contains(serveConfigKeys, key) {
+			t.Errorf("the chart sets %q, which is not a converter serve config key", key)
+		}
+	}
+	for key, why := range ignoredKeys {
+		if !slices.Contains(serveConfigKeys, key) {
+			t.Errorf("ignoredKeys names %q, which converter serve no longer has", key)
+		}
+		if set[key] {
+			t.Errorf("the chart sets %q, listed as ignored (%s)", key, why)
 		}
 	}
 	for _, key := range serveConfigKeys {
 		_, allowed := cfg.Properties[key]
-		if !allowed && !slices.Contains(chartSetKeys, key) && !slices.Contains(ignoredKeys, key) {
+		_, ignored := ignoredKeys[key]
+		if !allowed && !set[key] && !ignored {
 			t.Errorf("converter serve key %q is neither set by the chart, allowed under values config:, nor ignored: decide in charts/cimconv", key)
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -439,30 +438,6 @@ func metav1LabelSelector(sm *serviceMonitor) (labels.Selector, error) {
 // serveConfigKeys are the keys of `converter serve`'s config; its loader
 // refuses any other key in the file. Each is also read from CIMCONV_<KEY>.
 var serveConfigKeys = service.Keys()
-
-// otherConverterEnv are CIMCONV_* variables read outside the serve config:
-// global flags (cmd/converter/root.go), builder and registry flags
-// (cmd/converter/wiring.go), and the webhook settings the chart proposes.
-var otherConverterEnv = []string{
-	"CIMCONV_LOG_LEVEL", "CIMCONV_LOG_FORMAT", "CIMCONV_CONFIG",
-	"CIMCONV_BUILDER", "CIMCONV_CACHE_DIR", "CIMCONV_WORK_DIR", "CIMCONV_DOCKER_CONFIG",
-	"CIMCONV_WEBHOOK_ENDPOINTS", "CIMCONV_WEBHOOK_ALLOWED_REGISTRIES",
-}
-
-var webhookAuthEnv = regexp.MustCompile(`^CIMCONV_WEBHOOK_(DISTRIBUTION|HARBOR|CLOUDEVENTS|ACR)_(TOKEN|HMAC_SECRET)$`)
-
-// knownEnv reports whether the converter reads the variable.
-func knownEnv(name string) bool {
-	if slices.Contains(otherConverterEnv, name) || webhookAuthEnv.MatchString(name) {
-		return true
-	}
-	for _, k := range serveConfigKeys {
-		if name == service.EnvName(k) {
-			return true
-		}
-	}
-	return false
-}
 
 // isExtraEnv reports whether name was given by the user in the extraEnv list at path.
 func isExtraEnv(v values, path, name string) bool {
