@@ -9,9 +9,8 @@
 //
 //	go run ./bench/serveload -n 500 -concurrency 2
 //
-// The adapter below mirrors cmd/converter's serveAdapter (queue.Request ->
-// convert.Request -> queue.Result) without its error classification: every
-// failure is retried, then dead-lettered, and counted as failed here.
+// It uses the service's own adapter (worker.NewConvertAdapter), timed from
+// outside.
 package main
 
 import (
@@ -36,6 +35,7 @@ import (
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/service"
+	"github.com/cimconv/cimconv/internal/worker"
 	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
 )
 
@@ -66,50 +66,6 @@ func (s *stageTimes) Stage(stage string, d time.Duration, _ error) {
 }
 func (s *stageTimes) Layer(bool)          {}
 func (s *stageTimes) Bytes(string, int64) {}
-
-// adapter is the worker.Converter: the real conversion per request.
-type adapter struct {
-	reg     *registry.Client
-	b       *portable.Builder
-	cache   *convert.Cache
-	workDir string
-	times   *stageTimes
-}
-
-func (a *adapter) Convert(ctx context.Context, req queue.Request, progress func(string)) (*queue.Result, error) {
-	start := time.Now()
-	defer func() {
-		a.times.mu.Lock()
-		a.times.convert += time.Since(start)
-		a.times.mu.Unlock()
-	}()
-	p, err := v1.ParsePlatform(req.Platform)
-	if err != nil {
-		return nil, err
-	}
-	policy, err := registry.ParseOSVersionPolicy(req.OSVersion)
-	if err != nil {
-		return nil, err
-	}
-	conv := convert.New(a.reg, a.b, a.cache, convert.WithWorkDir(a.workDir), convert.WithObserver(a.times),
-		convert.WithProgress(func(e convert.Event) { progress(e.Stage) }))
-	res, err := conv.Convert(ctx, convert.Request{Image: req.Image, Platform: *p, OSVersion: policy, Force: req.Force})
-	if err != nil {
-		return nil, err
-	}
-	out := &queue.Result{}
-	for _, im := range res.Images {
-		out.ArtifactDigests = append(out.ArtifactDigests, im.Artifact)
-		for _, l := range im.Layers {
-			if l.Built {
-				out.LayersBuilt++
-			} else {
-				out.LayersCached++
-			}
-		}
-	}
-	return out, nil
-}
 
 func run(ctx context.Context, n, conc int) error {
 	if n < 1 || conc < 1 {
@@ -158,7 +114,17 @@ func run(ctx context.Context, n, conc int) error {
 		return err
 	}
 	times := &stageTimes{stages: map[string]time.Duration{}}
-	conv := &adapter{reg: registry.New(), b: portable.New(), cache: cache, workDir: filepath.Join(tmp, "work"), times: times}
+	real := worker.NewConvertAdapter(registry.New(), portable.New(), cache,
+		worker.WithWorkDir(filepath.Join(tmp, "work")), worker.WithObserver(times))
+	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, progress func(string)) (*queue.Result, error) {
+		start := time.Now()
+		defer func() {
+			times.mu.Lock()
+			times.convert += time.Since(start)
+			times.mu.Unlock()
+		}()
+		return real.Convert(ctx, req, progress)
+	})
 
 	cfg := service.DefaultConfig()
 	cfg.DataDir = filepath.Join(tmp, "data")
