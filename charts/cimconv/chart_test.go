@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
+	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/service"
 )
 
@@ -563,6 +564,18 @@ func checkDashboardConfigMap(t *testing.T, r *rendered, v values) {
 	}
 	if found != v.boolean("dashboard.enabled") {
 		t.Errorf("dashboard ConfigMap rendered = %v, dashboard.enabled = %v", found, v.boolean("dashboard.enabled"))
+	}
+}
+
+// TestKEDAQueueNames: the scaler watches the stream and consumer the
+// converter provisions (internal/queue); the names are not configurable there.
+func TestKEDAQueueNames(t *testing.T) {
+	v := loadValues(t)
+	if got := v.str("autoscaling.keda.stream"); got != queue.StreamName {
+		t.Errorf("autoscaling.keda.stream = %q, want %q (internal/queue)", got, queue.StreamName)
+	}
+	if got := v.str("autoscaling.keda.consumer"); got != queue.ConsumerName {
+		t.Errorf("autoscaling.keda.consumer = %q, want %q (internal/queue)", got, queue.ConsumerName)
 	}
 }
 

@@ -3,6 +3,7 @@ package chart_test
 import (
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -138,6 +139,14 @@ func TestWindowsDockerfile(t *testing.T) {
 	if len(c.Command) != 1 {
 		t.Fatalf("HostProcess command %q", c.Command)
 	}
+	var cmd []string
+	if cm := instruction(final, "CMD"); len(cm) == 1 {
+		_ = json.Unmarshal([]byte(cm[0]), &cmd)
+	}
+	if len(cmd) == 0 || !slices.Contains(cmd, "--role=worker") {
+		t.Errorf("Dockerfile.windows CMD %q: want serve --role=worker", cmd)
+	}
+	checkServeCommand(t, &corev1.Container{Name: "Dockerfile.windows CMD", Args: cmd})
 	rel, ok := strings.CutPrefix(c.Command[0], `%CONTAINER_SANDBOX_MOUNT_POINT%\`)
 	if !ok || !strings.Contains(copies, `C:\`+rel) {
 		t.Errorf("HostProcess command %q: Dockerfile.windows does not install the binary there (COPY %q)", c.Command[0], copies)
