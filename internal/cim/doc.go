@@ -4,9 +4,11 @@
 //
 // Writer (Create, CreateForked) mirrors CimFS's own calls: AddFile + Write,
 // AddAlternateStream, AddLink, Unlink, Commit; file data streams straight to
-// the region files, metadata stays in memory until Commit. Image (Open) reads
-// any 2.x/3.x classic CIM, validating every offset, and View returns the tree
-// as fsview entries. The layout and every choice made where public
+// the region files, metadata stays in memory until Commit. Stager writes an
+// image's file data before its parent exists (region indexes depend only on
+// the chain depth); a Writer adopts it with WithStaged and AddFileStaged, with
+// byte-identical output. Image (Open) reads any 2.x/3.x classic CIM,
+// validating every offset, and View returns the tree as fsview entries. The layout and every choice made where public
 // information stops are in docs/cim-format.md; the output has not been
 // validated against Windows' CimFS.dll.
 //

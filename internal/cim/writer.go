@@ -38,6 +38,7 @@ const smallDataThreshold = pageSize
 type writerOptions struct {
 	id      *GUID
 	version version
+	staged  *Stager
 }
 
 // WriterOption configures Create and CreateForked.
@@ -115,6 +116,7 @@ type Writer struct {
 	small    *regionWriter
 	meta     *regionWriter // created by Commit
 	cur      *pendingStream
+	staged   *Stager // adopted with WithStaged
 	tmpFiles []string
 	final    []string
 	done     bool
@@ -155,6 +157,8 @@ func newWriter(dir, name, parentName string, opts []WriterOption) (_ *Writer, er
 	w := &Writer{dir: dir, name: name, ver: o.version, upcase: upcaseTable(), sdIndex: map[string]int32{}}
 	if o.id != nil {
 		w.id = *o.id
+	} else if o.staged != nil {
+		w.id = o.staged.ID()
 	} else {
 		if _, err := rand.Read(w.id[:]); err != nil {
 			return nil, fmt.Errorf("create CIM %s: region set ID: %w", name, err)
@@ -181,6 +185,13 @@ func newWriter(dir, name, parentName string, opts []WriterOption) (_ *Writer, er
 	}
 	if w.base+3 > maxRegions {
 		return nil, fmt.Errorf("create CIM %s: chain has %d regions, limit %d", name, w.base+3, maxRegions)
+	}
+	if o.staged != nil {
+		// Last: a refused adoption leaves the Stager's files alone.
+		if err := w.adopt(o.staged); err != nil {
+			return nil, fmt.Errorf("create CIM %s: %w", name, err)
+		}
+		return w, nil
 	}
 	if w.data, err = w.newRegion(RegionData); err != nil {
 		return nil, err
