@@ -203,8 +203,16 @@ func (b *Builder) BuildLayer(ctx context.Context, layer builder.LayerSource, par
 			return nil, fmt.Errorf("layer %s: %w", layerName(layer), err)
 		}
 	}
+	return st.complete(parent, dir, chainID, diffID, name)
+}
+
+// complete does what follows a layer's entries, for BuildLayer and Finish:
+// base-layer processing (or carrying the parent's side files forward), the
+// side directory moved into place, the commit, and the BuiltLayer.
+func (s *layerState) complete(parent *builder.BuiltLayer, dir, chainID, diffID, name string) (*builder.BuiltLayer, error) {
+	b, w, side, layer := s.b, s.w, s.side, s.layer
 	if parent == nil {
-		if err := st.finishBase(); err != nil {
+		if err := s.finishBase(); err != nil {
 			return nil, err
 		}
 	} else if err := carryForward(parent, side); err != nil {
@@ -238,7 +246,7 @@ func (b *Builder) BuildLayer(ctx context.Context, layer builder.LayerSource, par
 		CimVersion:     CimVersion,
 		Builder:        Name,
 		Experimental:   true,
-		UnmergedDeltas: st.unmerged || (parent != nil && parent.UnmergedDeltas),
+		UnmergedDeltas: s.unmerged || (parent != nil && parent.UnmergedDeltas),
 		Parent:         parent,
 	}
 	if len(sideFiles) > 0 {

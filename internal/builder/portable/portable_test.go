@@ -203,7 +203,7 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
-func diffIDOf(t *testing.T, layer []byte) string {
+func diffIDOf(t testing.TB, layer []byte) string {
 	t.Helper()
 	r, err := wclayer.NewReader(bytes.NewReader(layer), wclayer.WithParentLookup(func(string) bool { return true }))
 	if err != nil {
