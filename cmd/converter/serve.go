@@ -62,22 +62,28 @@ Every flag is also a YAML key of --config and a CIMCONV_<KEY> environment variab
 
 func runServe(ctx context.Context, cfg service.Config, log *zap.Logger) error {
 	opts := service.Options{Config: cfg, Logger: log, Dev: serveDev}
-	if serveConverter == nil {
-		return fmt.Errorf("serve: conversion is %w yet", service.ErrNotWired)
+	if cfg.Role != service.RoleWebhook {
+		// A webhook-only process converts nothing: no builder, no cache.
+		if serveConverter == nil {
+			return fmt.Errorf("serve: conversion is %w yet", service.ErrNotWired)
+		}
+		conv, err := serveConverter(ctx, cfg, log)
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		opts.Converter = conv
 	}
-	conv, err := serveConverter(ctx, cfg, log)
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
+	if cfg.Role != service.RoleWorker {
+		webhooks := serveWebhooks
+		if webhooks == nil {
+			webhooks = service.ConfigWebhooks
+		}
+		var err error
+		if opts.Webhooks, err = webhooks(cfg, log); err != nil {
+			return fmt.Errorf("serve: webhooks: %w", err)
+		}
 	}
-	opts.Converter = conv
-	webhooks := serveWebhooks
-	if webhooks == nil {
-		webhooks = service.ConfigWebhooks
-	}
-	if opts.Webhooks, err = webhooks(cfg, log); err != nil {
-		return fmt.Errorf("serve: webhooks: %w", err)
-	}
-	err = service.Run(ctx, opts)
+	err := service.Run(ctx, opts)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
