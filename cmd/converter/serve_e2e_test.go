@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -16,9 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/cimconv/cimconv/internal/artifact"
-	"github.com/cimconv/cimconv/internal/builder/portable"
-	"github.com/cimconv/cimconv/internal/cim"
-	"github.com/cimconv/cimconv/internal/fetch"
+	"github.com/cimconv/cimconv/internal/fetch/fetchtest"
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
@@ -83,14 +79,6 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func layerOpeners(layers [][]byte) []func() (io.ReadCloser, error) {
-	var out []func() (io.ReadCloser, error)
-	for _, b := range layers {
-		out = append(out, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
-	}
-	return out
-}
-
 // checkArtifact asserts exactly one artifact refers to subject and that the
 // fetched chain shows the layers' merged view.
 func checkArtifact(t *testing.T, subject string, layers [][]byte) {
@@ -107,26 +95,7 @@ func checkArtifact(t *testing.T, subject string, layers [][]byte) {
 	if len(descs) != 1 {
 		t.Fatalf("%s has %d artifacts, want exactly 1", subject, len(descs))
 	}
-	res, err := fetch.New(reg, nil).Fetch(context.Background(), subject, fetch.Options{Dest: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := cim.Open(res.Cim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	got, err := im.View()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := portable.ExpectedView(context.Background(), layerOpeners(layers))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diffs := portable.CompareViews(want, got); len(diffs) > 0 {
-		t.Fatalf("%d differences, first %v", len(diffs), diffs[0])
-	}
+	fetchtest.CheckFetched(t, reg, subject, "", layers)
 }
 
 // A real distribution registry notifies the service; the webhook queues the

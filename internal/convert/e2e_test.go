@@ -2,10 +2,8 @@ package convert_test
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,9 +17,8 @@ import (
 
 	"github.com/cimconv/cimconv/internal/artifact"
 	"github.com/cimconv/cimconv/internal/builder/portable"
-	"github.com/cimconv/cimconv/internal/cim"
 	"github.com/cimconv/cimconv/internal/convert"
-	"github.com/cimconv/cimconv/internal/fetch"
+	"github.com/cimconv/cimconv/internal/fetch/fetchtest"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
@@ -54,14 +51,6 @@ func layersOf(ls []*wclayertest.Layer) [][]byte {
 	return out
 }
 
-func openers(layers [][]byte) []func() (io.ReadCloser, error) {
-	var out []func() (io.ReadCloser, error)
-	for _, b := range layers {
-		out = append(out, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
-	}
-	return out
-}
-
 type fixture struct {
 	reg   *registry.Client
 	cache *convert.Cache
@@ -89,42 +78,6 @@ func referrers(t *testing.T, reg *registry.Client, subject string) []v1.Descript
 		t.Fatal(err)
 	}
 	return descs
-}
-
-// checkFetched fetches the artifact of image and compares the laid-out CIM's
-// view with the layers' merged view.
-func checkFetched(t *testing.T, reg *registry.Client, image, nodeBuild string, layers [][]byte) *fetch.Result {
-	t.Helper()
-	dest := t.TempDir()
-	res, err := fetch.New(reg, nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, NodeBuild: nodeBuild})
-	if err != nil {
-		t.Fatalf("fetch %s: %v", image, err)
-	}
-	want, err := portable.ExpectedView(context.Background(), openers(layers))
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := cim.Open(res.Cim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
-	got, err := im.View()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diffs := portable.CompareViews(want, got); len(diffs) > 0 {
-		t.Fatalf("fetched CIM differs from the layers: %d differences, first %v", len(diffs), diffs[0])
-	}
-	for _, l := range res.Layers {
-		if _, err := os.Stat(l.Cim); err != nil {
-			t.Errorf("layer CIM not placed: %v", err)
-		}
-		if !strings.HasPrefix(l.Cim, filepath.Join(dest, fetch.CimDirName)) {
-			t.Errorf("CIM %s outside %s", l.Cim, fetch.CimDirName)
-		}
-	}
-	return res
 }
 
 func TestConvertIndexFetchAndRerun(t *testing.T) {
@@ -167,11 +120,11 @@ func TestConvertIndexFetchAndRerun(t *testing.T) {
 			}
 
 			// Node side: a 2022 node gets the 2022 image's chain.
-			fr := checkFetched(t, f.reg, host+"/win/app:multi", "10.0.20348.2340", chain)
+			fr := fetchtest.CheckFetched(t, f.reg, host+"/win/app:multi", "10.0.20348.2340", chain)
 			if !strings.Contains(fr.Subject, d22.Digest.String()) {
 				t.Errorf("2022 node fetched %s, want %s", fr.Subject, d22.Digest)
 			}
-			checkFetched(t, f.reg, host+"/win/app:2025", "", chain[:2])
+			fetchtest.CheckFetched(t, f.reg, host+"/win/app:2025", "", chain[:2])
 
 			// Idempotent: a re-run finds the artifacts and pushes nothing new.
 			again, err := f.conv.Convert(context.Background(), convert.Request{Image: host + "/win/app:multi"})
@@ -209,7 +162,7 @@ func TestSecondImageOnSameBaseBuildsOnlyNewLayers(t *testing.T) {
 	if ls[0].Built || !ls[1].Built {
 		t.Fatalf("layers built = [%v %v], want [false true]", ls[0].Built, ls[1].Built)
 	}
-	checkFetched(t, f.reg, host+"/b/two:1", "", [][]byte{base, app2})
+	fetchtest.CheckFetched(t, f.reg, host+"/b/two:1", "", [][]byte{base, app2})
 }
 
 func TestFlakyRegistry(t *testing.T) {
@@ -233,7 +186,7 @@ func TestFlakyRegistry(t *testing.T) {
 	if _, err := f.conv.Convert(context.Background(), convert.Request{Image: host + "/win/flaky:1"}); err != nil {
 		t.Fatalf("convert against a registry failing every 3rd request: %v", err)
 	}
-	checkFetched(t, f.reg, host+"/win/flaky:1", "", chain)
+	fetchtest.CheckFetched(t, f.reg, host+"/win/flaky:1", "", chain)
 	if n.Load() < 9 {
 		t.Fatalf("only %d requests went through the flaky registry", n.Load())
 	}
