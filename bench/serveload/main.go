@@ -35,8 +35,8 @@ import (
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/service"
-	"github.com/cimconv/cimconv/internal/worker"
 	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/worker"
 )
 
 func main() {
