@@ -1,7 +1,6 @@
 package cim
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -220,7 +219,7 @@ func (w *Writer) createTemp(final string) (*os.File, error) {
 // regionWriter appends objects to one region file through a buffer.
 type regionWriter struct {
 	f     *os.File
-	bw    *bufio.Writer
+	bw    *asyncWriter
 	pos   int64
 	index int // global region index
 }
@@ -233,7 +232,7 @@ func (w *Writer) newRegion(typ uint8) (*regionWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &regionWriter{f: f, bw: bufio.NewWriterSize(f, 1<<20), index: w.base + local}
+	r := &regionWriter{f: f, bw: newAsyncWriter(f, 1<<20, 4), index: w.base + local}
 	if _, err := r.Write(marshalRegionHeader(w.ver, uint16(local), typ)); err != nil {
 		return nil, err
 	}
@@ -292,7 +291,9 @@ func (r *regionWriter) put(b []byte) (regionOffset, error) {
 }
 
 func (r *regionWriter) finish() error {
-	if err := r.bw.Flush(); err != nil {
+	err := r.bw.Flush()
+	r.bw.Close()
+	if err != nil {
 		return err
 	}
 	// A trailing hole (impossible today: skips precede data) would still need
@@ -649,6 +650,7 @@ func (w *Writer) Close() error {
 	w.done = true
 	for _, r := range []*regionWriter{w.data, w.small, w.meta} {
 		if r != nil {
+			r.bw.Close()
 			r.f.Close() // already closed after a partial Commit: error ignored
 		}
 	}

@@ -43,6 +43,7 @@ type Reader struct {
 	ra     *readahead
 	zr     *zstd.Decoder
 	out    *hashingReader
+	tarSrc io.Reader // what the tar reader reads: out, or a readahead over it
 	tr     *tar.Reader
 	stats  Stats
 	cur    *Entry
@@ -82,7 +83,14 @@ func NewReader(r io.Reader, opts ...Option) (*Reader, error) {
 		lr.zr, plain, lr.stats.Compression = zr, zr, Zstd
 	}
 	lr.out = &hashingReader{r: plain, h: sha256.New(), src: lr.src, limits: lr.o.limits}
-	lr.tr = tar.NewReader(lr.out)
+	lr.tarSrc = lr.out
+	if lr.ra == nil && lr.zr == nil {
+		// Uncompressed: read and hash on a goroutine of their own, so that
+		// hashing overlaps with parsing and with the caller's writes.
+		lr.ra = newReadahead(lr.out, 256<<10, 4)
+		lr.tarSrc = lr.ra
+	}
+	lr.tr = tar.NewReader(lr.tarSrc)
 	return lr, nil
 }
 
@@ -153,7 +161,7 @@ func (r *Reader) DiffID() (string, error) {
 // Stats returns the counts so far.
 func (r *Reader) Stats() Stats {
 	s := r.stats
-	s.BytesIn, s.BytesOut = r.src.n.Load(), r.out.n
+	s.BytesIn, s.BytesOut = r.src.n.Load(), r.out.count.Load()
 	return s
 }
 
@@ -184,7 +192,7 @@ func (r *Reader) fail(err error) error {
 func (r *Reader) finish() error {
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := r.out.Read(buf)
+		n, err := r.tarSrc.Read(buf)
 		for _, c := range buf[:n] {
 			if c != 0 {
 				return &Error{Layer: r.o.name, Problem: "non-zero data after the end of the tar archive", Err: ErrCorrupt}
@@ -546,6 +554,7 @@ type hashingReader struct {
 	r        io.Reader
 	h        hash.Hash
 	n        int64
+	count    atomic.Int64 // n, for Stats while another goroutine reads
 	src      *sourceReader
 	limits   Limits
 	limitErr error
@@ -559,8 +568,16 @@ func (h *hashingReader) Read(p []byte) (int, error) {
 	if n > 0 {
 		h.h.Write(p[:n])
 		h.n += int64(n)
+		h.count.Store(h.n)
 		if h.n > h.limits.MaxTotalSize {
 			h.limitErr = fmt.Errorf("uncompressed layer exceeds the limit MaxTotalSize=%d", h.limits.MaxTotalSize)
+			// Deliver the bytes up to the first one over the limit only, so
+			// that a reader running ahead (readahead) fails at the same
+			// entry as one reading in step.
+			over := h.n - h.limits.MaxTotalSize // bytes past the limit in p[:n]
+			if keep := int64(n) - over + 1; keep > 0 && keep < int64(n) {
+				n = int(keep)
+			}
 		} else if h.n > h.limits.RatioAfter && float64(h.n) > h.limits.MaxRatio*float64(h.src.n.Load()) {
 			h.limitErr = fmt.Errorf("compression ratio %.0f exceeds the limit MaxRatio=%g", float64(h.n)/float64(max(h.src.n.Load(), 1)), h.limits.MaxRatio)
 		}
