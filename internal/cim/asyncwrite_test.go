@@ -48,9 +48,6 @@ func TestAsyncWriterErrorIsSticky(t *testing.T) {
 	var err error
 	for i := 0; i < 20 && err == nil; i++ {
 		_, err = a.Write([]byte("abcd"))
-		if err == nil {
-			err = nil
-		}
 	}
 	if ferr := a.Flush(); ferr == nil || ferr.Error() != "disk full" {
 		t.Fatalf("Flush = %v, want the write error", ferr)
