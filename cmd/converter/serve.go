@@ -73,6 +73,11 @@ func runServe(ctx context.Context, cfg service.Config, log *zap.Logger) error {
 		}
 		opts.Converter = conv
 	}
+	if cfg.Dev && cfg.WebhookTokenFile == "" && cfg.WebhookHMACSecretFile == "" && !cfg.WebhookInsecureNoAuth && len(cfg.WebhookAllowedRegistries) == 0 {
+		// --dev on loopback: the dev registry may notify without credentials.
+		cfg.WebhookInsecureNoAuth = true
+		cfg.WebhookAllowedRegistries = []string{devRegistryAddr}
+	}
 	if cfg.Role != service.RoleWorker {
 		webhooks := serveWebhooks
 		if webhooks == nil {

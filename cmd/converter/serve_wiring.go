@@ -15,6 +15,10 @@ import (
 	"github.com/cimconv/cimconv/internal/worker"
 )
 
+// devRegistryAddr is where `serve --dev` starts its registry (a free port
+// when it is taken).
+const devRegistryAddr = "127.0.0.1:5000"
+
 // The serve hooks: the real conversion and the --dev environment.
 func init() {
 	serveConverter = newServeConverter
@@ -46,7 +50,7 @@ func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger)
 // runDevEnv is `serve --dev`: a loopback registry with a sample image, and
 // the commands to try.
 func runDevEnv(ctx context.Context, env service.DevEnv) error {
-	reg, err := devenv.StartRegistry("127.0.0.1:5000", "")
+	reg, err := devenv.StartRegistry(devRegistryAddr, "")
 	if err != nil {
 		// Port 5000 taken (another registry?): any free loopback port.
 		if reg, err = devenv.StartRegistry("127.0.0.1:0", ""); err != nil {

@@ -119,7 +119,9 @@ func (e *EmbeddedServer) Shutdown() {
 // natsLogger adapts zap to nats-server's Logger; debug and trace are dropped.
 type natsLogger struct{ l *zap.Logger }
 
-func (n *natsLogger) Noticef(format string, v ...any) { n.l.Info(fmt.Sprintf(format, v...)) }
+// Notices (the start-up banner, "Server is ready") are debug-level noise for
+// cimconv users; warnings and errors stay visible.
+func (n *natsLogger) Noticef(format string, v ...any) { n.l.Debug(fmt.Sprintf(format, v...)) }
 func (n *natsLogger) Warnf(format string, v ...any)   { n.l.Warn(fmt.Sprintf(format, v...)) }
 func (n *natsLogger) Fatalf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
 func (n *natsLogger) Errorf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
