@@ -35,16 +35,17 @@ func (q *Queue) deadLetter(ctx context.Context, d DeadLetter) error {
 	if d.Time.IsZero() {
 		d.Time = time.Now().UTC()
 	}
-	// The dead letter first: whoever sees the dead state (a waiter on the
-	// status) also finds the dead letter to replay.
-	if err := q.publishJSON(ctx, SubjectDead, "dead-"+strconv.FormatUint(d.RequestSeq, 10), d); err != nil {
-		return fmt.Errorf("queue: dead-letter request #%d: %w", d.RequestSeq, err)
-	}
+	// Status first: whoever sees the dead letter also sees the dead state.
+	// (A waiter on the status may look for the dead letter a moment before
+	// it is stored: such callers poll.)
 	if d.Request != nil {
 		_ = q.UpdateStatus(ctx, d.Request.Image, Status{
 			State: StateDead, Image: d.Request.Image, Key: d.Request.IdempotencyKey(), Seq: d.RequestSeq,
 			Attempts: d.Attempts, LastError: d.Error, Reason: d.Reason,
 		})
+	}
+	if err := q.publishJSON(ctx, SubjectDead, "dead-"+strconv.FormatUint(d.RequestSeq, 10), d); err != nil {
+		return fmt.Errorf("queue: dead-letter request #%d: %w", d.RequestSeq, err)
 	}
 	return nil
 }
