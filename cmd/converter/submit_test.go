@@ -69,12 +69,19 @@ func TestSubmitStatusDeadCommands(t *testing.T) {
 	if _, err = runCLI(t, "status", "reg.example/never:1", url); err == nil || !strings.Contains(err.Error(), "no conversion recorded") {
 		t.Errorf("status of an unknown image: %v", err)
 	}
-	out, err = runCLI(t, "dead", "list", "--json", url)
+	// The dead state is stored a moment before the dead letter: poll.
 	var dead []struct {
 		Seq    uint64 `json:"seq"`
 		Reason string `json:"reason"`
 	}
-	if err != nil || json.Unmarshal([]byte(out), &dead) != nil || len(dead) != 1 || dead[0].Reason != "permanent" {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err = runCLI(t, "dead", "list", "--json", url)
+		dead = nil
+		if err == nil && json.Unmarshal([]byte(out), &dead) == nil && len(dead) == 1 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || len(dead) != 1 || dead[0].Reason != "permanent" {
 		t.Fatalf("dead list: %q %v", out, err)
 	}
 	if _, err = runCLI(t, "dead", "replay", url); err == nil {
