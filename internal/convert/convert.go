@@ -89,12 +89,14 @@ type Converter struct {
 	now      func() time.Time
 	pushConc int
 	shared   SharedCache
+	// renewEvery is how often held build claims are renewed.
+	renewEvery time.Duration
 }
 
 // New returns a Converter that reads and writes through reg, builds with b
 // and caches built layers in cache.
 func New(reg *registry.Client, b builder.Builder, cache *Cache, opts ...Option) *Converter {
-	c := &Converter{reg: reg, b: b, cache: cache, log: zap.NewNop(), obs: nopObserver{}, now: time.Now, pushConc: 3}
+	c := &Converter{reg: reg, b: b, cache: cache, log: zap.NewNop(), obs: nopObserver{}, now: time.Now, pushConc: 3, renewEvery: claimRenewInterval}
 	for _, o := range opts {
 		o(c)
 	}
@@ -202,7 +204,15 @@ type layerJob struct {
 	packErr error
 	// claim is the shared-cache key this worker claimed to build the layer
 	// ("" when none); it is Put after the blob is pushed, else released.
-	claim string
+	// Written before the renewal goroutine reads it (claimMu).
+	claim   string
+	claimMu sync.Mutex
+}
+
+func (j *layerJob) claimKey() string {
+	j.claimMu.Lock()
+	defer j.claimMu.Unlock()
+	return j.claim
 }
 
 func (c *Converter) convertTarget(ctx context.Context, t registry.Target, req Request) (*ImageResult, error) {
@@ -238,6 +248,9 @@ func (c *Converter) convertTarget(ctx context.Context, t registry.Target, req Re
 
 	if c.shared != nil {
 		defer c.releaseClaims(jobs)
+		rctx, stopRenew := context.WithCancel(ctx)
+		defer stopRenew()
+		go c.renewClaims(rctx, jobs, c.renewEvery)
 	}
 	if err := c.buildChain(ctx, t, jobs, chainDir, log); err != nil {
 		return nil, err
@@ -517,7 +530,9 @@ func (c *Converter) fromShared(ctx context.Context, j *layerJob, parentBlob stri
 		return CacheEntry{}, false, fmt.Errorf("shared chain cache %s: %w", j.src.ChainID, err)
 	}
 	if won {
+		j.claimMu.Lock()
 		j.claim = key
+		j.claimMu.Unlock()
 		return CacheEntry{}, false, nil
 	}
 	return c.adoptShared(ctx, val, j.src.ChainID, parentBlob)
@@ -526,9 +541,11 @@ func (c *Converter) fromShared(ctx context.Context, j *layerJob, parentBlob stri
 // releaseClaims gives up the claims of layers whose value was not stored.
 func (c *Converter) releaseClaims(jobs []*layerJob) {
 	for _, j := range jobs {
-		if j.claim != "" {
-			_ = c.shared.Release(context.WithoutCancel(context.Background()), j.claim)
+		if key := j.claimKey(); key != "" {
+			_ = c.shared.Release(context.WithoutCancel(context.Background()), key)
+			j.claimMu.Lock()
 			j.claim = ""
+			j.claimMu.Unlock()
 		}
 	}
 }
@@ -718,13 +735,13 @@ func (c *Converter) push(ctx context.Context, t registry.Target, jobs []*layerJo
 			if err := c.cache.AddRepo(j.entry, repo.String()); err != nil {
 				return err
 			}
-			if j.claim != "" {
+			if key := j.claimKey(); key != "" {
 				// The blob is in a registry now: other workers may take it.
 				v, err := json.Marshal(sharedValue{Entry: j.entry, Repo: repo.String()})
 				if err != nil {
 					return err
 				}
-				if err := c.shared.Put(gctx, j.claim, v); err != nil {
+				if err := c.shared.Put(gctx, key, v); err != nil {
 					return fmt.Errorf("shared chain cache %s: %w", j.src.ChainID, err)
 				}
 			}

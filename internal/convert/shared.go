@@ -2,10 +2,13 @@ package convert
 
 import (
 	"context"
+	"time"
+
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"go.uber.org/zap"
 	"io"
 	"os"
 
@@ -28,6 +31,36 @@ type SharedCache interface {
 	Put(ctx context.Context, key string, value []byte) error
 	// Release gives up this worker's claim on key.
 	Release(ctx context.Context, key string) error
+	// Renew extends this worker's claim on key while it is still building;
+	// it reports false when the claim was lost (expired and taken over).
+	Renew(ctx context.Context, key string) (bool, error)
+}
+
+// claimRenewInterval is how often held claims are renewed during a build;
+// claims must live several times longer (the service uses 30 minutes).
+const claimRenewInterval = 5 * time.Minute
+
+// renewClaims keeps the claims of jobs alive until ctx ends.
+func (c *Converter) renewClaims(ctx context.Context, jobs []*layerJob, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, j := range jobs {
+			key := j.claimKey()
+			if key == "" {
+				continue
+			}
+			if ok, err := c.shared.Renew(ctx, key); err != nil || !ok {
+				c.log.Warn("could not renew a build claim; another worker may build this layer too",
+					zap.String("chainID", j.src.ChainID), zap.Bool("held", ok), zap.Error(err))
+			}
+		}
+	}
 }
 
 // WithSharedCache makes workers consult and fill a shared chain cache: a
@@ -35,6 +68,15 @@ type SharedCache interface {
 // built again, and two workers never build one chainID at once.
 // A nil s leaves the converter on its local cache only.
 func WithSharedCache(s SharedCache) Option { return func(c *Converter) { c.shared = s } }
+
+// WithClaimRenewal sets how often build claims are renewed (default 5m).
+func WithClaimRenewal(every time.Duration) Option {
+	return func(c *Converter) {
+		if every > 0 {
+			c.renewEvery = every
+		}
+	}
+}
 
 // sharedValue is what the shared cache stores for a built layer: the cache
 // entry and a repository holding its blob.

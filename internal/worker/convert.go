@@ -77,6 +77,9 @@ func (k chainsCache) Put(ctx context.Context, key string, v []byte) error {
 func (k chainsCache) Release(ctx context.Context, key string) error {
 	return k.c.Release(ctx, key, k.owner)
 }
+func (k chainsCache) Renew(ctx context.Context, key string) (bool, error) {
+	return k.c.Claim(ctx, key, k.owner, k.ttl) // the owner's Claim renews
+}
 
 // reqObserver counts one request's traffic and forwards to next.
 type reqObserver struct {
