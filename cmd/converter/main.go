@@ -1,7 +1,3 @@
-// Command converter converts Windows container images into pre-built CimFS
-// images (CIMs) and publishes them as OCI artifacts referring to the image.
-//
-// This file only wires commands together; the work is done in internal/.
 package main
 
 import (

@@ -1,6 +1,3 @@
-// Package version holds the converter's version and the artifact format
-// version. Both feed the idempotency key of a conversion: a new format version
-// makes every image eligible for conversion again.
 package version
 
 // Version is the converter release, set at link time with
