@@ -73,8 +73,11 @@ type BuiltLayer struct {
 
 // Capabilities says what a builder can do on this host.
 type Capabilities struct {
-	Name          string
+	Name string
+	// Formats lists the CIM formats the builder can write on this host;
+	// Format is the one it writes with its current options.
 	Formats       []string
+	Format        string
 	WindowsBuild  string // host build the output targets, "" if host-independent
 	HiveMerge     bool   // can merge delta hives of non-base layers
 	Deterministic bool   // same chain -> byte-identical output

@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -182,7 +181,7 @@ func (c *Converter) Convert(ctx context.Context, req Request) (*Result, error) {
 // content; an existing artifact with the same key is reused.
 func (c *Converter) OptionsKey() string {
 	caps := c.b.Capabilities()
-	return fmt.Sprintf("builder=%s,format=%s", caps.Name, strings.Join(caps.Formats[:1], ""))
+	return fmt.Sprintf("builder=%s,format=%s", caps.Name, caps.Format)
 }
 
 func (c *Converter) emit(e Event) {

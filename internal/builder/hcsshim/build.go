@@ -66,6 +66,7 @@ func (b *hcsBuilder) Capabilities() builder.Capabilities {
 	return builder.Capabilities{
 		Name:         Name,
 		Formats:      append([]string(nil), b.formats...),
+		Format:       b.cfg.format,
 		WindowsBuild: b.host.String(),
 		HiveMerge:    true,
 	}

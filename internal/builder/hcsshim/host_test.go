@@ -79,13 +79,15 @@ func TestHostInfoString(t *testing.T) {
 }
 
 func TestCapabilities(t *testing.T) {
-	b, err := newBuilder(config{format: builder.FormatForked}, HostInfo{Major: 10, Build: 26100, Revision: 4349, CimFS: true, BlockCIMWrite: true}, &fakeImporter{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := builder.Capabilities{Name: "hcsshim", Formats: []string{"forked", "block"}, WindowsBuild: "10.0.26100.4349", HiveMerge: true}
-	if got := b.Capabilities(); !reflect.DeepEqual(got, want) {
-		t.Errorf("Capabilities() = %+v, want %+v", got, want)
+	for _, format := range []string{builder.FormatForked, builder.FormatBlock} {
+		b, err := newBuilder(config{format: format}, HostInfo{Major: 10, Build: 26100, Revision: 4349, CimFS: true, BlockCIMWrite: true}, &fakeImporter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := builder.Capabilities{Name: "hcsshim", Formats: []string{"forked", "block"}, Format: format, WindowsBuild: "10.0.26100.4349", HiveMerge: true}
+		if got := b.Capabilities(); !reflect.DeepEqual(got, want) {
+			t.Errorf("Capabilities() = %+v, want %+v", got, want)
+		}
 	}
 }
 

@@ -91,6 +91,7 @@ func (b *Builder) Capabilities() builder.Capabilities {
 	return builder.Capabilities{
 		Name:          Name,
 		Formats:       []string{builder.FormatForked},
+		Format:        builder.FormatForked,
 		HiveMerge:     false,
 		Deterministic: true,
 		Experimental:  true,
