@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -141,39 +140,12 @@ func run(ctx context.Context, n, conc int) error {
 	defer func() { stop(); _ = svc.Wait() }()
 	q := svc.Queue()
 
-	watch, err := q.WatchResult(ctx, "*")
+	m, err := worker.SubmitAll(ctx, q, reqs)
 	if err != nil {
 		return err
 	}
-	keys := make(map[string]int, n)
-	for i, r := range reqs {
-		nr, err := r.Normalize()
-		if err != nil {
-			return err
-		}
-		keys[nr.IdempotencyKey()] = i
-	}
-	submitted := make([]time.Time, n)
-	start := time.Now()
-	for i, r := range reqs {
-		submitted[i] = time.Now()
-		if dup, err := q.Submit(ctx, r); err != nil {
-			return fmt.Errorf("submit %d: %w", i, err)
-		} else if dup {
-			return fmt.Errorf("submit %d: collapsed as a duplicate", i)
-		}
-	}
-	lat := make([]time.Duration, 0, n)
 	failed, built, firstErr := 0, 0, ""
-	var last time.Time
-	err = watch.Each(ctx, func(res *queue.Result) bool {
-		i, ok := keys[res.Key]
-		if !ok {
-			return true
-		}
-		delete(keys, res.Key)
-		last = time.Now()
-		lat = append(lat, last.Sub(submitted[i]))
+	for _, res := range m.Results {
 		built += res.LayersBuilt
 		if !res.Succeeded() {
 			failed++
@@ -181,16 +153,9 @@ func run(ctx context.Context, n, conc int) error {
 				firstErr = res.Error
 			}
 		}
-		return len(keys) > 0
-	})
-	if err != nil {
-		return fmt.Errorf("%d of %d results missing: %w", len(keys), n, err)
 	}
-	wall := last.Sub(start)
-	slices.Sort(lat)
-	pct := func(p float64) time.Duration {
-		return lat[max(0, min(int(float64(len(lat))*p+0.5)-1, len(lat)-1))]
-	}
+	wall := m.Wall
+	pct := m.Percentile
 
 	times.mu.Lock()
 	defer times.mu.Unlock()

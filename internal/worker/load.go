@@ -56,55 +56,22 @@ func RunLoad(ctx context.Context, q *queue.Queue, conv Converter, reqs []queue.R
 	if err != nil {
 		return nil, err
 	}
-	keys := make(map[string]int, len(reqs))
-	for i, r := range reqs {
-		k := r.IdempotencyKey()
-		if _, dup := keys[k]; dup {
-			return nil, fmt.Errorf("load: requests %d and %d have the same key", keys[k], i)
-		}
-		keys[k] = i
-	}
-
-	// Results are read from the stream, starting after everything already
-	// there, by one ordered consumer on all result subjects.
-	watch, err := q.WatchResult(ctx, "*")
-	if err != nil {
-		return nil, err
-	}
 	wctx, stopWorker := context.WithCancel(ctx)
 	workerDone := make(chan error, 1)
 	go func() { workerDone <- w.Run(wctx) }()
 	defer func() { stopWorker(); <-workerDone }()
 
-	submitted := make([]time.Time, len(reqs))
-	start := time.Now()
-	for i, r := range reqs {
-		submitted[i] = time.Now()
-		if _, err := q.Submit(ctx, r); err != nil {
-			return nil, fmt.Errorf("load: submit %d: %w", i, err)
-		}
+	m, err := SubmitAll(ctx, q, reqs)
+	if err != nil {
+		return nil, err
 	}
-	lat := make([]time.Duration, 0, len(reqs))
 	failed := 0
-	var last time.Time
-	err = watch.Each(ctx, func(res *queue.Result) bool {
-		i, ok := keys[res.Key]
-		if !ok {
-			return true
-		}
-		delete(keys, res.Key)
-		last = time.Now()
-		lat = append(lat, last.Sub(submitted[i]))
+	for _, res := range m.Results {
 		if !res.Succeeded() {
 			failed++
 		}
-		return len(keys) > 0
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load: %d of %d results missing: %w", len(keys), len(reqs), err)
 	}
-	slices.Sort(lat)
-	wall := last.Sub(start)
+	wall := m.Wall
 	c := w.concurrency
 	mu.Lock()
 	b := busy
@@ -113,11 +80,75 @@ func RunLoad(ctx context.Context, q *queue.Queue, conv Converter, reqs []queue.R
 	rep := &LoadReport{
 		N: len(reqs), Concurrency: c, Failed: failed, Wall: wall,
 		PerSecond: float64(len(reqs)) / wall.Seconds(),
-		P50:       percentile(lat, 0.50), P99: percentile(lat, 0.99),
+		P50:       m.Percentile(0.50), P99: m.Percentile(0.99),
 		Busy: b, OverheadShare: 1 - float64(b)/float64(slot),
 		OverheadPerRequest: (slot - b) / time.Duration(len(reqs)),
 	}
 	return rep, nil
+}
+
+// Measurement is what SubmitAll observed.
+type Measurement struct {
+	// Wall is from the first submit to the last result.
+	Wall time.Duration
+	// Latencies are submit-to-result times, sorted.
+	Latencies []time.Duration
+	// Results are the result events, in arrival order.
+	Results []*queue.Result
+}
+
+// Percentile returns the p-th (0..1) latency.
+func (m *Measurement) Percentile(p float64) time.Duration {
+	return percentile(m.Latencies, p)
+}
+
+// SubmitAll submits every request at once to whatever workers consume q and
+// waits for each one's result event. Requests must have distinct
+// idempotency keys (a duplicate would collapse and never get its own result).
+func SubmitAll(ctx context.Context, q *queue.Queue, reqs []queue.Request) (*Measurement, error) {
+	keys := make(map[string]int, len(reqs))
+	for i, r := range reqs {
+		k := r.IdempotencyKey()
+		if _, dup := keys[k]; dup {
+			return nil, fmt.Errorf("load: requests %d and %d have the same key", keys[k], i)
+		}
+		keys[k] = i
+	}
+	// Results are read from the stream, starting after everything already
+	// there, by one ordered consumer on all result subjects.
+	watch, err := q.WatchResult(ctx, "*")
+	if err != nil {
+		return nil, err
+	}
+	submitted := make([]time.Time, len(reqs))
+	start := time.Now()
+	for i, r := range reqs {
+		submitted[i] = time.Now()
+		if dup, err := q.Submit(ctx, r); err != nil {
+			return nil, fmt.Errorf("load: submit %d: %w", i, err)
+		} else if dup {
+			return nil, fmt.Errorf("load: submit %d: collapsed as a duplicate of an earlier request", i)
+		}
+	}
+	m := &Measurement{Latencies: make([]time.Duration, 0, len(reqs))}
+	var last time.Time
+	err = watch.Each(ctx, func(res *queue.Result) bool {
+		i, ok := keys[res.Key]
+		if !ok {
+			return true
+		}
+		delete(keys, res.Key)
+		last = time.Now()
+		m.Latencies = append(m.Latencies, last.Sub(submitted[i]))
+		m.Results = append(m.Results, res)
+		return len(keys) > 0
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load: %d of %d results missing: %w", len(keys), len(reqs), err)
+	}
+	slices.Sort(m.Latencies)
+	m.Wall = last.Sub(start)
+	return m, nil
 }
 
 func percentile(sorted []time.Duration, p float64) time.Duration {
