@@ -171,13 +171,13 @@ func (b *hcsBuilder) BuildLayer(ctx context.Context, layer builder.LayerSource, 
 		return nil, fmt.Errorf("open layer %s: %w", layer.Digest, err)
 	}
 	defer rc.Close()
-	tr, compression, err := decompress(ctxReader{ctx, rc})
+	tr, compression, err := decompress(builder.ContextReader(ctx, rc))
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
 	defer tr.Close()
 	h := sha256.New()
-	stream := io.TeeReader(ctxReader{ctx, tr}, h)
+	stream := io.TeeReader(builder.ContextReader(ctx, tr), h)
 	log.Debug("importing layer", zap.String("compression", compression), zap.String("sideDir", sideDir))
 
 	out := &builder.BuiltLayer{

@@ -3,7 +3,6 @@ package hcsshim
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -57,17 +56,3 @@ func decompress(r io.Reader) (io.ReadCloser, string, error) {
 type zstdCloser struct{ *zstd.Decoder }
 
 func (z zstdCloser) Close() error { z.Decoder.Close(); return nil }
-
-// ctxReader fails reads once ctx is done, so a stalled or long import stops
-// at the next read instead of at the next tar entry.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}

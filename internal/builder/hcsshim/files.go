@@ -91,35 +91,12 @@ func carryForwardHives(parentSideDir, sideDir string) ([]string, error) {
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return carried, fmt.Errorf("carry base hive %s forward: %w", h, err)
 		}
-		if err := linkOrCopy(src, dst); err != nil {
+		if err := builder.LinkOrCopy(src, dst); err != nil {
 			return carried, fmt.Errorf("carry base hive %s forward: %w", h, err)
 		}
 		carried = append(carried, h)
 	}
 	return carried, nil
-}
-
-// linkOrCopy hard-links src to dst, copying when links are not possible
-// (another volume, or a filesystem without hard links).
-func linkOrCopy(src, dst string) error {
-	if err := os.Link(src, dst); err == nil {
-		return nil
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		os.Remove(dst)
-		return err
-	}
-	return out.Close()
 }
 
 // RemoveLayer deletes the files of one built layer: its CIM files in CimDir

@@ -175,7 +175,7 @@ func (b *Builder) BuildLayer(ctx context.Context, layer builder.LayerSource, par
 	if b.limits != nil {
 		opts = append(opts, wclayer.WithLimits(*b.limits))
 	}
-	r, err := wclayer.NewReader(ctxReader{ctx, rc}, opts...)
+	r, err := wclayer.NewReader(builder.ContextReader(ctx, rc), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", layerName(layer), err)
 	}
@@ -452,30 +452,11 @@ func carryForward(parent *builder.BuiltLayer, side string) error {
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return err
 		}
-		if err := os.Link(src, dst); err != nil {
-			if err := copyFile(src, dst); err != nil {
-				return err
-			}
+		if err := builder.LinkOrCopy(src, dst); err != nil {
+			return err
 		}
 	}
 	return nil
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 func listFiles(root string) ([]string, error) {
@@ -527,17 +508,4 @@ func splitLast(p string) (dir, name string) {
 		return "", p
 	}
 	return p[:i], p[i+1:]
-}
-
-// ctxReader stops a long read when the context is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -107,7 +107,7 @@ func (b *Builder) Prepare(ctx context.Context, layer builder.LayerSource, depth 
 	if b.limits != nil {
 		opts = append(opts, wclayer.WithLimits(*b.limits))
 	}
-	r, err := wclayer.NewReader(ctxReader{ctx, rc}, opts...)
+	r, err := wclayer.NewReader(builder.ContextReader(ctx, rc), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", layerName(layer), err)
 	}
