@@ -113,7 +113,11 @@ func run(ctx context.Context, n, conc int) error {
 		return err
 	}
 	times := &stageTimes{stages: map[string]time.Duration{}}
-	real := worker.NewConvertAdapter(registry.New(), portable.New(), cache,
+	rc, err := registry.New()
+	if err != nil {
+		return err
+	}
+	real := worker.NewConvertAdapter(rc, portable.New(), cache,
 		worker.WithWorkDir(filepath.Join(tmp, "work")), worker.WithObserver(times))
 	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, progress func(string)) (*queue.Result, error) {
 		start := time.Now()

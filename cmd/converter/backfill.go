@@ -54,7 +54,10 @@ func newBackfillCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--os-version: %w", err)
 			}
-			reg := rf.client(log)
+			reg, err := rf.client(log)
+			if err != nil {
+				return err
+			}
 			pr := progress.New(os.Stderr, !jsonOut)
 			defer pr.Close()
 			c, err := bf.converter(log, reg, convert.WithProgress(convertProgress(pr)))

@@ -50,7 +50,11 @@ With --output DIR the artifact is written as an OCI layout instead of pushed (a 
 			}
 			pr := progress.New(os.Stderr, !jsonOut)
 			defer pr.Close()
-			c, err := bf.converter(log, rf.client(log), convert.WithProgress(convertProgress(pr)))
+			reg, err := rf.client(log)
+			if err != nil {
+				return err
+			}
+			c, err := bf.converter(log, reg, convert.WithProgress(convertProgress(pr)))
 			if err != nil {
 				return err
 			}

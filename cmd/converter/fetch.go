@@ -43,7 +43,11 @@ The chain is checked to open with the CIM reader before it is placed.`,
 			if err != nil {
 				return fmt.Errorf("--platform %q: %w", platform, err)
 			}
-			res, err := fetch.New(rf.client(log), log).Fetch(cmd.Context(), args[0], fetch.Options{Dest: dest, NodeBuild: osBuild, Platform: *p})
+			reg, err := rf.client(log)
+			if err != nil {
+				return err
+			}
+			res, err := fetch.New(reg, log).Fetch(cmd.Context(), args[0], fetch.Options{Dest: dest, NodeBuild: osBuild, Platform: *p})
 			if err != nil {
 				return err
 			}

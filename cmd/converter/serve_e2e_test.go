@@ -83,7 +83,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // fetched chain shows the layers' merged view.
 func checkArtifact(t *testing.T, subject string, layers [][]byte) {
 	t.Helper()
-	reg := registry.New()
+	reg := newRegistry(t)
 	d, err := name.NewDigest(subject, name.Insecure)
 	if err != nil {
 		t.Fatal(err)
@@ -189,11 +189,21 @@ func TestServeSharedChainCacheAcrossWorkers(t *testing.T) {
 	}
 	for ref, layers := range images {
 		r, _ := name.ParseReference(ref, name.Insecure)
-		reg := registry.New()
+		reg := newRegistry(t)
 		targets, err := reg.Resolve(context.Background(), ref, v1.Platform{OS: "windows", Architecture: "amd64"}, registry.OSVersionPolicy{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		checkArtifact(t, r.Context().Digest(targets[0].Descriptor.Digest.String()).String(), layers)
 	}
+}
+
+// newRegistry returns a registry client with default options or fails the test.
+func newRegistry(t testing.TB, opts ...registry.Option) *registry.Client {
+	t.Helper()
+	c, err := registry.New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -34,6 +34,10 @@ func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger)
 	if bf.workDir == "" {
 		bf.workDir = filepath.Join(cfg.DataDir, "work")
 	}
+	reg, err := rf.client(log)
+	if err != nil {
+		return nil, err
+	}
 	b, err := bf.selectBuilder(log)
 	if err != nil {
 		return nil, err
@@ -44,7 +48,7 @@ func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger)
 	}
 	// Leftover chain directories of a killed process are not reused.
 	_ = os.RemoveAll(bf.workDir)
-	return worker.NewConvertAdapter(rf.client(log), b, cache, worker.WithWorkDir(bf.workDir), worker.WithAdapterLogger(log)), nil
+	return worker.NewConvertAdapter(reg, b, cache, worker.WithWorkDir(bf.workDir), worker.WithAdapterLogger(log)), nil
 }
 
 // runDevEnv is `serve --dev`: a loopback registry with a sample image, and

@@ -33,7 +33,7 @@ func (f *registryFlags) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&f.foreignHosts, "foreign-layer-hosts", nil, "hosts non-distributable layers may be fetched from (default: Microsoft's container registry)")
 }
 
-func (f *registryFlags) client(log *zap.Logger) *registry.Client {
+func (f *registryFlags) client(log *zap.Logger) (*registry.Client, error) {
 	opts := []registry.Option{
 		registry.WithLogger(log),
 		registry.WithUserAgent("cimconv/" + version.Version),

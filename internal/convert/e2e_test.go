@@ -59,7 +59,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	reg := registry.New(registry.WithRetry(registry.RetryPolicy{MaxAttempts: 6, InitialDelay: 5 * time.Millisecond, MaxDelay: 50 * time.Millisecond}))
+	reg := newRegistry(t, registry.WithRetry(registry.RetryPolicy{MaxAttempts: 6, InitialDelay: 5 * time.Millisecond, MaxDelay: 50 * time.Millisecond}))
 	cache, err := convert.NewCache(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -281,4 +281,14 @@ func TestForceConvertsAgain(t *testing.T) {
 	if second.Images[0].Artifact != first.Images[0].Artifact {
 		t.Fatalf("forced conversion gave %s, want %s", second.Images[0].Artifact, first.Images[0].Artifact)
 	}
+}
+
+// newRegistry returns a registry client with default options or fails the test.
+func newRegistry(t testing.TB, opts ...registry.Option) *registry.Client {
+	t.Helper()
+	c, err := registry.New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

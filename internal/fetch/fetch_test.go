@@ -38,7 +38,7 @@ func converted(t *testing.T, mw func(http.Handler) http.Handler) (host, image st
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := registry.New()
+	reg := newRegistry(t)
 	if _, err := convert.New(reg, portable.New(), cache, convert.WithWorkDir(t.TempDir())).Convert(context.Background(), convert.Request{Image: image}); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func entries(t *testing.T, dir string) []string {
 func TestFetchLayout(t *testing.T) {
 	_, image := converted(t, nil)
 	dest := t.TempDir()
-	res, err := fetch.New(registry.New(), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, NodeBuild: "10.0.20348.2340"})
+	res, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, NodeBuild: "10.0.20348.2340"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestFetchLayout(t *testing.T) {
 	// Fetching again (a second image on the same chain) is a no-op for
 	// files already there and leaves no staging directory behind.
 	before := len(entries(t, dest))
-	if _, err := fetch.New(registry.New(), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest}); err != nil {
+	if _, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest}); err != nil {
 		t.Fatal(err)
 	}
 	if after := entries(t, dest); len(after) != before {
@@ -91,14 +91,14 @@ func TestFetchRefusals(t *testing.T) {
 		host := registrytest.NewReferrersRegistry(t)
 		image := host + "/win/plain:1"
 		registrytest.PushImage(t, image, [][]byte{wclayertest.BaseLayer().Bytes(wclayertest.Gzip)}, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
-		_, err := fetch.New(registry.New(), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir()})
+		_, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir()})
 		if !errors.Is(err, fetch.ErrNoArtifact) {
 			t.Fatalf("err = %v, want ErrNoArtifact", err)
 		}
 	})
 	t.Run("node build older than the image", func(t *testing.T) {
 		_, image := converted(t, nil)
-		_, err := fetch.New(registry.New(), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir(), NodeBuild: "10.0.17763.1"})
+		_, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir(), NodeBuild: "10.0.17763.1"})
 		if err == nil {
 			t.Fatal("a 17763 node accepted a 20348 image")
 		}
@@ -118,7 +118,7 @@ func TestFetchRefusals(t *testing.T) {
 		_, image := converted(t, mw)
 		armed.Store(true)
 		dest := t.TempDir()
-		_, err := fetch.New(registry.New(), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest})
+		_, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest})
 		if !errors.Is(err, registry.ErrDigestMismatch) {
 			t.Fatalf("err = %v, want a digest mismatch", err)
 		}
@@ -142,4 +142,14 @@ func (f *flipWriter) Write(p []byte) (int, error) {
 	}
 	f.n += len(p)
 	return f.ResponseWriter.Write(p)
+}
+
+// newRegistry returns a registry client with default options or fails the test.
+func newRegistry(t testing.TB, opts ...registry.Option) *registry.Client {
+	t.Helper()
+	c, err := registry.New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -151,4 +153,29 @@ func TestBearerTokenScopes(t *testing.T) {
 			t.Fatalf("%d requests carried a token without the scope they needed", n)
 		}
 	})
+}
+
+func TestNewRefusesBadDockerConfig(t *testing.T) {
+	dir := t.TempDir()
+	malformed := filepath.Join(dir, "config.json")
+	if err := os.WriteFile(malformed, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path, want string
+	}{
+		{"missing file", filepath.Join(dir, "absent.json"), "absent.json"},
+		{"malformed file", malformed, "not a dockerconfigjson file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := New(WithDockerConfig(tt.path))
+			if err == nil || c != nil {
+				t.Fatalf("New = %v, %v; want an error", c, err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not name %q", err, tt.want)
+			}
+		})
+	}
 }

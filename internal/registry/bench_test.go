@@ -21,7 +21,10 @@ func BenchmarkOpenLayer(b *testing.B) {
 	_, _ = rand.Read(layer)
 	ref := host + "/bench/layer:1"
 	registrytest.PushImage(b, ref, [][]byte{layer}, v1.Platform{OSVersion: "10.0.20348.1"})
-	c := New()
+	c, err := New()
+	if err != nil {
+		b.Fatal(err)
+	}
 	ctx := context.Background()
 	targets, err := c.Resolve(ctx, ref, v1.Platform{}, OSVersionPolicy{})
 	if err != nil {

@@ -38,7 +38,6 @@ type Client struct {
 	userAgent    string
 	byteCounter  func(n int64)
 	sleep        sleepFunc
-	configErr    error
 	transportsMu sync.Mutex
 	transports   map[string]http.RoundTripper
 	transportsSF singleflight.Group
@@ -95,8 +94,9 @@ func WithUserAgent(ua string) Option { return func(c *Client) { c.userAgent = ua
 // and blob stream (for metrics: cimconv_bytes_total{direction="fetched"}).
 func WithByteCounter(f func(n int64)) Option { return func(c *Client) { c.byteCounter = f } }
 
-// New returns a Client.
-func New(opts ...Option) *Client {
+// New returns a Client. A configuration that cannot work (an unreadable or
+// malformed docker config) is an error here, not on every later operation.
+func New(opts ...Option) (*Client, error) {
 	c := &Client{
 		keychain:     authn.DefaultKeychain,
 		foreignHosts: slices.Clone(DefaultForeignLayerHosts),
@@ -116,10 +116,9 @@ func New(opts ...Option) *Client {
 	if c.dockerConfig != "" {
 		kc, err := loadDockerConfig(c.dockerConfig)
 		if err != nil {
-			c.configErr = err
-		} else {
-			c.keychain = authn.NewMultiKeychain(kc, c.keychain)
+			return nil, err
 		}
+		c.keychain = authn.NewMultiKeychain(kc, c.keychain)
 	}
 	c.retryingBase = &retryTransport{
 		inner:  &schemeGuard{inner: c.base, allowed: c.plainHTTPAllowed},
@@ -129,7 +128,7 @@ func New(opts ...Option) *Client {
 		log:    c.log,
 	}
 	c.plainClient = &http.Client{Transport: transport.NewUserAgent(c.retryingBase, c.userAgent)}
-	return c
+	return c, nil
 }
 
 // plainHTTPAllowed: loopback always, otherwise only hosts given to
@@ -206,9 +205,6 @@ func (c *Client) repoFor(repo name.Repository) name.Repository {
 // httpClient returns an authenticated client for repo with the given
 // action (transport.PullScope or transport.PushScope, which is "push,pull"); extra are additional scopes (mount sources).
 func (c *Client) httpClient(ctx context.Context, repo name.Repository, action string, extra ...string) (*http.Client, error) {
-	if c.configErr != nil {
-		return nil, c.configErr
-	}
 	repo = c.repoFor(repo)
 	scopes := []string{repo.Scope(action)}
 	scopes = append(scopes, extra...)

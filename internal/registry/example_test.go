@@ -24,7 +24,10 @@ func Example() {
 	}
 	registrytest.PushIndex(t, host+"/win/app:latest", manifests...)
 
-	c := registry.New()
+	c, err := registry.New()
+	if err != nil {
+		log.Fatal(err)
+	}
 	policy, err := registry.ParseOSVersionPolicy("compatible:26100")
 	if err != nil {
 		log.Fatal(err)

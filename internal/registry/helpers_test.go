@@ -61,7 +61,10 @@ func (s *recordedSleeps) all() []time.Duration {
 // newTestClient returns a client whose retries do not sleep.
 func newTestClient(t testing.TB, opts ...Option) (*Client, *recordedSleeps) {
 	t.Helper()
-	c := New(append([]Option{WithKeychain(anonymousKeychain{})}, opts...)...)
+	c, err := New(append([]Option{WithKeychain(anonymousKeychain{})}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := &recordedSleeps{}
 	c.sleep = s.sleep
 	return c, s

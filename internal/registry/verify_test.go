@@ -47,9 +47,12 @@ func TestVerifyingReader(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			body := &countingBody{r: bytes.NewReader(content)}
-			c := New()
+			c, err := New()
+			if err != nil {
+				t.Fatal(err)
+			}
 			v := c.verifying(body, tt.want, tt.size, "test")
-			err := readN(v, tt.readFirst)
+			err = readN(v, tt.readFirst)
 			if tt.size == 0 && err == nil {
 				_, err = v.Read(make([]byte, 1)) // reach EOF
 				if errors.Is(err, io.EOF) {

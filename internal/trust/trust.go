@@ -1,0 +1,59 @@
+package trust
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// ErrUntrusted means an artifact failed verification: unsigned, signed by a
+// key that is not trusted, or not bound to the image it was found for. Callers
+// treat it as "do not use this artifact", never as a transient failure.
+var ErrUntrusted = errors.New("artifact not trusted")
+
+// Request names what a node is about to use.
+type Request struct {
+	// Subject is the platform-specific image manifest being pulled.
+	Subject name.Digest
+	// Artifact is the cimconv artifact manifest found for Subject (from the
+	// referrers API or the fallback tag), in Subject's repository.
+	Artifact v1.Descriptor
+	// Manifest is the artifact manifest's raw bytes, already checked against
+	// Artifact.Digest by the caller.
+	Manifest []byte
+}
+
+// Result says what verification established.
+type Result struct {
+	// Signed is false only under AllowUnsigned.
+	Signed bool `json:"signed"`
+	// KeyID names the trusted key that signed the artifact.
+	KeyID string `json:"keyID,omitempty"`
+	// Checks lists every check made, in order, for logs and `converter verify`.
+	Checks []string `json:"checks,omitempty"`
+}
+
+// Verifier decides whether an artifact may be used for a subject. An error
+// wrapping ErrUntrusted is a verdict; any other error (registry unreachable)
+// means no verdict was reached. Either way the caller must not use the
+// artifact.
+type Verifier interface {
+	Verify(ctx context.Context, req Request) (*Result, error)
+}
+
+// AllowUnsigned accepts every artifact without a signature check. It exists
+// for development (--trust-unsigned): anyone with push rights to a repository
+// can attach an artifact to any image in it.
+func AllowUnsigned() Verifier { return allowUnsigned{} }
+
+type allowUnsigned struct{}
+
+func (allowUnsigned) Verify(_ context.Context, req Request) (*Result, error) {
+	if req.Artifact.Digest == (v1.Hash{}) {
+		return nil, fmt.Errorf("%w: no artifact digest for %s", ErrUntrusted, req.Subject)
+	}
+	return &Result{Signed: false, Checks: []string{"signature: not checked (--trust-unsigned)"}}, nil
+}
