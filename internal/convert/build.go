@@ -14,12 +14,20 @@ import (
 )
 
 // buildChain builds or reuses every layer, in order. Packing and caching of a
-// built layer overlap with building the next one.
+// built layer overlap with building the next one. The first failure cancels
+// the rest and is the error returned (context.Cause): a pack failure is not
+// reported as the cancellation of the build it stopped.
 func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*layerJob, chainDir string, log *zap.Logger) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// fail records err as the cause unless something failed first, and
+	// returns the first cause (the parent's, when it was cancelled).
+	fail := func(err error) error {
+		cancel(err)
+		return context.Cause(ctx)
+	}
 
 	// The cached prefix of the chain: reused, not built.
 	parentBlob := ""
@@ -27,14 +35,14 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 	for i, j := range jobs {
 		e, ok, err := c.cache.Get(j.src.ChainID, parentBlob)
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		// A layer is reused only from the same builder: forked CIMs of
 		// one builder cannot sit on parents written by another.
 		ok = ok && e.Build.Builder == c.b.Capabilities().Name
 		if !ok && c.shared != nil {
 			if e, ok, err = c.fromShared(ctx, j, parentBlob); err != nil {
-				return err
+				return fail(err)
 			}
 		}
 		if !ok {
@@ -54,7 +62,7 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 	// only the metadata is done below, in chain order.
 	ahead := c.prepareAhead(ctx, jobs, firstBuilt, chainDir)
 	defer func() {
-		cancel() // stop Prepares still running after a failure
+		cancel(nil) // stop Prepares still running after a failure
 		ahead.discard()
 	}()
 
@@ -65,17 +73,17 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 		if i > 0 {
 			var err error
 			if parent, err = c.materialize(jobs[:i], chainDir); err != nil {
-				return err
+				return fail(err)
 			}
 		}
 		start := time.Now()
 		built, err := ahead.build(ctx, c.b, i, j, parent, chainDir)
 		c.obs.Stage(StageBuild, time.Since(start), err)
 		if err != nil {
-			return fmt.Errorf("layer %d/%d (%s): %w", i+1, len(jobs), j.src.Digest, err)
+			return fail(fmt.Errorf("layer %d/%d (%s): %w", i+1, len(jobs), j.src.Digest, err))
 		}
 		if built.UnmergedDeltas {
-			return ErrUnmerged
+			return fail(ErrUnmerged)
 		}
 		j.built = built
 		c.obs.Layer(false)
@@ -88,19 +96,17 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 		go func(i int, j, prev *layerJob) {
 			defer wg.Done()
 			defer close(j.packed)
-			j.packErr = c.pack(ctx, j, prev)
-			if j.packErr != nil {
-				cancel()
+			if err := c.pack(ctx, j, prev); err != nil {
+				j.packErr = fmt.Errorf("layer %d/%d: pack: %w", i+1, len(jobs), err)
+				cancel(j.packErr)
 			}
 		}(i, j, prev)
 	}
 	wg.Wait()
-	for i, j := range jobs {
-		if j.packErr != nil {
-			return fmt.Errorf("layer %d/%d: pack: %w", i+1, len(jobs), j.packErr)
-		}
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
 	}
-	return ctx.Err()
+	return nil
 }
 
 // prepareConcurrency bounds concurrent Prepare calls: each keeps about one

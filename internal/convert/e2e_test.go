@@ -51,20 +51,20 @@ func layersOf(ls []*wclayertest.Layer) [][]byte {
 	return out
 }
 
-type fixture struct {
+type setup struct {
 	reg   *registry.Client
 	cache *convert.Cache
 	conv  *convert.Converter
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *setup {
 	t.Helper()
 	reg := newRegistry(t, registry.WithRetry(registry.RetryPolicy{MaxAttempts: 6, InitialDelay: 5 * time.Millisecond, MaxDelay: 50 * time.Millisecond}))
 	cache, err := convert.NewCache(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{reg: reg, cache: cache, conv: convert.New(reg, portable.New(), cache, convert.WithWorkDir(t.TempDir()))}
+	return &setup{reg: reg, cache: cache, conv: convert.New(reg, portable.New(), cache, convert.WithWorkDir(t.TempDir()))}
 }
 
 func referrers(t *testing.T, reg *registry.Client, subject string) []v1.Descriptor {

@@ -17,12 +17,12 @@ func (c *Converter) pack(ctx context.Context, j, prev *layerJob) (err error) {
 	if prev != nil {
 		<-prev.packed
 		if prev.packErr != nil {
-			return fmt.Errorf("parent layer failed")
+			return fmt.Errorf("parent layer failed: %w", prev.packErr)
 		}
 		parentBlob = prev.entry.Blob.Digest
 	}
-	if err := ctx.Err(); err != nil {
-		return err
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
 	}
 	b := j.built
 	tmp, err := os.CreateTemp(c.workDirOrTemp(), "blob-*.tar.zst")
