@@ -33,28 +33,21 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 	parentBlob := ""
 	firstBuilt := len(jobs)
 	for i, j := range jobs {
-		e, ok, err := c.cache.Get(j.src.ChainID, parentBlob)
+		ok, err := c.reuse(ctx, j, parentBlob)
 		if err != nil {
 			return fail(err)
-		}
-		// A layer is reused only from the same builder: forked CIMs of
-		// one builder cannot sit on parents written by another.
-		ok = ok && e.Build.Builder == c.b.Capabilities().Name
-		if !ok && c.shared != nil {
-			if e, ok, err = c.fromShared(ctx, j, parentBlob); err != nil {
-				return fail(err)
-			}
 		}
 		if !ok {
 			firstBuilt = i
 			break
 		}
-		j.entry, j.cached = e, true
+		j.cached = true
 		close(j.packed)
-		parentBlob = e.Blob.Digest
+		parentBlob = j.entry.Blob.Digest
 		c.obs.Layer(true)
 		c.emit(Event{Subject: t.Ref.String(), Stage: StageBuild, Layer: i + 1, Layers: len(jobs), ChainID: j.src.ChainID, Cached: true, Done: true})
 	}
+	c.claimRest(jobs[min(firstBuilt+1, len(jobs)):])
 	for i := firstBuilt; i < len(jobs); i++ {
 		jobs[i].src.Open = c.opener(t, i, len(jobs))
 	}
@@ -99,6 +92,9 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 			if err := c.pack(ctx, j, prev); err != nil {
 				j.packErr = fmt.Errorf("layer %d/%d: pack: %w", i+1, len(jobs), err)
 				cancel(j.packErr)
+			}
+			if j.release != nil {
+				j.release() // cached (or failed): conversions waiting for it go on
 			}
 		}(i, j, prev)
 	}

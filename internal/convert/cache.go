@@ -8,7 +8,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/cimconv/cimconv/internal/artifact"
 )
@@ -26,10 +29,16 @@ type CacheEntry struct {
 	Repos []string `json:"repos,omitempty"` // repositories the blob was pushed to
 }
 
-// Cache is the local chain cache: one directory per chainID holding the packed
-// layer blob and its entry. Writes are atomic (temp file + rename), so a crash
-// never leaves a half-written entry that looks valid.
-type Cache struct{ dir string }
+// Cache is the local chain cache: one directory per chainID holding the
+// entry and the packed layer blob, named after its digest. Writes are atomic
+// (uniquely named temp file + rename), so a crash or a concurrent writer
+// never leaves a half-written file that looks valid, and a blob's name is
+// its content: a reader holding a Blob reads the bytes its digest names even
+// when the entry is replaced meanwhile.
+type Cache struct {
+	dir string
+	mu  sync.Mutex // entry read-modify-write within this process
+}
 
 // NewCache opens (creating) a cache directory.
 func NewCache(dir string) (*Cache, error) {
@@ -43,15 +52,72 @@ func (c *Cache) entryDir(chainID string) string {
 	return filepath.Join(c.dir, strings.TrimPrefix(chainID, "sha256:"))
 }
 
-// BlobPath is where the packed blob of chainID lives.
-func (c *Cache) BlobPath(chainID string) string {
-	return filepath.Join(c.entryDir(chainID), "blob.tar.zst")
+func (c *Cache) entryPath(chainID string) string {
+	return filepath.Join(c.entryDir(chainID), "entry.json")
 }
 
-// Get returns the entry for chainID built on parentBlob ("" for a base layer),
-// or ok=false when there is none or it was built on another parent.
-func (c *Cache) Get(chainID, parentBlob string) (CacheEntry, bool, error) {
-	b, err := os.ReadFile(filepath.Join(c.entryDir(chainID), "entry.json"))
+const blobPrefix, blobSuffix = "blob-", ".tar.zst"
+
+// blobPath is where the packed blob of chainID with digest lives.
+func (c *Cache) blobPath(chainID, digest string) string {
+	return filepath.Join(c.entryDir(chainID), blobPrefix+strings.TrimPrefix(digest, "sha256:")+blobSuffix)
+}
+
+// Blob is a cached layer blob held open: the exact bytes whose digest the
+// entry records, whatever happens to the cache afterwards. Close it when
+// done.
+type Blob struct {
+	f    *os.File
+	size int64
+}
+
+// Reader reads the blob from its start; each call gives a new reader.
+func (b *Blob) Reader() io.Reader { return io.NewSectionReader(b.f, 0, b.size) }
+
+// Open is Reader as a registry.Client opener (which may read more than once).
+func (b *Blob) Open() (io.ReadCloser, error) { return io.NopCloser(b.Reader()), nil }
+
+// Close releases the blob.
+func (b *Blob) Close() error {
+	if b == nil {
+		return nil
+	}
+	return b.f.Close()
+}
+
+func openBlob(path string, size int64) (*Blob, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err == nil && st.Size() != size {
+		err = fmt.Errorf("chain cache blob %s: %d bytes, the entry says %d", path, st.Size(), size)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &Blob{f: f, size: size}, nil
+}
+
+// Get returns the entry for chainID built on parentBlob ("" for a base
+// layer) with its blob open, or ok=false when there is none, it was built on
+// another parent, or its blob is missing or truncated.
+func (c *Cache) Get(chainID, parentBlob string) (_ CacheEntry, _ *Blob, ok bool, _ error) {
+	e, ok, err := c.readEntry(chainID)
+	if err != nil || !ok || e.ParentBlob != parentBlob {
+		return CacheEntry{}, nil, false, err
+	}
+	b, err := openBlob(c.blobPath(chainID, e.Blob.Digest), e.Blob.Size)
+	if err != nil {
+		return CacheEntry{}, nil, false, nil // not trusted: build again
+	}
+	return e, b, true, nil
+}
+
+func (c *Cache) readEntry(chainID string) (CacheEntry, bool, error) {
+	b, err := os.ReadFile(c.entryPath(chainID))
 	if errors.Is(err, fs.ErrNotExist) {
 		return CacheEntry{}, false, nil
 	}
@@ -62,39 +128,76 @@ func (c *Cache) Get(chainID, parentBlob string) (CacheEntry, bool, error) {
 	if err := json.Unmarshal(b, &e); err != nil {
 		return CacheEntry{}, false, fmt.Errorf("chain cache entry %s: %w", chainID, err)
 	}
-	if e.ChainID != chainID || e.ParentBlob != parentBlob {
-		return CacheEntry{}, false, nil
-	}
-	st, err := os.Stat(c.BlobPath(chainID))
-	if err != nil || st.Size() != e.Blob.Size {
+	if e.ChainID != chainID {
 		return CacheEntry{}, false, nil
 	}
 	return e, true, nil
 }
 
-// Put stores an entry whose blob is at blobPath (moved into the cache).
-func (c *Cache) Put(e CacheEntry, blobPath string) error {
-	dir := c.entryDir(e.ChainID)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+// Put stores an entry whose blob is at blobPath (moved into the cache) and
+// returns the stored blob open. Blobs of older builds of the chainID are
+// removed (best effort: one still open elsewhere stays readable there).
+func (c *Cache) Put(e CacheEntry, blobPath string) (*Blob, error) {
+	if err := os.MkdirAll(c.entryDir(e.ChainID), 0o755); err != nil {
+		return nil, err
 	}
-	if err := os.Rename(blobPath, c.BlobPath(e.ChainID)); err != nil {
-		if err := copyPath(blobPath, c.BlobPath(e.ChainID)); err != nil {
-			return err
+	dst := c.blobPath(e.ChainID, e.Blob.Digest)
+	if err := os.Rename(blobPath, dst); err != nil {
+		if st, serr := os.Stat(dst); serr == nil && st.Size() == e.Blob.Size {
+			os.Remove(blobPath) // the same digest is there already
+		} else if err := copyPath(blobPath, dst); err != nil {
+			return nil, err
 		}
 	}
-	return c.writeEntry(e)
+	b, err := openBlob(dst, e.Blob.Size)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	err = c.writeEntry(e)
+	c.mu.Unlock()
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	c.removeStale(e)
+	return b, nil
 }
 
-// AddRepo records that the entry's blob now exists in repo.
-func (c *Cache) AddRepo(e CacheEntry, repo string) error {
-	for _, r := range e.Repos {
-		if r == repo {
-			return nil
+// staleAfter is how old a blob of a replaced build must be before Put
+// removes it: a younger one may belong to a concurrent Put (another process
+// on this cache) that has not written its entry yet. A later Put removes it.
+const staleAfter = 10 * time.Minute
+
+func (c *Cache) removeStale(e CacheEntry) {
+	keep := filepath.Base(c.blobPath(e.ChainID, e.Blob.Digest))
+	dir := c.entryDir(e.ChainID)
+	ents, _ := os.ReadDir(dir)
+	for _, d := range ents {
+		n := d.Name()
+		if n == keep || !strings.HasPrefix(n, blobPrefix) || !strings.HasSuffix(n, blobSuffix) {
+			continue
+		}
+		if info, err := d.Info(); err == nil && time.Since(info.ModTime()) > staleAfter {
+			_ = os.Remove(filepath.Join(dir, n))
 		}
 	}
-	e.Repos = append(e.Repos, repo)
-	return c.writeEntry(e)
+}
+
+// AddRepo records that the entry's blob now exists in repo. Nothing is
+// recorded when the cache holds another build of the chainID by now.
+func (c *Cache) AddRepo(e CacheEntry, repo string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur, ok, err := c.readEntry(e.ChainID)
+	if err != nil || !ok || cur.Blob.Digest != e.Blob.Digest {
+		return err
+	}
+	if slices.Contains(cur.Repos, repo) {
+		return nil
+	}
+	cur.Repos = append(cur.Repos, repo)
+	return c.writeEntry(cur)
 }
 
 func (c *Cache) writeEntry(e CacheEntry) error {
@@ -102,11 +205,29 @@ func (c *Cache) writeEntry(e CacheEntry) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(c.entryDir(e.ChainID), "entry.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	return writeAtomic(c.entryPath(e.ChainID), func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// writeAtomic writes dst through a uniquely named temp file beside it.
+func writeAtomic(dst string, write func(io.Writer) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".tmp-"+filepath.Base(dst)+"-*")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, filepath.Join(c.entryDir(e.ChainID), "entry.json"))
+	err = write(tmp)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), dst)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return err
 }
 
 func copyPath(src, dst string) error {
@@ -115,18 +236,8 @@ func copyPath(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	tmp := dst + ".tmp"
-	out, err := os.Create(tmp)
-	if err != nil {
+	return writeAtomic(dst, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
 		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
+	})
 }

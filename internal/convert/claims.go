@@ -10,17 +10,17 @@ import (
 
 // fromShared consults the shared cache for j: another worker's layer is
 // adopted; otherwise this worker claims the layer (j.claim) and builds it.
-func (c *Converter) fromShared(ctx context.Context, j *layerJob, parentBlob string) (CacheEntry, bool, error) {
+func (c *Converter) fromShared(ctx context.Context, j *layerJob, parentBlob string) (CacheEntry, *Blob, bool, error) {
 	key := sharedKey(c.b.Capabilities().Name, j.src.ChainID)
 	val, won, err := c.shared.Acquire(ctx, key)
 	if err != nil {
-		return CacheEntry{}, false, fmt.Errorf("shared chain cache %s: %w", j.src.ChainID, err)
+		return CacheEntry{}, nil, false, fmt.Errorf("shared chain cache %s: %w", j.src.ChainID, err)
 	}
 	if won {
 		j.claimMu.Lock()
 		j.claim = key
 		j.claimMu.Unlock()
-		return CacheEntry{}, false, nil
+		return CacheEntry{}, nil, false, nil
 	}
 	return c.adoptShared(ctx, val, j.src.ChainID, parentBlob)
 }

@@ -57,6 +57,7 @@ type Converter struct {
 	now      func() time.Time
 	pushConc int
 	shared   SharedCache
+	flights  flights
 	// renewEvery is how often held build claims are renewed.
 	renewEvery time.Duration
 }
@@ -193,6 +194,11 @@ func (c *Converter) convertTarget(ctx context.Context, t registry.Target, req Re
 	}
 	defer os.RemoveAll(chainDir)
 
+	defer func() {
+		for _, j := range jobs {
+			j.done()
+		}
+	}()
 	if c.shared != nil {
 		defer c.releaseClaims(jobs)
 		rctx, stopRenew := context.WithCancel(ctx)
@@ -213,7 +219,7 @@ func (c *Converter) convertTarget(ctx context.Context, t registry.Target, req Re
 		return nil, err
 	}
 	if req.OutputDir != "" {
-		d, err := writeLayout(req.OutputDir, c.cache, jobs, cfgBytes, manifest)
+		d, err := writeLayout(req.OutputDir, jobs, cfgBytes, manifest)
 		if err != nil {
 			return nil, fmt.Errorf("write OCI layout %s: %w", req.OutputDir, err)
 		}

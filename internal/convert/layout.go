@@ -3,7 +3,6 @@ package convert
 import (
 	"bytes"
 	"io"
-	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -15,7 +14,7 @@ import (
 
 // writeLayout writes the artifact as an OCI image layout in dir (created or
 // appended to) and returns the manifest digest.
-func writeLayout(dir string, cache *Cache, jobs []*layerJob, cfgBytes, manifest []byte) (string, error) {
+func writeLayout(dir string, jobs []*layerJob, cfgBytes, manifest []byte) (string, error) {
 	p, err := layout.FromPath(dir)
 	if err != nil {
 		if p, err = layout.Write(dir, empty.Index); err != nil {
@@ -27,11 +26,7 @@ func writeLayout(dir string, cache *Cache, jobs []*layerJob, cfgBytes, manifest 
 		if err != nil {
 			return "", err
 		}
-		f, err := os.Open(cache.BlobPath(j.src.ChainID))
-		if err != nil {
-			return "", err
-		}
-		if err := p.WriteBlob(h, f); err != nil {
+		if err := p.WriteBlob(h, io.NopCloser(j.blob.Reader())); err != nil {
 			return "", err
 		}
 	}

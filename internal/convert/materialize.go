@@ -2,7 +2,6 @@ package convert
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/cimconv/cimconv/internal/artifact"
 	"github.com/cimconv/cimconv/internal/builder"
@@ -23,13 +22,7 @@ func (c *Converter) materialize(jobs []*layerJob, chainDir string) (*builder.Bui
 			return nil, j.packErr
 		}
 		side := builder.SideDir(chainDir, j.src.ChainID)
-		f, err := os.Open(c.cache.BlobPath(j.src.ChainID))
-		if err != nil {
-			return nil, fmt.Errorf("chain cache %s: %w", j.src.ChainID, err)
-		}
-		_, err = artifact.Unpack(f, chainDir, side, &j.entry.Layer)
-		f.Close()
-		if err != nil {
+		if _, err := artifact.Unpack(j.blob.Reader(), chainDir, side, &j.entry.Layer); err != nil {
 			return nil, fmt.Errorf("chain cache %s: %w", j.src.ChainID, err)
 		}
 		j.built = builtLayer(j.src, j.entry.PackedLayer, chainDir, side, parent)

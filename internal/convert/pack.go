@@ -42,5 +42,6 @@ func (c *Converter) pack(ctx context.Context, j, prev *layerJob) (err error) {
 		ParentBlob:  parentBlob,
 		PackedLayer: packedLayer(j.src, b, info),
 	}
-	return c.cache.Put(j.entry, tmp.Name())
+	j.blob, err = c.cache.Put(j.entry, tmp.Name())
+	return err
 }

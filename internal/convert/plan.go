@@ -19,11 +19,25 @@ type layerJob struct {
 	built   *builder.BuiltLayer
 	packed  chan struct{} // closed when entry is final (packed and cached)
 	packErr error
+	// blob is the entry's blob in the cache, held open from the moment the
+	// entry is known: materialize, push and --output read these bytes.
+	blob *Blob
+	// release gives up this conversion's in-process claim on building the
+	// layer (nil when it holds none); safe to call more than once.
+	release func()
 	// claim is the shared-cache key this worker claimed to build the layer
 	// ("" when none); it is Put after the blob is pushed, else released.
 	// Written before the renewal goroutine reads it (claimMu).
 	claim   string
 	claimMu sync.Mutex
+}
+
+// done closes the job's blob and releases its in-process build claim.
+func (j *layerJob) done() {
+	if j.release != nil {
+		j.release()
+	}
+	j.blob.Close()
 }
 
 // plan turns the image's layers into jobs with diffIDs and chainIDs.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -59,8 +58,9 @@ func (c *Converter) pushLayer(ctx context.Context, repo name.Repository, j *laye
 			mounts = append(mounts, mr)
 		}
 	}
-	path := c.cache.BlobPath(j.src.ChainID)
-	if err := c.reg.PushBlob(ctx, repo, desc, func() (io.ReadCloser, error) { return os.Open(path) }, mounts...); err != nil {
+	// The bytes held since the digest was recorded, never a path another
+	// conversion could have replaced meanwhile.
+	if err := c.reg.PushBlob(ctx, repo, desc, j.blob.Open, mounts...); err != nil {
 		return fmt.Errorf("push layer blob %s: %w", desc.Digest, err)
 	}
 	c.obs.Bytes("pushed", j.entry.Blob.Size)

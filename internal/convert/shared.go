@@ -65,31 +65,31 @@ func sharedKey(builderName, chainID string) string {
 
 // adoptShared takes a layer another worker built: it checks the value fits
 // this chain and fetches the blob into the local cache.
-func (c *Converter) adoptShared(ctx context.Context, raw []byte, chainID, parentBlob string) (CacheEntry, bool, error) {
+func (c *Converter) adoptShared(ctx context.Context, raw []byte, chainID, parentBlob string) (CacheEntry, *Blob, bool, error) {
 	var v sharedValue
 	if err := json.Unmarshal(raw, &v); err != nil {
-		return CacheEntry{}, false, nil // not ours to trust: build instead
+		return CacheEntry{}, nil, false, nil // not ours to trust: build instead
 	}
 	e := v.Entry
 	if e.ChainID != chainID || e.ParentBlob != parentBlob || e.Build.Builder != c.b.Capabilities().Name {
-		return CacheEntry{}, false, nil
+		return CacheEntry{}, nil, false, nil
 	}
 	repo, err := name.NewRepository(v.Repo, name.Insecure)
 	if err != nil {
-		return CacheEntry{}, false, nil
+		return CacheEntry{}, nil, false, nil
 	}
 	h, err := v1.NewHash(e.Blob.Digest)
 	if err != nil {
-		return CacheEntry{}, false, nil
+		return CacheEntry{}, nil, false, nil
 	}
 	rc, err := c.reg.FetchBlob(ctx, repo, v1.Descriptor{MediaType: types.MediaType(artifact.LayerMediaType), Digest: h, Size: e.Blob.Size})
 	if err != nil {
-		return CacheEntry{}, false, fmt.Errorf("fetch shared layer %s from %s: %w", chainID, repo, err)
+		return CacheEntry{}, nil, false, fmt.Errorf("fetch shared layer %s from %s: %w", chainID, repo, err)
 	}
 	defer rc.Close()
 	tmp, err := os.CreateTemp(c.workDirOrTemp(), "shared-*.tar.zst")
 	if err != nil {
-		return CacheEntry{}, false, err
+		return CacheEntry{}, nil, false, err
 	}
 	defer os.Remove(tmp.Name())
 	n, err := io.Copy(tmp, rc)
@@ -100,12 +100,13 @@ func (c *Converter) adoptShared(ctx context.Context, raw []byte, chainID, parent
 		err = rc.Close() // verifies the digest
 	}
 	if err != nil {
-		return CacheEntry{}, false, fmt.Errorf("fetch shared layer %s: %w", chainID, err)
+		return CacheEntry{}, nil, false, fmt.Errorf("fetch shared layer %s: %w", chainID, err)
 	}
 	c.obs.Bytes("fetched", n)
 	e.Repos = []string{repo.String()}
-	if err := c.cache.Put(e, tmp.Name()); err != nil {
-		return CacheEntry{}, false, err
+	b, err := c.cache.Put(e, tmp.Name())
+	if err != nil {
+		return CacheEntry{}, nil, false, err
 	}
-	return e, true, nil
+	return e, b, true, nil
 }
