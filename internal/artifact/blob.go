@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/cimconv/cimconv/internal/errdefs"
 )
 
 // Blob layout: a tar, zstd-compressed, holding one layer's CIM files under
@@ -100,7 +101,7 @@ type Unpacked struct {
 }
 
 // ErrBlob marks a malformed or unexpected blob.
-var ErrBlob = errors.New("malformed CIM layer blob")
+var ErrBlob = errdefs.New(errdefs.ErrInvalidArgument, "malformed CIM layer blob")
 
 // Unpack extracts a blob: "cim/" entries into cimDir, "side/" entries into
 // sideDir. Only regular files with safe names are accepted; anything else

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/cimconv/cimconv/internal/errdefs"
 )
 
 // Builder names accepted by Select (the --builder flag).
@@ -22,7 +24,7 @@ var (
 	// to the portable builder on it and on nothing else.
 	ErrUnavailable = errors.New("builder not available on this host")
 	// ErrUnknownBuilder is returned for a name that is not in Names.
-	ErrUnknownBuilder = errors.New("unknown builder")
+	ErrUnknownBuilder = errdefs.New(errdefs.ErrInvalidArgument, "unknown builder")
 )
 
 // Constructor creates a builder. Package builder does not import the

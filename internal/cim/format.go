@@ -2,8 +2,9 @@ package cim
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
+
+	"github.com/cimconv/cimconv/internal/errdefs"
 )
 
 // On-disk layout of a classic (region-file) CIM. Everything is little-endian.
@@ -102,7 +103,7 @@ const (
 )
 
 // ErrFormat is wrapped by every error that reports a malformed CIM.
-var ErrFormat = errors.New("invalid CIM")
+var ErrFormat = errdefs.New(errdefs.ErrInvalidArgument, "invalid CIM")
 
 func formatErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrFormat, fmt.Sprintf(format, args...))

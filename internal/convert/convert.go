@@ -2,7 +2,6 @@ package convert
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cimconv/cimconv/internal/builder"
+	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/registry"
 )
 
@@ -114,7 +114,7 @@ type LayerResult struct {
 
 // ErrUnmerged is returned when a build kept delta hives unmerged: such a
 // chain is for inspection only and is never published.
-var ErrUnmerged = errors.New("the build kept delta hives unmerged; refusing to publish it")
+var ErrUnmerged = errdefs.New(errdefs.ErrPermanent, "the build kept delta hives unmerged; refusing to publish it")
 
 // Convert converts every Windows manifest ref resolves to.
 func (c *Converter) Convert(ctx context.Context, req Request) (*Result, error) {

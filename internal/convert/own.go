@@ -3,11 +3,11 @@ package convert
 import (
 	"context"
 	"encoding/json"
-	"errors"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/errdefs"
 )
 
 // ErrNotAnImage is returned for a reference that is one of cimconv's own
@@ -15,7 +15,7 @@ import (
 // image to convert. Registries notify about every manifest push, including
 // the artifacts cimconv pushes; converting them would loop. Callers treat it
 // as "nothing to do", not as a failure.
-var ErrNotAnImage = errors.New("not an image: a cimconv artifact or a referrers index")
+var ErrNotAnImage = errdefs.New(errdefs.ErrInvalidArgument, "not an image: a cimconv artifact or a referrers index")
 
 // manifestShape is the part of a manifest or index that tells images from
 // artifacts.

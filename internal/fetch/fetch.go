@@ -3,7 +3,6 @@ package fetch
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/artifact"
 	"github.com/cimconv/cimconv/internal/cim"
+	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/registry"
 )
 
@@ -27,7 +27,7 @@ const (
 )
 
 // ErrNoArtifact means the image has no usable cimconv artifact.
-var ErrNoArtifact = errors.New("no cimconv artifact")
+var ErrNoArtifact = errdefs.New(errdefs.ErrNotFound, "no cimconv artifact")
 
 // Options says what to fetch.
 type Options struct {

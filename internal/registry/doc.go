@@ -27,8 +27,9 @@
 // Errors are *Error values (operation, reference, Transient) wrapping the
 // sentinels (ErrNotWindows, ErrNoMatch, ErrForeignLayerRefused,
 // ErrDigestMismatch, ErrNotFound, ErrReferrersUnsupported,
-// ErrInsecureRefused) or ggcr's *transport.Error, so callers decide
-// retry-or-fail with errors.Is / IsTransient, never by message.
+// ErrInsecureRefused) or ggcr's *transport.Error. Every sentinel is of an
+// errdefs kind and a Transient error is errdefs.ErrUnavailable, so callers
+// decide retry-or-fail with errdefs (errdefs.Classify), never by message.
 //
 // Windows version matching (OSVersionPolicy "compatible") follows
 // Microsoft's published stable-ABI rule as encoded in hcsshim's osversion

@@ -10,36 +10,40 @@ import (
 	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/cimconv/cimconv/internal/errdefs"
 )
 
-// Sentinel errors callers test with errors.Is.
+// Sentinel errors callers test with errors.Is; each is of an errdefs kind
+// (errdefs.IsX), which is what callers classify by.
 var (
 	// ErrNotWindows: the reference resolves to an image (or index) with no
 	// Windows manifest.
-	ErrNotWindows = errors.New("not a Windows image")
+	ErrNotWindows = errdefs.New(errdefs.ErrInvalidArgument, "not a Windows image")
 	// ErrNoMatch: an index has Windows manifests but none matches the
 	// requested platform and os.version policy.
-	ErrNoMatch = errors.New("no manifest matches the platform and os.version policy")
+	ErrNoMatch = errdefs.New(errdefs.ErrNotFound, "no manifest matches the platform and os.version policy")
 	// ErrForeignLayerRefused: a non-distributable layer's urls are not on
 	// the allowlist (WithForeignLayerHosts).
-	ErrForeignLayerRefused = errors.New("foreign layer url not on the allowlist")
+	ErrForeignLayerRefused = errdefs.New(errdefs.ErrPermanent, "foreign layer url not on the allowlist")
 	// ErrDigestMismatch: the bytes served do not hash to the digest (or do
 	// not have the size) they were requested by.
-	ErrDigestMismatch = errors.New("digest mismatch")
-	// ErrNotFound: the registry answered 404 / *_UNKNOWN for the object.
-	ErrNotFound = errors.New("not found")
+	ErrDigestMismatch = errdefs.New(errdefs.ErrPermanent, "digest mismatch")
+	// ErrNotFound: the registry answered 404 / *_UNKNOWN for the object. It
+	// is errdefs.ErrNotFound: one meaning of "not found" in cimconv.
+	ErrNotFound = errdefs.ErrNotFound
 	// ErrReferrersUnsupported: the registry has no referrers API and the
 	// sha256-<hex> fallback tag is disabled (WithReferrersFallback(false)).
-	ErrReferrersUnsupported = errors.New("registry has no OCI referrers API and the referrers fallback tag is disabled")
+	ErrReferrersUnsupported = errdefs.New(errdefs.ErrPermanent, "registry has no OCI referrers API and the referrers fallback tag is disabled")
 	// ErrInsecureRefused: a plain-HTTP request to a host that is neither
 	// loopback nor listed with WithInsecure.
-	ErrInsecureRefused = errors.New("plain HTTP refused (host not marked insecure)")
+	ErrInsecureRefused = errdefs.New(errdefs.ErrInvalidArgument, "plain HTTP refused (host not marked insecure)")
 )
 
 // Error is every error returned by Client methods: the operation, the
 // reference it was about, and whether retrying the whole operation later may
-// succeed (network trouble, 429, 5xx) or not (404, 401, digest mismatch, bad
-// input).
+// succeed (network trouble, 429, 5xx: Transient, and the error is then of
+// kind errdefs.ErrUnavailable) or not (404, 401, digest mismatch, bad input).
 type Error struct {
 	Op        string // "resolve", "open layer", "push blob", ...
 	Ref       string // the reference, repository or URL concerned
@@ -58,20 +62,12 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("registry %s %s%s: %v", e.Op, e.Ref, kind, e.Err)
 }
 
-func (e *Error) Unwrap() error { return e.Err }
-
-// IsTransient implements the `Transient() bool` convention.
-func (e *Error) IsTransient() bool { return e.Transient }
-
-// IsTransient reports whether err (or anything it wraps) is marked transient:
-// a registry.Error with Transient set, or an error with a Transient() bool or
-// Temporary() bool method returning true.
-func IsTransient(err error) bool {
-	var re *Error
-	if errors.As(err, &re) {
-		return re.Transient
+// Unwrap gives the cause and, when Transient, errdefs.ErrUnavailable.
+func (e *Error) Unwrap() []error {
+	if e.Transient {
+		return []error{e.Err, errdefs.ErrUnavailable}
 	}
-	return classifyTransient(err)
+	return []error{e.Err}
 }
 
 // wrapErr builds an *Error for op/ref, classifying err. A nil err stays nil;
@@ -130,9 +126,8 @@ func classifyTransient(err error) bool {
 	if errors.As(err, &st) {
 		return retryableStatus(st.code)
 	}
-	var tr interface{ Transient() bool }
-	if errors.As(err, &tr) {
-		return tr.Transient()
+	if errdefs.IsUnavailable(err) {
+		return true
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -158,7 +159,7 @@ func TestDockerConfig(t *testing.T) {
 		}
 		anon, _ := newTestClient(t)
 		_, err := anon.ListTags(ctx, repo)
-		if err == nil || IsTransient(err) || errors.Is(err, ErrNotFound) {
+		if err == nil || errdefs.IsUnavailable(err) || errors.Is(err, ErrNotFound) {
 			t.Fatalf("without credentials: %v, want a permanent auth error", err)
 		}
 	})

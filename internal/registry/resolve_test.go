@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -85,7 +86,7 @@ func TestResolve(t *testing.T) {
 					if !errors.Is(err, tt.wantErr) {
 						t.Fatalf("Resolve error = %v, want %v", err, tt.wantErr)
 					}
-					if IsTransient(err) {
+					if errdefs.IsUnavailable(err) {
 						t.Fatalf("Resolve error %v marked transient", err)
 					}
 					return
@@ -251,7 +252,7 @@ func TestOpenLayerCorrupt(t *testing.T) {
 				if !errors.Is(err, ErrDigestMismatch) {
 					t.Fatalf("reading corrupt layer: err = %v, want ErrDigestMismatch", err)
 				}
-				if IsTransient(err) {
+				if errdefs.IsUnavailable(err) {
 					t.Fatalf("digest mismatch marked transient: %v", err)
 				}
 				if err := rc.Close(); !errors.Is(err, ErrDigestMismatch) {

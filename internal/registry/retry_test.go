@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -140,7 +141,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 		hits.Store(0)
 		c2, _ := newTestClient(t, WithRetry(RetryPolicy{MaxAttempts: 2}))
 		_, err := c2.Resolve(ctx, f.repo+":10.0.20348.2031", v1.Platform{}, OSVersionPolicy{})
-		if err == nil || !IsTransient(err) {
+		if err == nil || !errdefs.IsUnavailable(err) {
 			t.Fatalf("Resolve after exhausting retries = %v, want a transient error", err)
 		}
 		if got := hits.Load(); got != 2 {
@@ -262,8 +263,8 @@ func TestIsTransient(t *testing.T) {
 		{"plain error", errors.New("boom"), false},
 	}
 	for _, tt := range tests {
-		if got := IsTransient(tt.err); got != tt.want {
-			t.Errorf("%s: IsTransient(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		if got := errdefs.IsUnavailable(tt.err); got != tt.want {
+			t.Errorf("%s: errdefs.IsUnavailable(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
 		}
 	}
 }

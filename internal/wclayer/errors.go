@@ -1,43 +1,45 @@
 package wclayer
 
 import (
-	"errors"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/cimconv/cimconv/internal/errdefs"
 )
 
 // Sentinel kinds of layer errors. Every error Next, Read and MergeView return
 // for bad input is an *Error whose Err matches one of these through errors.Is,
-// so callers can tell bad layers (permanent) from I/O failures (retryable).
+// so callers can tell bad layers from I/O failures: all of them are of kind
+// errdefs.ErrInvalidArgument (retrying cannot help).
 var (
 	// ErrPathTraversal: a name or link target that leaves the layer root
 	// ("..", absolute paths, drive letters, \\?\ prefixes).
-	ErrPathTraversal = errors.New("path traversal")
+	ErrPathTraversal = errdefs.New(errdefs.ErrInvalidArgument, "path traversal")
 	// ErrInvalidName: a name Windows cannot hold (NUL, invalid UTF-8, empty or
 	// "." components, colons outside "file:stream:$DATA", too long).
-	ErrInvalidName = errors.New("invalid name")
+	ErrInvalidName = errdefs.New(errdefs.ErrInvalidArgument, "invalid name")
 	// ErrBadRecord: a malformed tar header or MSWINDOWS.*/LIBARCHIVE.* PAX record.
-	ErrBadRecord = errors.New("bad record")
+	ErrBadRecord = errdefs.New(errdefs.ErrInvalidArgument, "bad record")
 	// ErrLinkTarget: a hard link whose target is neither earlier in the layer
 	// nor in the parent layers, or is a directory.
-	ErrLinkTarget = errors.New("bad hard link target")
+	ErrLinkTarget = errdefs.New(errdefs.ErrInvalidArgument, "bad hard link target")
 	// ErrOrphanStream: an alternate data stream whose file is neither earlier
 	// in the layer nor in the parent layers.
-	ErrOrphanStream = errors.New("alternate data stream without its file")
+	ErrOrphanStream = errdefs.New(errdefs.ErrInvalidArgument, "alternate data stream without its file")
 	// ErrNotDirectory: an entry below a path that is a file or a symlink.
-	ErrNotDirectory = errors.New("parent is not a directory")
+	ErrNotDirectory = errdefs.New(errdefs.ErrInvalidArgument, "parent is not a directory")
 	// ErrArea: a top-level name outside Files/, Hives/ and UtilityVM/.
-	ErrArea = errors.New("outside the layer areas")
+	ErrArea = errdefs.New(errdefs.ErrInvalidArgument, "outside the layer areas")
 	// ErrUnsupported: valid tar input that Windows layers never carry and
 	// cimconv does not convert (opaque whiteouts, device nodes, SDDL records,
 	// stream types other than $DATA).
-	ErrUnsupported = errors.New("unsupported")
+	ErrUnsupported = errdefs.New(errdefs.ErrInvalidArgument, "unsupported")
 	// ErrLimit: a size or compression-ratio limit was exceeded.
-	ErrLimit = errors.New("limit exceeded")
+	ErrLimit = errdefs.New(errdefs.ErrInvalidArgument, "limit exceeded")
 	// ErrCorrupt: the compressed or tar stream itself is damaged (checksum,
 	// truncation, data after the end of the archive).
-	ErrCorrupt = errors.New("corrupt layer")
+	ErrCorrupt = errdefs.New(errdefs.ErrInvalidArgument, "corrupt layer")
 )
 
 // Error is a problem with one layer, and where known one of its tar entries.

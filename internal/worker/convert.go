@@ -11,13 +11,11 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"go.uber.org/zap"
 
-	"github.com/cimconv/cimconv/internal/artifact"
 	"github.com/cimconv/cimconv/internal/builder"
-	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/convert"
+	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry"
-	"github.com/cimconv/cimconv/internal/wclayer"
 )
 
 // ConvertAdapter is the real Converter: it joins queue requests and the
@@ -168,21 +166,15 @@ func (a *ConvertAdapter) Convert(ctx context.Context, req queue.Request, progres
 	return out, nil
 }
 
-// Classify marks errors retrying cannot fix as permanent and registry
-// hiccups as transient; anything else is retried until max-deliver.
+// Classify marks errors retrying cannot fix as permanent and those a
+// retry may fix as transient, from their errdefs kinds (errdefs.Classify);
+// a cancellation and anything of no kind are left unmarked (retried until
+// max-deliver).
 func Classify(err error) error {
-	var lerr *wclayer.Error
-	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return err
-	case registry.IsTransient(err):
+	switch errdefs.Classify(err) {
+	case errdefs.RetryMayHelp:
 		return Transient(err)
-	case errors.Is(err, registry.ErrNotWindows), errors.Is(err, registry.ErrNoMatch),
-		errors.Is(err, registry.ErrForeignLayerRefused), errors.Is(err, registry.ErrNotFound),
-		errors.Is(err, registry.ErrDigestMismatch), errors.Is(err, registry.ErrReferrersUnsupported),
-		errors.Is(err, registry.ErrInsecureRefused),
-		errors.Is(err, portable.ErrDeltaHives), errors.Is(err, convert.ErrUnmerged),
-		errors.As(err, &lerr), errors.Is(err, artifact.ErrBlob):
+	case errdefs.RetryCannotHelp:
 		return Permanent(err)
 	}
 	return err

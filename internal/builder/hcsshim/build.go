@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cimconv/cimconv/internal/builder"
+	"github.com/cimconv/cimconv/internal/errdefs"
 )
 
 // Name is the builder name recorded in artifacts.
@@ -290,7 +291,7 @@ func verifyDiffID(rest io.Reader, h hash.Hash, diffID string) error {
 }
 
 // ErrDiffIDMismatch: the uncompressed layer does not match the image config.
-var ErrDiffIDMismatch = errors.New("diffID mismatch")
+var ErrDiffIDMismatch = errdefs.New(errdefs.ErrPermanent, "diffID mismatch")
 
 func readCimVersion(path string) (string, error) {
 	f, err := os.Open(path)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/cimconv/cimconv/internal/errdefs"
 )
 
 // Compression is detected from the first bytes of a layer blob, never from
@@ -22,7 +24,7 @@ var (
 
 // ErrUnsupportedCompression is returned for a recognised but unsupported
 // compression (bzip2, xz).
-var ErrUnsupportedCompression = errors.New("unsupported layer compression")
+var ErrUnsupportedCompression = errdefs.New(errdefs.ErrInvalidArgument, "unsupported layer compression")
 
 // decompress returns the uncompressed tar stream of a layer blob: gzip, zstd
 // or plain, chosen by magic bytes. Close releases the decoder, not r.

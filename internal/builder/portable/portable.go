@@ -17,6 +17,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/cim"
+	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/wclayer"
 )
 
@@ -29,7 +30,7 @@ const CimVersion = "3.0"
 // ErrDeltaHives is returned for a non-base layer that carries delta registry
 // hives: merging them with the parent's base hives needs offreg's
 // ORMergeHives, which only exists on Windows.
-var ErrDeltaHives = errors.New("merging delta registry hives needs the Windows builder (offreg ORMergeHives); build this image with --builder hcsshim on a Windows worker")
+var ErrDeltaHives = errdefs.New(errdefs.ErrPermanent, "merging delta registry hives needs the Windows builder (offreg ORMergeHives); build this image with --builder hcsshim on a Windows worker")
 
 // hive names a registry hive of a Windows layer: its file under
 // Files/Windows/System32/config, and its base and delta names under Hives/.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/cim"
+	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/wclayer"
 )
 
@@ -143,7 +144,9 @@ func (b *Builder) prepare(ctx context.Context, layer builder.LayerSource, depth 
 		return nil, fmt.Errorf("layer %s: %w", layerName(layer), err)
 	}
 	if layer.DiffID != "" && p.diffID != layer.DiffID {
-		return nil, fmt.Errorf("layer %s: diffID mismatch: the image config says %s, the layer's uncompressed bytes hash to %s", layerName(layer), layer.DiffID, p.diffID)
+		// The layer's bytes passed the registry's digest check: they will
+		// hash the same on every retry.
+		return nil, errdefs.Permanent(fmt.Errorf("layer %s: diffID mismatch: the image config says %s, the layer's uncompressed bytes hash to %s", layerName(layer), layer.DiffID, p.diffID))
 	}
 	b.log.Debug("layer prepared", zap.String("layer", layerName(layer)), zap.Int("depth", depth), zap.Int("entries", len(p.ops)))
 	return p, nil
