@@ -82,7 +82,7 @@ func newCimCatCmd(g *globalFlags) *cobra.Command {
 			if stream != "" {
 				r, err = im.OpenStream(args[1], stream)
 			} else {
-				r, err = im.OpenFile(args[1])
+				r, err = im.Open(args[1])
 			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)

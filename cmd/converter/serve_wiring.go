@@ -9,7 +9,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/cimconv/cimconv/internal/convert"
 	"github.com/cimconv/cimconv/internal/devenv"
 	"github.com/cimconv/cimconv/internal/service"
 	"github.com/cimconv/cimconv/internal/worker"
@@ -38,11 +37,7 @@ func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger)
 	if err != nil {
 		return nil, err
 	}
-	b, err := bf.selectBuilder(log)
-	if err != nil {
-		return nil, err
-	}
-	cache, err := convert.NewCache(filepath.Join(bf.cacheDir, b.Capabilities().Name))
+	b, cache, err := bf.builderAndCache(log)
 	if err != nil {
 		return nil, err
 	}

@@ -87,14 +87,23 @@ func (f *buildFlags) selectBuilder(log *zap.Logger) (builder.Builder, error) {
 	return b, nil
 }
 
-// converter wires a Converter from flags.
-func (f *buildFlags) converter(log *zap.Logger, reg *registry.Client, opts ...convert.Option) (*convert.Converter, error) {
+// builderAndCache selects the builder and opens its chain cache: one cache
+// per builder, as a CimFS-built child needs CimFS-built parents.
+func (f *buildFlags) builderAndCache(log *zap.Logger) (builder.Builder, *convert.Cache, error) {
 	b, err := f.selectBuilder(log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	// One cache per builder: a CimFS-built child needs CimFS-built parents.
 	cache, err := convert.NewCache(filepath.Join(f.cacheDir, b.Capabilities().Name))
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, cache, nil
+}
+
+// converter wires a Converter from flags.
+func (f *buildFlags) converter(log *zap.Logger, reg *registry.Client, opts ...convert.Option) (*convert.Converter, error) {
+	b, cache, err := f.builderAndCache(log)
 	if err != nil {
 		return nil, err
 	}

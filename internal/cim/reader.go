@@ -499,9 +499,6 @@ func (im *Image) Open(path string) (*io.SectionReader, error) {
 	return r, nil
 }
 
-// OpenFile is Open under the name the CLI uses.
-func (im *Image) OpenFile(path string) (*io.SectionReader, error) { return im.Open(path) }
-
 // StreamInfo names one alternate data stream.
 type StreamInfo struct {
 	Name string

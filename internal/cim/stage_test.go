@@ -224,7 +224,7 @@ func TestStagedChainByteIdentical(t *testing.T) {
 		"Files/odd.txt":    layers[0][9].data,
 		"Files/zero-small": layers[0][3].data,
 	} {
-		r, err := im.OpenFile(p)
+		r, err := im.Open(p)
 		if err != nil {
 			t.Fatalf("%s: %v", p, err)
 		}

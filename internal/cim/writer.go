@@ -792,7 +792,7 @@ func (w *Writer) writeMetadata(m *regionWriter) (regionOffset, error) {
 			}
 			var id [4]byte
 			binary.LittleEndian.PutUint32(id[:], c.node.id)
-			entries[i] = linkEntry{name: mustUTF16(c.name), entry: id[:]}
+			entries[i] = linkEntry{name: toUTF16(c.name), entry: id[:]}
 		}
 		lt := marshalLinkTable(entries, 4)
 		off, err := m.put(lt)
@@ -878,7 +878,7 @@ func (w *Writer) writeObjects(m *regionWriter, n *inode, sdOff []regionOffset) e
 		for i, s := range n.streams {
 			var e [streamSize]byte
 			s.s.put(e[:])
-			entries[i] = linkEntry{name: mustUTF16(s.name), entry: e[:]}
+			entries[i] = linkEntry{name: toUTF16(s.name), entry: e[:]}
 		}
 		lt := marshalLinkTable(entries, streamSize)
 		// Stream tables are framed with a u32 byte count before the link
@@ -901,5 +901,3 @@ func (w *Writer) writeObjects(m *regionWriter, n *inode, sdOff []regionOffset) e
 	}
 	return nil
 }
-
-func mustUTF16(s string) []uint16 { return toUTF16(s) }

@@ -54,8 +54,6 @@ type Converter struct {
 	progress func(Event)
 	progMu   sync.Mutex
 	workDir  string
-	now      func() time.Time
-	pushConc int
 	shared   SharedCache
 	flights  flights
 	// renewEvery is how often held build claims are renewed.
@@ -65,7 +63,7 @@ type Converter struct {
 // New returns a Converter that reads and writes through reg, builds with b
 // and caches built layers in cache.
 func New(reg *registry.Client, b builder.Builder, cache *Cache, opts ...Option) *Converter {
-	c := &Converter{reg: reg, b: b, cache: cache, log: zap.NewNop(), obs: nopObserver{}, now: time.Now, pushConc: 3, renewEvery: claimRenewInterval}
+	c := &Converter{reg: reg, b: b, cache: cache, log: zap.NewNop(), obs: nopObserver{}, renewEvery: claimRenewInterval}
 	for _, o := range opts {
 		o(c)
 	}
@@ -165,7 +163,7 @@ func (c *Converter) emit(e Event) {
 
 func (c *Converter) convertTarget(ctx context.Context, t registry.Target, req Request) (*ImageResult, error) {
 	subject := t.Ref.String()
-	ir := &ImageResult{Subject: subject, Platform: platformString(t.Platform), OSVersion: t.Platform.OSVersion}
+	ir := &ImageResult{Subject: subject, Platform: registry.PlatformString(t.Platform), OSVersion: t.Platform.OSVersion}
 	log := c.log.With(zap.String("image", subject))
 	optsKey := c.OptionsKey()
 
@@ -242,14 +240,6 @@ func (c *Converter) workDirOrTemp() string {
 		return c.workDir
 	}
 	return filepath.Join(os.TempDir(), "cimconv")
-}
-
-func platformString(p v1.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
 }
 
 type nopObserver struct{}

@@ -22,7 +22,7 @@ func (c *Converter) artifactFor(t registry.Target, jobs []*layerJob, optsKey str
 // bytes, so converting twice yields the same artifact digest.
 func (c *Converter) created(t registry.Target) time.Time {
 	if !c.b.Capabilities().Deterministic {
-		return c.now().UTC()
+		return time.Now().UTC()
 	}
 	if t.Config != nil && !t.Config.Created.IsZero() {
 		return t.Config.Created.UTC()

@@ -1,10 +1,6 @@
 package convert
 
-import (
-	"time"
-
-	"go.uber.org/zap"
-)
+import "go.uber.org/zap"
 
 // Option configures a Converter.
 type Option func(*Converter)
@@ -21,10 +17,3 @@ func WithProgress(f func(Event)) Option { return func(c *Converter) { c.progress
 
 // WithWorkDir sets where chains are built (default: the OS temp dir).
 func WithWorkDir(dir string) Option { return func(c *Converter) { c.workDir = dir } }
-
-// WithClock sets the clock used for the created annotation of
-// non-deterministic builds.
-func WithClock(now func() time.Time) Option { return func(c *Converter) { c.now = now } }
-
-// WithPushConcurrency bounds parallel blob uploads (default 3).
-func WithPushConcurrency(n int) Option { return func(c *Converter) { c.pushConc = n } }

@@ -16,12 +16,15 @@ import (
 	"github.com/cimconv/cimconv/internal/registry"
 )
 
+// pushConcurrency bounds parallel blob uploads.
+const pushConcurrency = 3
+
 // push uploads the layer blobs (in parallel), then the config, then the
 // manifest last.
 func (c *Converter) push(ctx context.Context, t registry.Target, jobs []*layerJob, cfgBytes, manifest []byte) (string, error) {
 	repo := t.Ref.Context()
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(c.pushConc)
+	g.SetLimit(pushConcurrency)
 	for _, j := range jobs {
 		g.Go(func() error { return c.pushLayer(gctx, repo, j) })
 	}

@@ -67,10 +67,6 @@ func WithInsecure(registries ...string) Option {
 	return func(c *Client) { c.insecure = append(c.insecure, registries...) }
 }
 
-// WithTransport sets the base HTTP transport (default: a clone of
-// http.DefaultTransport).
-func WithTransport(rt http.RoundTripper) Option { return func(c *Client) { c.base = rt } }
-
 // WithRetry sets the retry policy; zero fields take DefaultRetryPolicy's.
 func WithRetry(p RetryPolicy) Option { return func(c *Client) { c.retry = p } }
 
@@ -109,7 +105,7 @@ func New(opts ...Option) (*Client, error) {
 	for _, o := range opts {
 		o(c)
 	}
-	if c.base == nil {
+	if c.base == nil { // a clone of http.DefaultTransport
 		c.base = http.DefaultTransport.(*http.Transport).Clone()
 	}
 	c.retry = c.retry.withDefaults()

@@ -237,15 +237,22 @@ func isAttestation(d v1.Descriptor) bool {
 	return d.Annotations["vnd.docker.reference.type"] == "attestation-manifest"
 }
 
-func platformString(p v1.Platform) string {
+// PlatformString names a platform "os/arch" or "os/arch/variant" (without
+// the os.version).
+func PlatformString(p v1.Platform) string {
 	s := p.OS + "/" + p.Architecture
 	if p.Variant != "" {
 		s += "/" + p.Variant
 	}
-	if p.OSVersion != "" {
-		s += " " + p.OSVersion
-	}
 	return s
+}
+
+// platformString is PlatformString and the os.version, for messages.
+func platformString(p v1.Platform) string {
+	if p.OSVersion != "" {
+		return PlatformString(p) + " " + p.OSVersion
+	}
+	return PlatformString(p)
 }
 
 func listOrNone(s []string) string {

@@ -49,9 +49,15 @@ type hcsBuilder struct {
 
 	// dirLocks serialises builds per CIM directory: the files a forked import
 	// created are found by diffing the directory listing, which is only
-	// exact when nothing else writes there meanwhile.
+	// exact when nothing else writes there meanwhile. A lock lives while a
+	// build holds or waits for it.
 	mu       sync.Mutex
-	dirLocks map[string]*sync.Mutex
+	dirLocks map[string]*dirLock
+}
+
+type dirLock struct {
+	sync.Mutex
+	users int // builds holding or waiting for it (under hcsBuilder.mu)
 }
 
 func newBuilder(cfg config, host HostInfo, imp importer) (*hcsBuilder, error) {
@@ -59,7 +65,7 @@ func newBuilder(cfg config, host HostInfo, imp importer) (*hcsBuilder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &hcsBuilder{cfg: cfg, host: host, formats: formats, imp: imp, dirLocks: map[string]*sync.Mutex{}}, nil
+	return &hcsBuilder{cfg: cfg, host: host, formats: formats, imp: imp, dirLocks: map[string]*dirLock{}}, nil
 }
 
 // Capabilities implements builder.Builder.
@@ -73,16 +79,26 @@ func (b *hcsBuilder) Capabilities() builder.Capabilities {
 	}
 }
 
+// lockDir locks dir for one build; the returned func unlocks it and drops
+// the lock when no other build holds or waits for it.
 func (b *hcsBuilder) lockDir(dir string) func() {
 	b.mu.Lock()
 	l, ok := b.dirLocks[dir]
 	if !ok {
-		l = &sync.Mutex{}
+		l = &dirLock{}
 		b.dirLocks[dir] = l
 	}
+	l.users++
 	b.mu.Unlock()
 	l.Lock()
-	return l.Unlock
+	return func() {
+		l.Unlock()
+		b.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(b.dirLocks, dir)
+		}
+		b.mu.Unlock()
+	}
 }
 
 // BuildLayer implements builder.Builder. The layer is streamed once:

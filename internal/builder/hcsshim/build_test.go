@@ -189,6 +189,29 @@ func TestConcurrentBuildsInOneDir(t *testing.T) {
 	if got := len(dirNames(t, dir)); got != 3*n+1 { // + layers/
 		t.Errorf("dir holds %d entries, want %d", got, 3*n+1)
 	}
+	if len(b.dirLocks) != 0 {
+		t.Errorf("%d directory locks left after the builds", len(b.dirLocks))
+	}
+}
+
+// TestDirLocksDropped: a worker builds every chain in a new directory; the
+// per-directory locks must not pile up.
+func TestDirLocksDropped(t *testing.T) {
+	b := newTestBuilder(t, &fakeImporter{})
+	for i := 0; i < 20; i++ {
+		src := source(t, "gzip", fmt.Sprintf("chain-%d", i), layerTar(t, tarFile{"Files/f", "x"}))
+		if _, err := b.BuildLayer(context.Background(), src, nil, t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A failed build drops its lock too.
+	bad := source(t, "gzip", "chain-bad", []byte("not a layer"))
+	if _, err := b.BuildLayer(context.Background(), bad, nil, t.TempDir()); err == nil {
+		t.Fatal("built garbage")
+	}
+	if len(b.dirLocks) != 0 {
+		t.Errorf("%d directory locks left after 21 builds in 21 directories", len(b.dirLocks))
+	}
 }
 
 // cancelReader cancels ctx once n bytes were read.

@@ -148,7 +148,7 @@ func TestBaseLayerProcessing(t *testing.T) {
 }
 
 func readAll(im *cim.Image, p string) ([]byte, error) {
-	r, err := im.OpenFile(p)
+	r, err := im.Open(p)
 	if err != nil {
 		return nil, err
 	}
