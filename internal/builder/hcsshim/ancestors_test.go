@@ -44,7 +44,7 @@ func TestBuildLayerChecksEveryAncestor(t *testing.T) {
 	}
 
 	tests := []struct {
-		name   string
+		name       string
 		breakChain func(t *testing.T, dir string, ls []*builder.BuiltLayer) (errHas []string)
 	}{
 		{"base (3 generations up) region file missing", func(t *testing.T, dir string, ls []*builder.BuiltLayer) []string {
