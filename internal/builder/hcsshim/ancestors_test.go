@@ -3,6 +3,7 @@ package hcsshim
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -20,18 +21,8 @@ func TestBuildLayerChecksEveryAncestor(t *testing.T) {
 	ctx := context.Background()
 	build3 := func(t *testing.T, imp *fakeImporter) (string, []*builder.BuiltLayer) {
 		t.Helper()
-		b := newTestBuilder(t, imp)
 		dir := t.TempDir()
-		var ls []*builder.BuiltLayer
-		var parent *builder.BuiltLayer
-		for i, seed := range []string{"c1", "c2", "c3"} {
-			l, err := b.BuildLayer(ctx, source(t, "none", seed, layerTar(t, tarFile{"Files/f" + seed, seed})), parent, dir)
-			if err != nil {
-				t.Fatalf("layer %d: %v", i, err)
-			}
-			ls, parent = append(ls, l), l
-		}
-		return dir, ls
+		return dir, buildFakeChain(t, newTestBuilder(t, imp), dir, 3)
 	}
 	prefixed := func(names []string, prefix string) string {
 		for _, n := range names {
@@ -128,19 +119,29 @@ func TestBuildLayerBlockChecksAncestors(t *testing.T) {
 	ctx := context.Background()
 	b := newTestBuilder(t, &fakeImporter{}, WithFormat(builder.FormatBlock))
 	dir := t.TempDir()
-	l1, err := b.BuildLayer(ctx, source(t, "none", "c1", layerTar(t, tarFile{"Files/a", "a"})), nil, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l2, err := b.BuildLayer(ctx, source(t, "none", "c2", layerTar(t, tarFile{"Files/b", "b"})), l1, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ls := buildFakeChain(t, b, dir, 2)
+	l1, l2 := ls[0], ls[1]
 	if err := os.Remove(filepath.Join(dir, l1.CimName)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = b.BuildLayer(ctx, source(t, "none", "c3", layerTar(t, tarFile{"Files/c", "c"})), l2, dir)
+	_, err := b.BuildLayer(ctx, source(t, "none", "c3", layerTar(t, tarFile{"Files/c", "c"})), l2, dir)
 	if err == nil || !strings.Contains(err.Error(), l1.CimName) {
 		t.Errorf("err = %v, want it to name the missing block file %s", err, l1.CimName)
 	}
+}
+
+// buildFakeChain builds n one-file layers into dir, each on the previous.
+func buildFakeChain(t *testing.T, b *hcsBuilder, dir string, n int) []*builder.BuiltLayer {
+	t.Helper()
+	var ls []*builder.BuiltLayer
+	var parent *builder.BuiltLayer
+	for i := range n {
+		seed := fmt.Sprintf("c%d", i+1)
+		l, err := b.BuildLayer(context.Background(), source(t, "none", seed, layerTar(t, tarFile{"Files/f" + seed, seed})), parent, dir)
+		if err != nil {
+			t.Fatalf("layer %d: %v", i, err)
+		}
+		ls, parent = append(ls, l), l
+	}
+	return ls
 }
