@@ -87,6 +87,7 @@ func checkWorker(t *testing.T, r *rendered, v values) {
 		t.Fatal("no worker Deployment")
 	}
 	spec, c := podSpecOf(t, d)
+	checkHcsshimAnnotations(t, d)
 
 	// Scheduling: Windows nodes of the configured builds, tolerating the taints.
 	if got := spec.NodeSelector["kubernetes.io/os"]; got != "windows" {
@@ -169,9 +170,6 @@ func checkWorker(t *testing.T, r *rendered, v values) {
 		}
 		if len(c.Command) != 1 || !strings.HasPrefix(c.Command[0], `%CONTAINER_SANDBOX_MOUNT_POINT%\`) {
 			t.Errorf("HostProcess command %q: want the binary under %%CONTAINER_SANDBOX_MOUNT_POINT%%", c.Command)
-		}
-		if got := d.Spec.Template.Annotations["microsoft.com/hostprocess-mount-behavior"]; got != "bind" {
-			t.Errorf("hostprocess-mount-behavior annotation = %q, want bind", got)
 		}
 		aa := spec.Affinity.PodAntiAffinity
 		if aa == nil || len(aa.RequiredDuringSchedulingIgnoredDuringExecution) == 0 {

@@ -1,9 +1,12 @@
 package chart_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -31,9 +34,26 @@ var hcsshimPodAnnotations = map[string]bool{
 	"microsoft.com/disable-hostprocess-container": true,
 }
 
+// checkHcsshimAnnotations: the worker pod carries no microsoft.com/
+// annotation that the runtime does not read.
+func checkHcsshimAnnotations(t *testing.T, d *appsv1.Deployment) {
+	t.Helper()
+	for k := range d.Spec.Template.Annotations {
+		if strings.HasPrefix(k, "microsoft.com/") && !hcsshimPodAnnotations[k] {
+			t.Errorf("worker pod annotation %s is not one hcsshim reads", k)
+		}
+	}
+}
+
 func TestNATSURL(t *testing.T) {
 	helm := helmBinary(t)
 	hp := []string{"--set", "worker.hostProcess.enabled=true"}
+	// --set would read the braces as a list: template the service in a file.
+	svcFile := filepath.Join(t.TempDir(), "service.yaml")
+	if err := os.WriteFile(svcFile, []byte("nats:\n  service: '{{.Release.Name}}-nats'\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	svc := []string{"-f", svcFile}
 	tests := []struct {
 		name string
 		args []string
@@ -42,8 +62,8 @@ func TestNATSURL(t *testing.T) {
 		{"default: short service name", nil, "nats://nats:4222"},
 		{"HostProcess: fully qualified", hp, "nats://nats.cimconv-test.svc.cluster.local:4222"},
 		{"HostProcess, other cluster domain", append([]string{"--set", "nats.clusterDomain=k8s.example.internal"}, hp...), "nats://nats.cimconv-test.svc.k8s.example.internal:4222"},
-		{"HostProcess, templated service", append([]string{"--set", "nats.service={{.Release.Name}}-nats"}, hp...), "nats://cimconv-nats.cimconv-test.svc.cluster.local:4222"},
-		{"templated service", []string{"--set", "nats.service={{.Release.Name}}-nats"}, "nats://cimconv-nats:4222"},
+		{"HostProcess, templated service", append(svc, hp...), "nats://cimconv-nats.cimconv-test.svc.cluster.local:4222"},
+		{"templated service", svc, "nats://cimconv-nats:4222"},
 		{"explicit URL wins", append([]string{"--set", "nats.url=tls://nats.example.com:4222"}, hp...), "tls://nats.example.com:4222"},
 	}
 	for _, tt := range tests {
@@ -73,11 +93,7 @@ func TestNATSURL(t *testing.T) {
 			if d == nil {
 				t.Fatal("no worker Deployment")
 			}
-			for k := range d.Spec.Template.Annotations {
-				if strings.HasPrefix(k, "microsoft.com/") && !hcsshimPodAnnotations[k] {
-					t.Errorf("worker pod annotation %s is not one hcsshim reads", k)
-				}
-			}
+			checkHcsshimAnnotations(t, d)
 		})
 	}
 }
