@@ -36,6 +36,22 @@ type SharedCache interface {
 	Renew(ctx context.Context, key string) (bool, error)
 }
 
+type layerKey struct{}
+
+type layerRef struct{ n, of int }
+
+// withLayer tells SharedCache calls which layer of the image they are about.
+func withLayer(ctx context.Context, n, of int) context.Context {
+	return context.WithValue(ctx, layerKey{}, layerRef{n, of})
+}
+
+// LayerOf returns the 1-based index and the layer count of the layer a
+// SharedCache call is about (for "waiting for layer N/M" messages).
+func LayerOf(ctx context.Context) (n, of int, ok bool) {
+	l, ok := ctx.Value(layerKey{}).(layerRef)
+	return l.n, l.of, ok
+}
+
 // claimRenewInterval is how often held claims are renewed during a build;
 // claims must live several times longer (the service uses 30 minutes).
 const claimRenewInterval = 5 * time.Minute

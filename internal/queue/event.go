@@ -164,6 +164,10 @@ type Result struct {
 	Error        string `json:"error,omitempty"`
 	Reason       string `json:"reason,omitempty"`
 	Attempts     int    `json:"attempts"`
+	// Ignored says why nothing was converted although nothing failed: the
+	// request named no image (cimconv's own artifact or referrers index,
+	// e.g. the event of its own fallback-tag push). Not a conversion.
+	Ignored string `json:"ignored,omitempty"`
 }
 
 // Succeeded reports whether the conversion succeeded.
