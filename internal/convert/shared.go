@@ -56,8 +56,24 @@ func LayerOf(ctx context.Context) (n, of int, ok bool) {
 // claims must live several times longer (the service uses 30 minutes).
 const claimRenewInterval = 5 * time.Minute
 
+// safely runs f on a conversion goroutine: a panic becomes f's error, so no
+// goroutine of a conversion can crash the process.
+func safely(what string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s panicked: %v", what, r)
+		}
+	}()
+	return f()
+}
+
 // renewClaims keeps the claims of jobs alive until ctx ends.
 func (c *Converter) renewClaims(ctx context.Context, jobs []*layerJob, every time.Duration) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("claim renewal panicked", zap.Any("panic", r))
+		}
+	}()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
