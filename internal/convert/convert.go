@@ -370,7 +370,7 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 		// one builder cannot sit on parents written by another.
 		ok = ok && e.Build.Builder == c.b.Capabilities().Name
 		if !ok && c.shared != nil {
-			if e, ok, err = c.fromShared(withLayer(ctx, i+1, len(jobs)), j, parentBlob); err != nil {
+			if e, ok, err = c.fromShared(WithLayer(ctx, i+1, len(jobs)), j, parentBlob); err != nil {
 				return err
 			}
 		}

@@ -40,8 +40,8 @@ type layerKey struct{}
 
 type layerRef struct{ n, of int }
 
-// withLayer tells SharedCache calls which layer of the image they are about.
-func withLayer(ctx context.Context, n, of int) context.Context {
+// WithLayer tells SharedCache calls which layer of the image they are about.
+func WithLayer(ctx context.Context, n, of int) context.Context {
 	return context.WithValue(ctx, layerKey{}, layerRef{n, of})
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,11 +47,18 @@ type Status struct {
 	Updated time.Time `json:"updated"`
 }
 
+// DetailIgnored starts the Detail of a request that named nothing to
+// convert (Result.Ignored follows it).
+const DetailIgnored = "nothing to convert: "
+
 // AsResult turns a final status into the Result of req.
 func (s *Status) AsResult(req Request) *Result {
 	r := &Result{
 		Request: req, Key: s.Key, SubjectDigests: s.Subjects, ArtifactDigests: s.Artifacts,
 		Attempts: s.Attempts, Reason: s.Reason, LayersBuilt: s.LayersBuilt, LayersCached: s.LayersCached,
+	}
+	if why, ok := strings.CutPrefix(s.Detail, DetailIgnored); ok && s.State == StateSucceeded {
+		r.Ignored = why
 	}
 	if s.State != StateSucceeded {
 		r.Error = s.LastError

@@ -304,7 +304,7 @@ func (j *job) succeeded(ctx context.Context, res *queue.Result) {
 // counted and nothing is logged as converted.
 func (j *job) ignored(ctx context.Context, res *queue.Result) {
 	res.Request, res.Key, res.Attempts = j.d.Request, j.d.Key(), j.d.Attempt
-	j.setStatus(ctx, queue.StateSucceeded, func(st *queue.Status) { st.Detail = "nothing to convert: " + res.Ignored })
+	j.setStatus(ctx, queue.StateSucceeded, func(st *queue.Status) { st.Detail = queue.DetailIgnored + res.Ignored })
 	if err := j.d.Ack(ctx); err != nil {
 		j.log.Warn("ack failed; the request will be redelivered", zap.Error(err))
 	}
