@@ -67,7 +67,9 @@ const DefaultClaimTTL = 45 * time.Second
 // WithRegistryPolicy refuses requests for registries p does not allow
 // (permanently: they are dead-lettered). Without one every registry is
 // contacted.
-func WithRegistryPolicy(p *RegistryPolicy) AdapterOption { return func(a *ConvertAdapter) { a.policy = p } }
+func WithRegistryPolicy(p *RegistryPolicy) AdapterOption {
+	return func(a *ConvertAdapter) { a.policy = p }
+}
 
 // WithClaimTTL sets the build-claim lifetime (default DefaultClaimTTL).
 func WithClaimTTL(d time.Duration) AdapterOption { return func(a *ConvertAdapter) { a.claimTTL = d } }
