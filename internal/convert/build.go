@@ -33,7 +33,7 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 	parentBlob := ""
 	firstBuilt := len(jobs)
 	for i, j := range jobs {
-		ok, err := c.reuse(ctx, j, parentBlob)
+		ok, err := c.reuse(WithLayer(ctx, i+1, len(jobs)), j, parentBlob)
 		if err != nil {
 			return fail(err)
 		}
@@ -89,7 +89,7 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 		go func(i int, j, prev *layerJob) {
 			defer wg.Done()
 			defer close(j.packed)
-			if err := c.pack(ctx, j, prev); err != nil {
+			if err := safely("pack", func() error { return c.pack(ctx, j, prev) }); err != nil {
 				j.packErr = fmt.Errorf("layer %d/%d: pack: %w", i+1, len(jobs), err)
 				cancel(j.packErr)
 			}
@@ -147,7 +147,8 @@ func (c *Converter) prepareAhead(ctx context.Context, jobs []*layerJob, from int
 				return
 			}
 			defer func() { <-sem }()
-			p, err := tp.Prepare(ctx, jobs[i].src, i, chainDir)
+			var p builder.Prepared
+			err := safely("prepare", func() (err error) { p, err = tp.Prepare(ctx, jobs[i].src, i, chainDir); return err })
 			if p != nil {
 				pa.mu.Lock()
 				pa.got = append(pa.got, p)

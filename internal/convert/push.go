@@ -26,7 +26,7 @@ func (c *Converter) push(ctx context.Context, t registry.Target, jobs []*layerJo
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(pushConcurrency)
 	for _, j := range jobs {
-		g.Go(func() error { return c.pushLayer(gctx, repo, j) })
+		g.Go(func() error { return safely("push", func() error { return c.pushLayer(gctx, repo, j) }) })
 	}
 	if err := g.Wait(); err != nil {
 		return "", err
