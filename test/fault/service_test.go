@@ -203,8 +203,6 @@ func (r *recorder) run(ctx context.Context, c *client) {
 }
 
 func (r *recorder) consume(ctx context.Context, w jetstream.KeyWatcher) {
-	idle := time.NewTimer(time.Minute)
-	defer idle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -298,6 +296,10 @@ func (c *client) finalOf(imageOrDigest, key string, d time.Duration) *queue.Stat
 	return got
 }
 
+// notApplicable is the recovery time of a scenario without a fault to
+// recover from.
+const notApplicable = time.Duration(-1 << 62)
+
 // summary is the one line per scenario CI output keeps.
 type summary struct {
 	scenario   string
@@ -313,7 +315,10 @@ type summary struct {
 
 func (s summary) print(t *testing.T) {
 	rec := s.recover.Round(100 * time.Millisecond).String()
-	if s.recover < 0 {
+	switch {
+	case s.recover == notApplicable:
+		rec = "n/a"
+	case s.recover < 0:
 		rec = "never"
 	}
 	line := fmt.Sprintf("FAULT-SUMMARY %s nats=%s: requests=%d artifacts=%d lost=%d duplicates=%d max-recover=%s",
