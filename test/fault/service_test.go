@@ -130,11 +130,9 @@ func (e *env) restart(p *proc) {
 }
 
 // startWebhook starts `converter serve --role=webhook` accepting
-// distribution notifications for the registry with a bearer token; it
-// returns the process and the endpoint URL.
-func (e *env) startWebhook(nameStr, token string) (*proc, int) {
+// distribution notifications for the registry with a bearer token on port.
+func (e *env) startWebhook(nameStr, token string, port int) *proc {
 	e.t.Helper()
-	port := freePort(e.t)
 	tokenFile := filepath.Join(e.t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
 		e.t.Fatal(err)
@@ -149,7 +147,7 @@ func (e *env) startWebhook(nameStr, token string) (*proc, int) {
 	if !waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/readyz", port), 60*time.Second) {
 		e.t.Fatalf("%s not ready within 60 s:\n%s", nameStr, p.tail(30))
 	}
-	return p, port
+	return p
 }
 
 // checkProcs fails the test for any process crash or crash marker.
@@ -167,6 +165,8 @@ type recorder struct {
 	mu      sync.Mutex
 	history map[string][]queue.Status // status key -> values in revision order
 	lastRev map[string]uint64
+	// successes are the (local) times a status key turned succeeded.
+	successes []time.Time
 	stop    context.CancelFunc
 	done    chan struct{}
 }
@@ -221,11 +221,28 @@ func (r *recorder) consume(ctx context.Context, w jetstream.KeyWatcher) {
 			r.mu.Lock()
 			if e.Revision() > r.lastRev[e.Key()] {
 				r.lastRev[e.Key()] = e.Revision()
-				r.history[e.Key()] = append(r.history[e.Key()], st)
+				h := r.history[e.Key()]
+				if st.State == queue.StateSucceeded && (len(h) == 0 || h[len(h)-1].State != queue.StateSucceeded || h[len(h)-1].Key != st.Key) {
+					r.successes = append(r.successes, time.Now())
+				}
+				r.history[e.Key()] = append(h, st)
 			}
 			r.mu.Unlock()
 		}
 	}
+}
+
+// recoveredAfter is the time from t0 to the first success recorded after
+// it; ok is false when none was.
+func (r *recorder) recoveredAfter(t0 time.Time) (d time.Duration, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.successes {
+		if s.After(t0) {
+			return s.Sub(t0), true
+		}
+	}
+	return 0, false
 }
 
 // states is the recorded state sequence of one image's status key.
