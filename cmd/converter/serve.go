@@ -15,16 +15,13 @@ import (
 
 func init() { registeredCommands = append(registeredCommands, newServeCmd) }
 
-// Serve hooks, set by the wiring of the real conversion, the webhook package
-// and the --dev environment (from their own files' init). Until a hook is
+// Serve hooks, set by the wiring of the real conversion and the --dev
+// environment (from their own files' init). Until a hook is
 // set, serve refuses what depends on it with a clear error instead of
 // pretending.
 var (
 	// serveConverter builds the Converter the worker runs.
 	serveConverter func(ctx context.Context, cfg service.Config, log *zap.Logger) (worker.Converter, error)
-	// serveWebhooks builds the /webhooks/ handler factory (nil:
-	// service.ConfigWebhooks, from the webhook-* keys).
-	serveWebhooks func(cfg service.Config, log *zap.Logger) (service.WebhooksFunc, error)
 	// serveDev sets up `serve --dev` (loopback registry, sample image).
 	serveDev service.DevFunc
 )
@@ -79,12 +76,8 @@ func runServe(ctx context.Context, cfg service.Config, log *zap.Logger) error {
 		cfg.WebhookAllowedRegistries = []string{devRegistryAddr}
 	}
 	if cfg.Role != service.RoleWorker {
-		webhooks := serveWebhooks
-		if webhooks == nil {
-			webhooks = service.ConfigWebhooks
-		}
 		var err error
-		if opts.Webhooks, err = webhooks(cfg, log); err != nil {
+		if opts.Webhooks, err = service.ConfigWebhooks(cfg, log); err != nil {
 			return fmt.Errorf("serve: webhooks: %w", err)
 		}
 	}

@@ -38,6 +38,8 @@ func serveConfig(t *testing.T) service.Config {
 	cfg.DataDir = t.TempDir()
 	cfg.EmbeddedNATSPort = 0
 	cfg.Builder = "portable"
+	// The test registries listen on 127.0.0.1: allowed explicitly.
+	cfg.AllowLocalRegistries = true
 	cfg.RetryBackoff = 20 * time.Millisecond
 	cfg.ShutdownGrace = 2 * time.Second
 	return cfg

@@ -48,7 +48,17 @@ func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger)
 	}
 	// Leftover chain directories of a killed process are not reused.
 	_ = os.RemoveAll(bf.workDir)
-	return worker.NewConvertAdapter(reg, b, cache, worker.WithWorkDir(bf.workDir), worker.WithAdapterLogger(log)), nil
+	policy, err := worker.NewRegistryPolicy(cfg.AllowedRegistries,
+		worker.AllowLocal(cfg.AllowLocalRegistries || cfg.Dev), worker.AllowHosts(cfg.InsecureRegistries...))
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.AllowedRegistries) == 0 {
+		log.Info("no allowed-registries: requests may name any registry except loopback and link-local ones",
+			zap.Bool("localAllowed", cfg.AllowLocalRegistries || cfg.Dev))
+	}
+	return worker.NewConvertAdapter(reg, b, cache, worker.WithWorkDir(bf.workDir), worker.WithAdapterLogger(log),
+		worker.WithClaimTTL(cfg.ClaimTTL), worker.WithRegistryPolicy(policy)), nil
 }
 
 // runDevEnv is `serve --dev`: a loopback registry with a sample image, and

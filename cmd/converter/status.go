@@ -57,6 +57,9 @@ func runStatus(ctx context.Context, out io.Writer, q *queue.Queue, image string,
 		return json.NewEncoder(out).Encode(st)
 	}
 	fmt.Fprintf(out, "%s: %s (attempts %d, updated %s)\n", st.Image, st.State, st.Attempts, st.Updated.Format(time.RFC3339))
+	if st.Detail != "" {
+		fmt.Fprintf(out, "  %s\n", st.Detail)
+	}
 	if len(st.Artifacts) > 0 {
 		fmt.Fprintf(out, "  artifacts: %s\n", strings.Join(st.Artifacts, ", "))
 	}

@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
@@ -14,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cimconv/cimconv/internal/queue"
+	"github.com/cimconv/cimconv/internal/registry"
 )
 
 func init() { registeredCommands = append(registeredCommands, newSubmitCmd) }
@@ -50,6 +55,8 @@ func newSubmitCmd(g *globalFlags) *cobra.Command {
 		wait    bool
 		timeout time.Duration
 		asJSON  bool
+		rf      registryFlags
+		noCheck bool
 	)
 	cmd := &cobra.Command{
 		Use:   "submit IMAGE",
@@ -81,7 +88,15 @@ conversion failed or the timeout passed.`,
 				return err
 			}
 			defer nc.Close()
-			return runSubmit(ctx, cmd.OutOrStdout(), q, req, wait, asJSON)
+			var check artifactCheck
+			if wait && !noCheck {
+				reg, err := rf.client(log)
+				if err != nil {
+					return err
+				}
+				check = registryCheck(reg)
+			}
+			return runSubmit(ctx, cmd.OutOrStdout(), q, req, wait, asJSON, check)
 		},
 	}
 	nf.register(cmd.Flags())
@@ -93,10 +108,38 @@ conversion failed or the timeout passed.`,
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the result; exit non-zero if the conversion failed")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up waiting after this long (0: never)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&noCheck, "no-verify", false, "with --wait, trust the recorded result instead of checking that the artifact exists in the registry")
+	cmd.Flags().StringSliceVar(&rf.insecure, "insecure", nil, "registry hosts to reach over plain HTTP when checking the artifact (loopback is always allowed)")
+	cmd.Flags().StringVar(&rf.dockerConfig, "docker-config", os.Getenv("CIMCONV_DOCKER_CONFIG"), "dockerconfigjson file with registry credentials for checking the artifact")
 	return cmd
 }
 
-func runSubmit(ctx context.Context, out io.Writer, q *queue.Queue, req queue.Request, wait, asJSON bool) error {
+// artifactCheck returns the artifacts of a successful result that are not
+// in the registry (nil: all exist), or an error when it cannot tell.
+type artifactCheck func(ctx context.Context, image string, artifacts []string) ([]string, error)
+
+// registryCheck looks each artifact manifest up in the image's repository.
+func registryCheck(reg *registry.Client) artifactCheck {
+	return func(ctx context.Context, image string, artifacts []string) ([]string, error) {
+		ref, err := name.ParseReference(image, name.Insecure)
+		if err != nil {
+			return nil, err
+		}
+		var missing []string
+		for _, a := range artifacts {
+			_, _, err := reg.FetchManifest(ctx, ref.Context().Digest(a))
+			switch {
+			case errors.Is(err, registry.ErrNotFound):
+				missing = append(missing, a)
+			case err != nil:
+				return nil, fmt.Errorf("check artifact %s in %s (--no-verify skips the check): %w", a, ref.Context(), err)
+			}
+		}
+		return missing, nil
+	}
+}
+
+func runSubmit(ctx context.Context, out io.Writer, q *queue.Queue, req queue.Request, wait, asJSON bool, check artifactCheck) error {
 	if !wait {
 		dup, err := q.Submit(ctx, req)
 		if err != nil {
@@ -119,6 +162,34 @@ func runSubmit(ctx context.Context, out io.Writer, q *queue.Queue, req queue.Req
 			return fmt.Errorf("%s: no result before the timeout: %w", req.Image, ctx.Err())
 		}
 		return err
+	}
+	// A success is reported only for artifacts that exist: the answer may
+	// come from the duplicate window, about an artifact deleted since (e.g.
+	// a re-seeded dev registry). Then the image is converted again.
+	if check != nil && res.Succeeded() && len(res.ArtifactDigests) > 0 {
+		missing, err := check(ctx, req.Image, res.ArtifactDigests)
+		if err != nil {
+			return err
+		}
+		if len(missing) > 0 && !req.Force {
+			fmt.Fprintf(out, "%s: recorded artifact %s is not in the registry; converting again (--force)\n", req.Image, strings.Join(missing, ", "))
+			req.Force = true
+			if res, _, err = q.SubmitAndWait(ctx, req); err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("%s: no result before the timeout: %w", req.Image, ctx.Err())
+				}
+				return err
+			}
+			if res.Succeeded() {
+				missing, err = check(ctx, req.Image, res.ArtifactDigests)
+				if err != nil {
+					return err
+				}
+			}
+		}
+		if len(missing) > 0 && res.Succeeded() {
+			return &exitError{code: 1, err: fmt.Errorf("%s: recorded as converted, but artifact %s is not in the registry", req.Image, strings.Join(missing, ", "))}
+		}
 	}
 	if asJSON {
 		if err := json.NewEncoder(out).Encode(res); err != nil {

@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/cimconv/cimconv/internal/queue"
+	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/service"
 	"github.com/cimconv/cimconv/internal/worker"
 )
@@ -50,7 +53,8 @@ func TestSubmitStatusDeadCommands(t *testing.T) {
 	defer func() { cancel(); _ = s.Wait() }()
 	url := "--nats-url=" + s.NATSURL()
 
-	out, err := runCLI(t, "submit", "reg.example/app:good", "--wait", url)
+	// reg.example does not exist: the artifact check is skipped.
+	out, err := runCLI(t, "submit", "reg.example/app:good", "--wait", "--no-verify", url)
 	if err != nil || !strings.Contains(out, "converted (layers built 3") || !strings.Contains(out, "artifact sha256:bbbb") {
 		t.Fatalf("submit --wait good: %q %v", out, err)
 	}
@@ -120,5 +124,42 @@ func TestServeRefusesWithoutConverter(t *testing.T) {
 	_, err := runCLI(t, "serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--embedded-nats-port", "0")
 	if err == nil || !strings.Contains(err.Error(), "conversion is not wired") {
 		t.Errorf("serve without a converter: err = %v", err)
+	}
+}
+
+// submit --wait reports success only for an artifact the registry has: a
+// result recorded for an artifact deleted since (answered from the
+// duplicate window) is converted again, and one still missing is an error
+// (issue 9 #5/#9).
+func TestSubmitWaitChecksTheArtifactExists(t *testing.T) {
+	reg := registrytest.NewReferrersRegistry(t)
+	layer := registrytest.Gzip(t, registrytest.Tar(t, "Files/a.txt", "a"))
+	windows := v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"}
+	exists := registrytest.PushImage(t, reg+"/win/app:stands-for-an-artifact", [][]byte{layer}, windows).Digest.String()
+	gone := "sha256:" + strings.Repeat("f", 64)
+	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		artifact := gone
+		if req.Force && strings.HasSuffix(req.Image, ":v1") {
+			artifact = exists
+		}
+		return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("a", 64)}, ArtifactDigests: []string{artifact}}, nil
+	})
+	cfg := service.DefaultConfig()
+	cfg.Listen, cfg.DataDir, cfg.EmbeddedNATSPort = "127.0.0.1:0", t.TempDir(), 0
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := service.Start(ctx, service.Options{Config: cfg, Converter: conv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = s.Wait() }()
+	url := "--nats-url=" + s.NATSURL()
+
+	out, err := runCLI(t, "submit", reg+"/win/app:v1", "--wait", url)
+	if err != nil || !strings.Contains(out, gone+" is not in the registry; converting again") || !strings.Contains(out, "artifact "+exists) {
+		t.Fatalf("submit --wait: %q %v, want a second conversion ending in %s", out, err, exists)
+	}
+	out, err = runCLI(t, "submit", reg+"/win/app:v2", "--wait", url)
+	if err == nil || exitCode(err) == 0 || !strings.Contains(err.Error(), "artifact "+gone+" is not in the registry") {
+		t.Fatalf("submit --wait with a missing artifact: %q %v, want a non-zero exit", out, err)
 	}
 }

@@ -1,6 +1,7 @@
 package cim
 
 import (
+	"fmt"
 	"io"
 	"sync"
 )
@@ -44,7 +45,7 @@ func (a *asyncWriter) run() {
 	defer close(a.done)
 	for b := range a.full {
 		if a.error() == nil {
-			if _, err := a.w.Write(b); err != nil {
+			if err := a.write(b); err != nil {
 				a.mu.Lock()
 				a.err = err
 				a.mu.Unlock()
@@ -53,6 +54,18 @@ func (a *asyncWriter) run() {
 		a.free <- b[:0]
 		a.wg.Done()
 	}
+}
+
+// write writes b; a panic of the underlying writer is the writer's error
+// (this goroutine must not crash the process).
+func (a *asyncWriter) write(b []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("cim: writing panicked: %v", r)
+		}
+	}()
+	_, err = a.w.Write(b)
+	return err
 }
 
 func (a *asyncWriter) error() error {

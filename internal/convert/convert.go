@@ -370,7 +370,7 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 		// one builder cannot sit on parents written by another.
 		ok = ok && e.Build.Builder == c.b.Capabilities().Name
 		if !ok && c.shared != nil {
-			if e, ok, err = c.fromShared(ctx, j, parentBlob); err != nil {
+			if e, ok, err = c.fromShared(WithLayer(ctx, i+1, len(jobs)), j, parentBlob); err != nil {
 				return err
 			}
 		}
@@ -425,7 +425,7 @@ func (c *Converter) buildChain(ctx context.Context, t registry.Target, jobs []*l
 		go func(i int, j, prev *layerJob) {
 			defer wg.Done()
 			defer close(j.packed)
-			j.packErr = c.pack(ctx, j, prev)
+			j.packErr = safely("pack", func() error { return c.pack(ctx, j, prev) })
 			if j.packErr != nil {
 				cancel()
 			}
@@ -482,7 +482,8 @@ func (c *Converter) prepareAhead(ctx context.Context, jobs []*layerJob, from int
 				return
 			}
 			defer func() { <-sem }()
-			p, err := tp.Prepare(ctx, jobs[i].src, i, chainDir)
+			var p builder.Prepared
+			err := safely("prepare", func() (err error) { p, err = tp.Prepare(ctx, jobs[i].src, i, chainDir); return err })
 			if p != nil {
 				pa.mu.Lock()
 				pa.got = append(pa.got, p)
@@ -710,46 +711,54 @@ func (c *Converter) push(ctx context.Context, t registry.Target, jobs []*layerJo
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.pushConc)
 	for _, j := range jobs {
-		g.Go(func() error {
-			h, err := v1.NewHash(j.entry.Blob.Digest)
-			if err != nil {
-				return err
-			}
-			desc := v1.Descriptor{MediaType: types.MediaType(artifact.LayerMediaType), Digest: h, Size: j.entry.Blob.Size}
-			var mounts []name.Repository
-			for _, r := range j.entry.Repos {
-				if r == repo.String() {
-					continue
-				}
-				if mr, err := name.NewRepository(r, name.Insecure); err == nil && mr.RegistryStr() == repo.RegistryStr() {
-					mounts = append(mounts, mr)
-				}
-			}
-			path := c.cache.BlobPath(j.src.ChainID)
-			err = c.reg.PushBlob(gctx, repo, desc, func() (io.ReadCloser, error) { return os.Open(path) }, mounts...)
-			if err != nil {
-				return fmt.Errorf("push layer blob %s: %w", h, err)
-			}
-			c.obs.Bytes("pushed", j.entry.Blob.Size)
-			if err := c.cache.AddRepo(j.entry, repo.String()); err != nil {
-				return err
-			}
-			if key := j.claimKey(); key != "" {
-				// The blob is in a registry now: other workers may take it.
-				v, err := json.Marshal(sharedValue{Entry: j.entry, Repo: repo.String()})
-				if err != nil {
-					return err
-				}
-				if err := c.shared.Put(gctx, key, v); err != nil {
-					return fmt.Errorf("shared chain cache %s: %w", j.src.ChainID, err)
-				}
-			}
-			return nil
-		})
+		g.Go(func() error { return safely("push", func() error { return c.pushLayer(gctx, repo, j) }) })
 	}
 	if err := g.Wait(); err != nil {
 		return "", err
 	}
+	return c.pushManifest(ctx, t, repo, cfgBytes, manifest)
+}
+
+// pushLayer uploads one layer blob and shares it through the chain cache.
+func (c *Converter) pushLayer(gctx context.Context, repo name.Repository, j *layerJob) error {
+	h, err := v1.NewHash(j.entry.Blob.Digest)
+	if err != nil {
+		return err
+	}
+	desc := v1.Descriptor{MediaType: types.MediaType(artifact.LayerMediaType), Digest: h, Size: j.entry.Blob.Size}
+	var mounts []name.Repository
+	for _, r := range j.entry.Repos {
+		if r == repo.String() {
+			continue
+		}
+		if mr, err := name.NewRepository(r, name.Insecure); err == nil && mr.RegistryStr() == repo.RegistryStr() {
+			mounts = append(mounts, mr)
+		}
+	}
+	path := c.cache.BlobPath(j.src.ChainID)
+	err = c.reg.PushBlob(gctx, repo, desc, func() (io.ReadCloser, error) { return os.Open(path) }, mounts...)
+	if err != nil {
+		return fmt.Errorf("push layer blob %s: %w", h, err)
+	}
+	c.obs.Bytes("pushed", j.entry.Blob.Size)
+	if err := c.cache.AddRepo(j.entry, repo.String()); err != nil {
+		return err
+	}
+	if key := j.claimKey(); key != "" {
+		// The blob is in a registry now: other workers may take it.
+		v, err := json.Marshal(sharedValue{Entry: j.entry, Repo: repo.String()})
+		if err != nil {
+			return err
+		}
+		if err := c.shared.Put(gctx, key, v); err != nil {
+			return fmt.Errorf("shared chain cache %s: %w", j.src.ChainID, err)
+		}
+	}
+	return nil
+}
+
+// pushManifest uploads the artifact config, then the manifest.
+func (c *Converter) pushManifest(ctx context.Context, t registry.Target, repo name.Repository, cfgBytes, manifest []byte) (string, error) {
 	ch, cs, _ := v1.SHA256(bytes.NewReader(cfgBytes))
 	cfgDesc := v1.Descriptor{MediaType: types.MediaType(artifact.ArtifactType), Digest: ch, Size: cs}
 	if err := c.reg.PushBlob(ctx, repo, cfgDesc, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(cfgBytes)), nil }); err != nil {

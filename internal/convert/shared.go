@@ -36,12 +36,44 @@ type SharedCache interface {
 	Renew(ctx context.Context, key string) (bool, error)
 }
 
+type layerKey struct{}
+
+type layerRef struct{ n, of int }
+
+// WithLayer tells SharedCache calls which layer of the image they are about.
+func WithLayer(ctx context.Context, n, of int) context.Context {
+	return context.WithValue(ctx, layerKey{}, layerRef{n, of})
+}
+
+// LayerOf returns the 1-based index and the layer count of the layer a
+// SharedCache call is about (for "waiting for layer N/M" messages).
+func LayerOf(ctx context.Context) (n, of int, ok bool) {
+	l, ok := ctx.Value(layerKey{}).(layerRef)
+	return l.n, l.of, ok
+}
+
 // claimRenewInterval is how often held claims are renewed during a build;
 // claims must live several times longer (the service uses 30 minutes).
 const claimRenewInterval = 5 * time.Minute
 
+// safely runs f on a conversion goroutine: a panic becomes f's error, so no
+// goroutine of a conversion can crash the process.
+func safely(what string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s panicked: %v", what, r)
+		}
+	}()
+	return f()
+}
+
 // renewClaims keeps the claims of jobs alive until ctx ends.
 func (c *Converter) renewClaims(ctx context.Context, jobs []*layerJob, every time.Duration) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("claim renewal panicked", zap.Any("panic", r))
+		}
+	}()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

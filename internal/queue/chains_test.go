@@ -11,112 +11,169 @@ import (
 
 var chainID = "sha256:" + strings.Repeat("c", 64)
 
-func TestChainClaimLoserWaitsForWinner(t *testing.T) {
+// abandon stops a claim's renewals without releasing it: its holder died.
+func (cl *Claim) abandon() {
+	cl.once.Do(func() { close(cl.stop) })
+	<-cl.done
+}
+
+// fakeClock is an injected clock for the chain cache's staleness judgement.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (f *fakeClock) Now() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
+func (f *fakeClock) Add(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+}
+
+func TestChainClaimOneWinner(t *testing.T) {
 	q, _ := openQueue(t)
 	ctx := ctxT(t)
 	c := q.Chains()
 	type outcome struct {
-		owner string
-		won   bool
-		err   error
+		worker string
+		cl     *Claim
+		holder *ClaimHolder
+		err    error
 	}
 	var wg sync.WaitGroup
 	res := make(chan outcome, 2)
-	for _, owner := range []string{"worker-a", "worker-b"} {
+	for _, w := range []string{"worker-a", "worker-b"} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			won, err := c.Claim(ctx, chainID, owner, time.Minute)
-			res <- outcome{owner, won, err}
+			cl, h, err := c.Claim(ctx, chainID, w, time.Minute)
+			res <- outcome{w, cl, h, err}
 		}()
 	}
 	wg.Wait()
 	close(res)
-	var winner, loser string
+	var winner, loser outcome
 	for o := range res {
 		if o.err != nil {
 			t.Fatal(o.err)
 		}
-		if o.won {
-			if winner != "" {
-				t.Fatalf("both %s and %s won the claim", winner, o.owner)
+		if o.cl != nil {
+			if winner.cl != nil {
+				t.Fatalf("both %s and %s won the claim", winner.worker, o.worker)
 			}
-			winner = o.owner
+			winner = o
 		} else {
-			loser = o.owner
+			loser = o
 		}
 	}
-	if winner == "" || loser == "" {
-		t.Fatalf("winner %q loser %q", winner, loser)
+	if winner.cl == nil || loser.holder == nil {
+		t.Fatalf("winner %+v loser %+v", winner, loser)
 	}
-	got := make(chan []byte, 1)
-	go func() {
-		v, err := c.Wait(ctx, chainID)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- v
-	}()
-	time.Sleep(100 * time.Millisecond) // let the loser start waiting before the value exists
-	if _, err := c.Get(ctx, chainID); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("value before Put: %v", err)
+	if loser.holder.Worker != winner.worker || loser.holder.Token != winner.cl.Holder().Token {
+		t.Errorf("loser sees holder %+v, want %s with the winner's token", loser.holder, winner.worker)
 	}
-	want := []byte(`{"digest":"sha256:blob","by":"` + winner + `"}`)
-	if err := c.Put(ctx, chainID, want); err != nil {
+	if err := winner.cl.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if v := <-got; string(v) != string(want) {
-		t.Errorf("loser got %q, want %q", v, want)
-	}
-	// A value that already exists is returned at once.
-	if v, err := c.Wait(ctx, chainID); err != nil || string(v) != string(want) {
-		t.Errorf("Wait after Put: %q %v", v, err)
-	}
-	if err := c.Release(ctx, chainID, winner); err != nil {
-		t.Fatal(err)
-	}
-	if won, err := c.Claim(ctx, chainID, loser, time.Minute); err != nil || !won {
-		t.Errorf("claim after release: won=%v err=%v", won, err)
+	if cl, h, err := c.Claim(ctx, chainID, loser.worker, time.Minute); err != nil || cl == nil {
+		t.Errorf("claim after release: holder=%+v err=%v", h, err)
 	}
 }
 
-func TestChainStaleClaimExpires(t *testing.T) {
+// Issue 14 bug 2: the owner is the claim, not the process. Two conversions
+// of one worker must not both win one claim.
+func TestChainClaimIsPerCallNotPerWorker(t *testing.T) {
 	q, _ := openQueue(t)
 	ctx := ctxT(t)
 	c := q.Chains()
-	now := time.Now()
-	c.now = func() time.Time { return now }
-	if won, _ := c.Claim(ctx, chainID, "dead-worker", time.Minute); !won {
-		t.Fatal("first claim lost")
+	first, _, err := c.Claim(ctx, chainID, "worker-a", time.Minute)
+	if err != nil || first == nil {
+		t.Fatalf("first claim: %v", err)
 	}
-	if won, _ := c.Claim(ctx, chainID, "other", time.Minute); won {
-		t.Fatal("live claim taken over")
-	}
-	if won, _ := c.Claim(ctx, chainID, "dead-worker", time.Minute); !won {
-		t.Fatal("owner could not renew its claim")
-	}
-	now = now.Add(2 * time.Minute)
-	if won, err := c.Claim(ctx, chainID, "other", time.Minute); err != nil || !won {
-		t.Fatalf("stale claim not taken over: won=%v err=%v", won, err)
-	}
-	// Release by a former owner must not drop the new owner's claim.
-	if err := c.Release(ctx, chainID, "dead-worker"); err != nil {
+	defer first.Release(ctx)
+	second, holder, err := c.Claim(ctx, chainID, "worker-a", time.Minute)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if won, _ := c.Claim(ctx, chainID, "third", time.Minute); won {
-		t.Fatal("stale owner's release dropped the current claim")
+	if second != nil {
+		t.Fatal("a second claim by the same worker won: it was taken for a renewal")
+	}
+	if holder.Token != first.Holder().Token {
+		t.Errorf("holder token %s, want the first claim's %s", holder.Token, first.Holder().Token)
 	}
 }
 
-func TestChainWaitHonoursContext(t *testing.T) {
+func TestChainStaleClaimIsTakenOver(t *testing.T) {
 	q, _ := openQueue(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	if _, err := q.Chains().Wait(ctx, chainID); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("err = %v, want deadline exceeded", err)
+	ctx := ctxT(t)
+	c := q.Chains()
+	clock := &fakeClock{now: time.Now()}
+	c.now = clock.Now
+	const ttl = time.Minute // renewals (every 20s) never happen during the test
+
+	dead, _, err := c.Claim(ctx, chainID, "dead-worker", ttl)
+	if err != nil || dead == nil {
+		t.Fatalf("first claim: %v", err)
 	}
-	if _, err := q.Chains().Claim(ctx, "not-a-digest", "a", time.Minute); err == nil || !strings.Contains(err.Error(), "not-a-digest") {
-		t.Errorf("bad chainID: err = %v", err)
+	dead.abandon() // kill -9: no renewal, no release
+	if cl, _, _ := c.Claim(ctx, chainID, "other", ttl); cl != nil {
+		t.Fatal("a fresh claim was taken over")
+	}
+	clock.Add(ttl - time.Second)
+	if cl, _, _ := c.Claim(ctx, chainID, "other", ttl); cl != nil {
+		t.Fatal("a claim younger than its ttl was taken over")
+	}
+	clock.Add(time.Second)
+	other, _, err := c.Claim(ctx, chainID, "other", ttl)
+	if err != nil || other == nil {
+		t.Fatalf("stale claim not taken over: %v", err)
+	}
+	defer other.Release(ctx)
+	// The dead holder, were it to come back, has lost the claim, and its
+	// release does not drop the new holder's claim.
+	if err := dead.Renew(ctx); !errors.Is(err, ErrClaimLost) {
+		t.Errorf("renewal by the former holder: %v, want ErrClaimLost", err)
+	}
+	if err := dead.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cl, h, _ := c.Claim(ctx, chainID, "third", ttl); cl != nil || h == nil || h.Worker != "other" {
+		t.Fatalf("after the former holder's release: claim %v holder %+v, want held by other", cl, h)
+	}
+}
+
+func TestChainRenewedClaimIsNotTakenOver(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	c := q.Chains()
+	clock := &fakeClock{now: time.Now()}
+	c.now = clock.Now
+	const ttl = 300 * time.Millisecond // renewed every 100ms (real time)
+
+	live, _, err := c.Claim(ctx, chainID, "live-worker", ttl)
+	if err != nil || live == nil {
+		t.Fatalf("first claim: %v", err)
+	}
+	defer live.Release(ctx)
+	key, _ := chainKey("claim", chainID)
+	for round := range 3 {
+		e, err := c.kv.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cl, _, _ := c.Claim(ctx, chainID, "other", ttl); cl != nil {
+			t.Fatalf("round %d: live claim taken over", round)
+		}
+		// Wait for the holder's next renewal, then let more than a ttl
+		// pass on the observer's clock.
+		waitFor(t, "a renewal", func() bool {
+			n, err := c.kv.Get(ctx, key)
+			return err == nil && n.Revision() != e.Revision()
+		})
+		clock.Add(2 * ttl)
+	}
+	if !live.Held() {
+		t.Error("the live holder lost its claim")
 	}
 }
 
@@ -124,41 +181,93 @@ func TestChainAcquire(t *testing.T) {
 	q, _ := openQueue(t)
 	ctx := ctxT(t)
 	c := q.Chains()
-	const ttl = 400 * time.Millisecond
+	const ttl = 300 * time.Millisecond
 
-	// A dead winner: its claim expires and the next worker builds.
-	if _, won, err := c.Acquire(ctx, chainID, "dies", ttl); err != nil || !won {
-		t.Fatalf("first acquire: won=%v err=%v", won, err)
+	// A dead winner: its claim goes stale and the next worker builds.
+	_, dead, err := c.Acquire(ctx, chainID, "dies", ttl)
+	if err != nil || dead == nil {
+		t.Fatalf("first acquire: claim=%v err=%v", dead, err)
 	}
-	v, won, err := c.Acquire(ctx, chainID, "survivor", ttl)
-	if err != nil || !won || v != nil {
-		t.Fatalf("after the dead winner's ttl: value=%q won=%v err=%v, want the claim", v, won, err)
+	dead.abandon()
+	waited := make(chan ClaimHolder, 4)
+	v, survivor, err := c.Acquire(ctx, chainID, "survivor", ttl, OnWait(func(h ClaimHolder) { waited <- h }))
+	if err != nil || survivor == nil || v != nil {
+		t.Fatalf("after the dead winner's ttl: value=%q claim=%v err=%v, want the claim", v, survivor, err)
+	}
+	if h := <-waited; h.Worker != "dies" {
+		t.Errorf("waited for %+v, want the dead worker", h)
 	}
 
-	// A live winner (renewed for long enough not to depend on timing): the
-	// waiter gets its value without building.
-	if won, err := c.Claim(ctx, chainID, "survivor", time.Minute); err != nil || !won {
-		t.Fatalf("renewal: won=%v err=%v", won, err)
-	}
+	// A live winner: the waiter says whom it waits for and gets the value
+	// without building.
 	got := make(chan []byte, 1)
+	waited = make(chan ClaimHolder, 4)
 	go func() {
-		v, won, err := c.Acquire(ctx, chainID, "waiter", ttl)
-		if err != nil || won {
-			t.Errorf("waiter: won=%v err=%v", won, err)
+		v, cl, err := c.Acquire(ctx, chainID, "waiter", ttl, OnWait(func(h ClaimHolder) { waited <- h }))
+		if err != nil || cl != nil {
+			t.Errorf("waiter: claim=%v err=%v", cl, err)
 		}
 		got <- v
 	}()
-	time.Sleep(100 * time.Millisecond)
+	if h := <-waited; h.Worker != "survivor" {
+		t.Errorf("waiting for %+v, want survivor", h)
+	}
 	if err := c.Put(ctx, chainID, []byte("blob")); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Release(ctx, chainID, "survivor"); err != nil {
+	if err := survivor.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if v := <-got; string(v) != "blob" {
 		t.Errorf("waiter got %q", v)
 	}
-	if v, won, err := c.Acquire(ctx, chainID, "late", ttl); err != nil || won || string(v) != "blob" {
-		t.Errorf("late acquire: %q won=%v err=%v", v, won, err)
+	if v, cl, err := c.Acquire(ctx, chainID, "late", ttl); err != nil || cl != nil || string(v) != "blob" {
+		t.Errorf("late acquire: %q claim=%v err=%v", v, cl, err)
+	}
+}
+
+func TestChainAcquireSeesRelease(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	c := q.Chains()
+	holder, _, err := c.Claim(ctx, chainID, "holder", time.Hour) // never stale during the test
+	if err != nil || holder == nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan struct{})
+	won := make(chan *Claim, 1)
+	go func() {
+		_, cl, err := c.Acquire(ctx, chainID, "waiter", time.Hour, OnWait(func(ClaimHolder) { close(waiting) }))
+		if err != nil {
+			t.Error(err)
+		}
+		won <- cl
+	}()
+	<-waiting
+	if err := holder.Release(ctx); err != nil { // a failed build: no value
+		t.Fatal(err)
+	}
+	if cl := <-won; cl == nil {
+		t.Error("the waiter did not take the released claim")
+	} else {
+		_ = cl.Release(ctx)
+	}
+}
+
+func TestChainAcquireHonoursContext(t *testing.T) {
+	q, _ := openQueue(t)
+	c := q.Chains()
+	holder, _, err := c.Claim(ctxT(t), chainID, "holder", time.Hour)
+	if err != nil || holder == nil {
+		t.Fatal(err)
+	}
+	defer holder.Release(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	_, _, err = c.Acquire(ctx, chainID, "waiter", time.Hour, OnWait(func(ClaimHolder) { cancel() }))
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "holder") {
+		t.Errorf("err = %v, want cancelled naming the holder", err)
+	}
+	if _, _, err := c.Claim(ctxT(t), "not-a-digest", "a", time.Minute); err == nil || !strings.Contains(err.Error(), "not-a-digest") {
+		t.Errorf("bad chainID: err = %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	neturl "net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -57,6 +58,17 @@ func Connect(ctx context.Context, url string, opts ...ConnectOption) (*nats.Conn
 	}
 	log := cfg.logger
 	base := cfg.reconnectWait
+	// The server the connection was on: after a disconnect the connection
+	// no longer names it, and the log should.
+	var server atomic.Value
+	server.Store(redact(url))
+	current := func(nc *nats.Conn) string {
+		if u := nc.ConnectedUrlRedacted(); u != "" {
+			server.Store(u)
+			return u
+		}
+		return server.Load().(string)
+	}
 	nopts := []nats.Option{
 		nats.Name(cfg.name),
 		nats.MaxReconnects(-1),
@@ -71,10 +83,10 @@ func Connect(ctx context.Context, url string, opts ...ConnectOption) (*nats.Conn
 			if nc.IsClosed() || nc.IsDraining() || err == nil {
 				return // our own Close or Drain, not an outage
 			}
-			log.Warn("nats disconnected; reconnecting", zap.String("server", nc.ConnectedUrlRedacted()), zap.Error(err))
+			log.Warn("nats disconnected; reconnecting", zap.String("server", current(nc)), zap.Error(err))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("nats reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
+			log.Info("nats reconnected", zap.String("server", current(nc)))
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { log.Debug("nats connection closed") }),
 	}
@@ -91,6 +103,7 @@ func Connect(ctx context.Context, url string, opts ...ConnectOption) (*nats.Conn
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats at %s: %w", redact(url), err)
 	}
+	current(nc) // remember the server picked from the list
 	return nc, nil
 }
 

@@ -36,6 +36,8 @@ type Delivery struct {
 
 	mu      sync.Mutex
 	settled bool
+	// slot is the delivery's concurrency slot (see Park); nil outside Consume.
+	slot *slot
 }
 
 // Key is the request's idempotency key.
@@ -43,9 +45,6 @@ func (d *Delivery) Key() string { return d.Request.IdempotencyKey() }
 
 // LastAttempt reports whether this is the final delivery.
 func (d *Delivery) LastAttempt() bool { return d.Attempt >= d.MaxDeliver }
-
-// Raw is the message body as received.
-func (d *Delivery) Raw() []byte { return d.msg.Data() }
 
 func (d *Delivery) settle() bool {
 	d.mu.Lock()
@@ -93,6 +92,85 @@ func (d *Delivery) Nak(delay time.Duration) error {
 	return nil
 }
 
+// Park gives the delivery's concurrency slot back while the handler waits
+// for something other than its own work (another worker's build claim), so
+// the worker may take other requests meanwhile. It reports false, and the
+// delivery keeps its slot, outside Consume, when already parked, or when the
+// worker already has as many parked deliveries as WithMaxParked allows. A
+// parked delivery still heartbeats; Unpark takes a slot again.
+func (d *Delivery) Park() bool {
+	s := d.slot
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.held || s.parked {
+		return false
+	}
+	select {
+	case s.pool.parked <- struct{}{}:
+	default:
+		return false
+	}
+	<-s.pool.slots
+	s.held, s.parked = false, true
+	return true
+}
+
+// Unpark waits for a free concurrency slot after Park (at once when the
+// delivery is not parked) or for ctx to end.
+func (d *Delivery) Unpark(ctx context.Context) error {
+	s := d.slot
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	parked := s.parked
+	s.mu.Unlock()
+	if !parked {
+		return nil
+	}
+	select {
+	case s.pool.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.mu.Lock()
+	s.held, s.parked = true, false
+	<-s.pool.parked
+	s.mu.Unlock()
+	return nil
+}
+
+// slotPool bounds the deliveries handled at once (slots) and those parked
+// while waiting (parked).
+type slotPool struct {
+	slots  chan struct{}
+	parked chan struct{}
+}
+
+// slot is one delivery's share of the pool.
+type slot struct {
+	pool   *slotPool
+	mu     sync.Mutex
+	held   bool // holds one of pool.slots
+	parked bool // holds one of pool.parked
+}
+
+func (s *slot) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held {
+		<-s.pool.slots
+		s.held = false
+	}
+	if s.parked {
+		<-s.pool.parked
+		s.parked = false
+	}
+}
+
 // InProgress resets the ack timer: the worker is still on it.
 func (d *Delivery) InProgress() error {
 	if d.Settled() {
@@ -121,7 +199,9 @@ func (d *Delivery) Term(ctx context.Context, reason string, cause error) error {
 		_ = d.msg.Nak()
 		return err
 	}
-	if err := d.msg.TermWithReason(reason); err != nil {
+	// Plain Term, not TermWithReason: nats-server 2.9 ignores the latter
+	// and redelivers (the reason is in the dead letter).
+	if err := d.msg.Term(); err != nil {
 		return fmt.Errorf("term request #%d (dead letter stored): %w", d.Seq, err)
 	}
 	return nil
@@ -144,7 +224,7 @@ func (d *Delivery) Requeue(ctx context.Context) error {
 		_ = d.q.UpdateStatus(ctx, d.Request.Image, Status{State: StateQueued, Image: d.Request.Image, Key: d.Key(), Seq: ack.Sequence,
 			LastError: "requeued: interrupted by a worker shutdown on its last delivery"})
 	}
-	if err := d.msg.TermWithReason("requeued"); err != nil {
+	if err := d.msg.Term(); err != nil {
 		return fmt.Errorf("term request #%d (requeued as #%d): %w", d.Seq, ack.Sequence, err)
 	}
 	return nil
@@ -152,6 +232,7 @@ func (d *Delivery) Requeue(ctx context.Context) error {
 
 type consumeConfig struct {
 	concurrency int
+	maxParked   int
 	grace       time.Duration
 	fetchWait   time.Duration
 }
@@ -164,6 +245,10 @@ type ConsumeOption func(*consumeConfig)
 // worker only pulls a request when a slot is free, so nothing waits in a
 // client-side buffer while its ack timer runs.
 func WithConcurrency(n int) ConsumeOption { return func(c *consumeConfig) { c.concurrency = n } }
+
+// WithMaxParked bounds the deliveries parked at once (see Delivery.Park;
+// default 4 per concurrency slot). Beyond it a waiting delivery keeps its slot.
+func WithMaxParked(n int) ConsumeOption { return func(c *consumeConfig) { c.maxParked = n } }
 
 // WithShutdownGrace sets how long in-flight handlers may run after ctx is
 // cancelled before their own context is cancelled (default 30s).
@@ -183,12 +268,15 @@ type Handler func(ctx context.Context, d *Delivery)
 // whose deliveries ran out without a worker settling them (a worker died on
 // the last attempt), from the server's max-deliveries advisory.
 func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOption) error {
-	cfg := consumeConfig{concurrency: 2, grace: 30 * time.Second, fetchWait: time.Second}
+	cfg := consumeConfig{concurrency: 2, grace: 30 * time.Second, fetchWait: time.Second, maxParked: -1}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.concurrency < 1 {
 		return fmt.Errorf("queue: concurrency %d: must be at least 1", cfg.concurrency)
+	}
+	if cfg.maxParked < 0 {
+		cfg.maxParked = 4 * cfg.concurrency
 	}
 	advisory, err := q.nc.Subscribe(fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", StreamName, ConsumerName), func(m *nats.Msg) {
 		q.onMaxDeliveries(ctx, m.Data)
@@ -201,10 +289,12 @@ func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOpt
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
 	var wg sync.WaitGroup
-	slots := make(chan struct{}, cfg.concurrency)
+	pool := &slotPool{slots: make(chan struct{}, cfg.concurrency), parked: make(chan struct{}, cfg.maxParked)}
+	slots := pool.slots
 	run := func(m jetstream.Msg) {
-		defer func() { <-slots; wg.Done() }()
 		d := q.newDelivery(m)
+		d.slot = &slot{pool: pool, held: true}
+		defer func() { d.slot.release(); wg.Done() }()
 		defer func() {
 			if r := recover(); r != nil {
 				q.log.Error("handler panicked; request NAKed", zap.Uint64("seq", d.Seq), zap.Any("panic", r))

@@ -52,6 +52,10 @@ type Request struct {
 	Builder string `json:"builder,omitempty"`
 	// Force converts even when an artifact already exists.
 	Force bool `json:"force,omitempty"`
+	// Tag is the tag a digest-pinned Image was pushed as, when the sender
+	// knows it (webhooks): the status is recorded under repo:tag too, so
+	// `status repo:tag` finds it. It is not part of the key.
+	Tag string `json:"tag,omitempty"`
 	// Requester and Source say who asked and through which channel
 	// ("cli", "webhook/distribution", ...). They are not part of the key.
 	Requester string `json:"requester,omitempty"`
@@ -74,6 +78,11 @@ func (r Request) Normalize() (Request, error) {
 	if _, err := name.ParseReference(r.Image); err != nil {
 		return r, fmt.Errorf("%w: image %q: %v", ErrInvalidRequest, r.Image, err)
 	}
+	if r.Tag != "" {
+		if _, err := name.NewTag("example.invalid/x:"+r.Tag, name.StrictValidation); err != nil {
+			return r, fmt.Errorf("%w: tag %q: %v", ErrInvalidRequest, r.Tag, err)
+		}
+	}
 	if r.Platform == "" {
 		r.Platform = DefaultPlatform
 	}
@@ -89,6 +98,19 @@ func (r Request) Normalize() (Request, error) {
 		return r, fmt.Errorf("%w: builder %q: want auto, hcsshim or portable", ErrInvalidRequest, r.Builder)
 	}
 	return r, nil
+}
+
+// StatusImages are the names the request's status is recorded under: the
+// image and, for a digest-pinned image with a Tag, repo:tag.
+func (r Request) StatusImages() []string {
+	out := []string{r.Image}
+	if r.Tag == "" {
+		return out
+	}
+	if d, err := name.NewDigest(r.Image); err == nil {
+		out = append(out, d.Context().Name()+":"+r.Tag)
+	}
+	return out
 }
 
 // canonicalImage is the image as it enters the key: the digest when pinned
@@ -142,6 +164,10 @@ type Result struct {
 	Error        string `json:"error,omitempty"`
 	Reason       string `json:"reason,omitempty"`
 	Attempts     int    `json:"attempts"`
+	// Ignored says why nothing was converted although nothing failed: the
+	// request named no image (cimconv's own artifact or referrers index,
+	// e.g. the event of its own fallback-tag push). Not a conversion.
+	Ignored string `json:"ignored,omitempty"`
 }
 
 // Succeeded reports whether the conversion succeeded.

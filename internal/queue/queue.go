@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,7 +33,14 @@ var (
 	// ErrStreamMismatch: an existing CIMCONV stream has settings that cannot
 	// be updated in place (e.g. memory storage).
 	ErrStreamMismatch = errors.New("existing stream is incompatible")
+	// ErrServerTooOld: the NATS server is older than MinServerVersion.
+	ErrServerTooOld = errors.New("NATS server too old")
 )
+
+// MinServerVersion is the oldest nats-server cimconv supports (Debian 12's
+// package is 2.9.10; the service is tested against it and against the
+// version in go.mod). Open refuses older servers.
+const MinServerVersion = "2.9.0"
 
 type config struct {
 	ackWait         time.Duration
@@ -88,6 +98,9 @@ type Queue struct {
 	chains jetstream.KeyValue
 	cfg    config
 	log    *zap.Logger
+
+	chainsOnce sync.Once
+	chainsView *Chains
 }
 
 // Open provisions (idempotently) or binds the stream, consumer and buckets on
@@ -114,6 +127,9 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Queue, error) {
 	}
 	if cfg.ackWait <= 0 {
 		return nil, fmt.Errorf("queue: ack wait %v: must be positive", cfg.ackWait)
+	}
+	if err := CheckServerVersion(nc); err != nil {
+		return nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -229,11 +245,42 @@ func (q *Queue) bind(ctx context.Context) error {
 // AckWait is the consumer's ack wait: workers heartbeat well within it.
 func (q *Queue) AckWait() time.Duration { return q.cfg.ackWait }
 
-// MaxDeliver is the number of deliveries before a request is dead-lettered.
-func (q *Queue) MaxDeliver() int { return q.cfg.maxDeliver }
+// CheckServerVersion refuses a connection to a server older than
+// MinServerVersion, naming the server and the version.
+func CheckServerVersion(nc *nats.Conn) error {
+	v := nc.ConnectedServerVersion()
+	if v == "" {
+		return fmt.Errorf("queue: the NATS server at %s did not report its version: %w", nc.ConnectedUrlRedacted(), ErrServerTooOld)
+	}
+	if versionLess(v, MinServerVersion) {
+		return fmt.Errorf("queue: the NATS server at %s is version %s; cimconv needs %s or newer (JetStream KV and the consumer API it uses): %w",
+			nc.ConnectedUrlRedacted(), v, MinServerVersion, ErrServerTooOld)
+	}
+	return nil
+}
 
-// Conn is the underlying connection (for health checks).
-func (q *Queue) Conn() *nats.Conn { return q.nc }
+// versionLess compares "major.minor.patch[-suffix]" versions numerically.
+func versionLess(a, b string) bool {
+	pa, pb := versionParts(a), versionParts(b)
+	for i := range pa {
+		if pa[i] != pb[i] {
+			return pa[i] < pb[i]
+		}
+	}
+	return false
+}
+
+func versionParts(v string) [3]int {
+	v = strings.TrimPrefix(v, "v")
+	if i := strings.IndexAny(v, "-+ "); i >= 0 {
+		v = v[:i]
+	}
+	var out [3]int
+	for i, p := range strings.SplitN(v, ".", 3) {
+		out[i], _ = strconv.Atoi(p)
+	}
+	return out
+}
 
 // Ready reports whether the connection is up and the stream exists.
 func (q *Queue) Ready(ctx context.Context) error {
@@ -274,7 +321,11 @@ func (q *Queue) submit(ctx context.Context, req Request, msgID string) (uint64, 
 	if ack.Duplicate {
 		return ack.Sequence, true, nil
 	}
-	err = q.UpdateStatus(ctx, req.Image, Status{State: StateQueued, Image: req.Image, Key: key, Seq: ack.Sequence})
+	for _, img := range req.StatusImages() {
+		if serr := q.UpdateStatus(ctx, img, Status{State: StateQueued, Image: req.Image, Key: key, Seq: ack.Sequence}); serr != nil && err == nil {
+			err = serr
+		}
+	}
 	return ack.Sequence, false, err
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,23 +32,33 @@ type Status struct {
 	// Key is the idempotency key of the request this state belongs to; Seq
 	// its stream sequence. A state from an older request never overwrites
 	// that of a newer one.
-	Key          string    `json:"key"`
-	Seq          uint64    `json:"seq"`
-	Attempts     int       `json:"attempts"`
-	Artifacts    []string  `json:"artifacts,omitempty"`
-	Subjects     []string  `json:"subjects,omitempty"`
-	LayersBuilt  int       `json:"layersBuilt,omitempty"`
-	LayersCached int       `json:"layersCached,omitempty"`
-	LastError    string    `json:"lastError,omitempty"`
-	Reason       string    `json:"reason,omitempty"`
-	Updated      time.Time `json:"updated"`
+	Key          string   `json:"key"`
+	Seq          uint64   `json:"seq"`
+	Attempts     int      `json:"attempts"`
+	Artifacts    []string `json:"artifacts,omitempty"`
+	Subjects     []string `json:"subjects,omitempty"`
+	LayersBuilt  int      `json:"layersBuilt,omitempty"`
+	LayersCached int      `json:"layersCached,omitempty"`
+	LastError    string   `json:"lastError,omitempty"`
+	// Detail says what a running conversion is doing when it is not its
+	// own work, e.g. "waiting for layer 2/3 (held by worker w1)".
+	Detail  string    `json:"detail,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+	Updated time.Time `json:"updated"`
 }
+
+// DetailIgnored starts the Detail of a request that named nothing to
+// convert (Result.Ignored follows it).
+const DetailIgnored = "nothing to convert: "
 
 // AsResult turns a final status into the Result of req.
 func (s *Status) AsResult(req Request) *Result {
 	r := &Result{
 		Request: req, Key: s.Key, SubjectDigests: s.Subjects, ArtifactDigests: s.Artifacts,
 		Attempts: s.Attempts, Reason: s.Reason, LayersBuilt: s.LayersBuilt, LayersCached: s.LayersCached,
+	}
+	if why, ok := strings.CutPrefix(s.Detail, DetailIgnored); ok && s.State == StateSucceeded {
+		r.Ignored = why
 	}
 	if s.State != StateSucceeded {
 		r.Error = s.LastError
@@ -78,10 +89,45 @@ func (q *Queue) Status(ctx context.Context, imageOrDigest string) (*Status, erro
 	return &st, nil
 }
 
+// rank orders the states of one delivery attempt: queued (submitted) <
+// running < failed or handed back (queued again by a worker) < final.
+func rank(st Status) int {
+	switch st.State {
+	case StateQueued:
+		if st.Attempts > 0 {
+			return 2 // handed back by a worker after its attempt
+		}
+		return 0
+	case StateRunning:
+		return 1
+	case StateFailed:
+		return 2
+	}
+	return 3
+}
+
+// Supersedes reports whether st may replace old under one status key:
+// states only move forward. A newer request (higher Seq) always wins; within
+// one request a later delivery attempt wins, and within one attempt the state
+// must not go back (a late "queued" from submit never hides "running"); a
+// final state is only replaced by a final state.
+func Supersedes(old, st Status) bool {
+	if st.Seq != old.Seq {
+		return st.Seq > old.Seq
+	}
+	if old.State.Final() {
+		return st.State.Final()
+	}
+	if st.Attempts != old.Attempts {
+		return st.Attempts > old.Attempts
+	}
+	return rank(st) >= rank(old)
+}
+
 // UpdateStatus stores st under the status key of imageOrDigest unless the
-// stored state belongs to a newer request (higher Seq), or to the same
-// request and is already final while st is not: a late "queued" never hides
-// a result. It is safe against concurrent writers (compare-and-set).
+// stored state supersedes it (see Supersedes). It is a revision-checked
+// compare-and-set, safe against concurrent writers: a writer that loses the
+// race reads again and decides again.
 func (q *Queue) UpdateStatus(ctx context.Context, imageOrDigest string, st Status) error {
 	key, err := StatusKey(imageOrDigest)
 	if err != nil {
@@ -105,10 +151,8 @@ func (q *Queue) UpdateStatus(ctx context.Context, imageOrDigest string, st Statu
 			return fmt.Errorf("status of %s: %w", imageOrDigest, err)
 		default:
 			var old Status
-			if json.Unmarshal(e.Value(), &old) == nil {
-				if old.Seq > st.Seq || (old.Seq == st.Seq && old.Key == st.Key && old.State.Final() && !st.State.Final()) {
-					return nil
-				}
+			if json.Unmarshal(e.Value(), &old) == nil && !Supersedes(old, st) {
+				return nil
 			}
 			if _, err = q.status.Update(ctx, key, val, e.Revision()); err == nil {
 				return nil

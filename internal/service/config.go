@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
+
+	"github.com/cimconv/cimconv/internal/allowlist"
 )
 
 // Config is the configuration of `converter serve`. Every key (yaml tag) is
@@ -36,6 +38,11 @@ type Config struct {
 	DuplicateWindow    time.Duration `yaml:"duplicate-window" help:"window in which requests with the same idempotency key collapse"`
 	ShutdownGrace      time.Duration `yaml:"shutdown-grace" help:"time in-flight conversions get to finish on shutdown before they are NAKed"`
 	RetryBackoff       time.Duration `yaml:"retry-backoff" help:"first NAK delay after a transient failure (doubles per attempt, up to 5m)"`
+	SettleTimeout      time.Duration `yaml:"settle-timeout" help:"time to store the status, acknowledge and publish the result once a conversion ends (the conversion itself is not bounded)"`
+	ClaimTTL           time.Duration `yaml:"claim-ttl" help:"lifetime of a layer build claim without renewal; the live holder renews it every third of it, a dead holder's claim is taken over after about this long"`
+
+	AllowedRegistries    []string `yaml:"allowed-registries" help:"registries (host[:port][/repo-prefix]) requests may make this worker contact; none: any registry except loopback and link-local addresses"`
+	AllowLocalRegistries bool     `yaml:"allow-local-registries" help:"with no allowed-registries, also contact loopback and link-local registries (development; implied by --dev)"`
 
 	Role         string `yaml:"role" help:"what this process runs: all, worker (conversions only) or webhook (webhook receiver only)"`
 	Builder      string `yaml:"builder" help:"CIM builder: auto, portable (experimental, every OS) or hcsshim (Windows)"`
@@ -66,6 +73,8 @@ func DefaultConfig() Config {
 		DuplicateWindow:  10 * time.Minute,
 		ShutdownGrace:    30 * time.Second,
 		RetryBackoff:     5 * time.Second,
+		SettleTimeout:    30 * time.Second,
+		ClaimTTL:         45 * time.Second,
 	}
 }
 
@@ -279,12 +288,19 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("ack-wait %v: must be at least 3s (heartbeats run at a quarter of it)", c.AckWait)
 	case c.ShutdownGrace < 0 || c.DuplicateWindow < 0 || c.RetryBackoff < 0:
 		return errors.New("durations must not be negative")
+	case c.SettleTimeout <= 0:
+		return fmt.Errorf("settle-timeout %v: must be positive", c.SettleTimeout)
+	case c.ClaimTTL < time.Second:
+		return fmt.Errorf("claim-ttl %v: must be at least 1s (renewals run at a third of it)", c.ClaimTTL)
 	case c.EmbeddedNATSPort < 0 || c.EmbeddedNATSPort > 65535:
 		return fmt.Errorf("embedded-nats-port %d: out of range", c.EmbeddedNATSPort)
 	case c.Role != RoleAll && c.Role != RoleWorker && c.Role != RoleWebhook:
 		return fmt.Errorf("role %q: want all, worker or webhook", c.Role)
 	case c.Dev && c.Role != RoleAll:
 		return fmt.Errorf("dev: runs everything in one process (role all), not role %q", c.Role)
+	}
+	if _, err := allowlist.ParseAll(c.AllowedRegistries); err != nil {
+		return fmt.Errorf("allowed-registries: %w", err)
 	}
 	return nil
 }

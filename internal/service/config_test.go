@@ -102,6 +102,9 @@ func TestConfigErrors(t *testing.T) {
 		{"invalid value", "concurrency: 0\n", nil, []string{"concurrency 0"}},
 		{"ack wait too short", "ack-wait: 1s\n", nil, []string{"ack-wait"}},
 		{"replicas without a cluster", "nats-replicas: 3\n", nil, []string{"nats-replicas 3", "single node"}},
+		{"claim ttl too short", "claim-ttl: 100ms\n", nil, []string{"claim-ttl 100ms"}},
+		{"settle timeout zero", "settle-timeout: 0s\n", nil, []string{"settle-timeout"}},
+		{"bad allowed registry", "", map[string]string{"CIMCONV_ALLOWED_REGISTRIES": "registry.example.com,https://x.example"}, []string{"allowed-registries", "https://x.example", "not a URL"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

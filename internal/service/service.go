@@ -146,7 +146,8 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 	var w *worker.Worker
 	if cfg.Role != RoleWebhook {
 		if w, err = worker.New(s.q, opts.Converter, worker.WithConcurrency(cfg.Concurrency), worker.WithMetrics(s.metrics),
-			worker.WithLogger(log), worker.WithShutdownGrace(cfg.ShutdownGrace), worker.WithRetryBackoff(cfg.RetryBackoff, 5*time.Minute)); err != nil {
+			worker.WithLogger(log), worker.WithShutdownGrace(cfg.ShutdownGrace), worker.WithRetryBackoff(cfg.RetryBackoff, 5*time.Minute),
+			worker.WithSettleTimeout(cfg.SettleTimeout), worker.WithName(worker.WorkerName())); err != nil {
 			return nil, err
 		}
 	}

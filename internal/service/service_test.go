@@ -14,6 +14,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/metrics"
 	"github.com/cimconv/cimconv/internal/queue"
+	"github.com/cimconv/cimconv/internal/queue/queuetest"
 	"github.com/cimconv/cimconv/internal/worker"
 )
 
@@ -167,29 +168,20 @@ func grep(s, sub string) string {
 }
 
 func TestReadyzFollowsNATS(t *testing.T) {
-	dir := t.TempDir()
-	nsrv, err := queue.StartEmbedded(context.Background(), dir, queue.WithPort(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := nsrv.Port()
+	nsrv := queuetest.Embedded(t)
 	cfg := testConfig(t)
-	cfg.NATSURL = nsrv.ClientURL()
+	cfg.NATSURL = nsrv.URL
 	s, _ := start(t, Options{Config: cfg, Converter: fakeConverter})
 	base := "http://" + s.Addr()
 	if code, body := get(t, base+"/readyz"); code != 200 {
 		t.Fatalf("/readyz with NATS up: %d %s", code, body)
 	}
-	nsrv.Shutdown()
+	nsrv.Stop()
 	waitCode(t, base+"/readyz", http.StatusServiceUnavailable)
 	if code, _ := get(t, base+"/healthz"); code != 200 {
 		t.Errorf("/healthz %d while NATS is down: the process is alive", code)
 	}
-	nsrv, err = queue.StartEmbedded(context.Background(), dir, queue.WithPort(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nsrv.Shutdown()
+	nsrv.Start() // same port and store
 	waitCode(t, base+"/readyz", http.StatusOK)
 }
 
@@ -246,13 +238,7 @@ func TestWebhooksAreMounted(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	queuetest.WaitFor(t, "the condition", cond)
 }
 
 func TestStartRefusesWhatIsNotWired(t *testing.T) {

@@ -68,6 +68,12 @@ func TestDistributionWebhookToWorker(t *testing.T) {
 		st, err := s.Queue().Status(context.Background(), want)
 		return err == nil && st.State == queue.StateSucceeded
 	})
+	// The webhook request is keyed by digest; `status repo:tag` finds it too
+	// (issue 9 #10).
+	waitFor(t, func() bool {
+		st, err := s.Queue().Status(context.Background(), reg+"/win/app:v1")
+		return err == nil && st.State == queue.StateSucceeded && st.Image == want
+	})
 	// The same image pushed again under another tag: one more notification,
 	// the same idempotency key, no second conversion.
 	registrytest.PushImage(t, reg+"/win/app:v1-again", [][]byte{layer}, windows)

@@ -20,7 +20,11 @@ import (
 // collapsed duplicates as webhook.ErrDuplicate.
 func WebhookSink(submit SubmitFunc) webhook.Sink {
 	return webhook.SinkFunc(func(ctx context.Context, e webhook.Event) error {
-		dup, err := submit(ctx, queue.Request{Image: e.Ref(), Source: "webhook/" + e.Source, Requester: e.ID})
+		req := queue.Request{Image: e.Ref(), Source: "webhook/" + e.Source, Requester: e.ID}
+		if e.Digest != "" && e.Tag != "" {
+			req.Tag = e.Tag // `status repo:tag` finds the digest-pinned request
+		}
+		dup, err := submit(ctx, req)
 		if err != nil {
 			return err
 		}

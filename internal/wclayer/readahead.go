@@ -2,6 +2,7 @@ package wclayer
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 )
@@ -11,13 +12,17 @@ var errClosed = errors.New("wclayer: reader closed")
 // readahead decompresses on its own goroutine, a few chunks ahead of the
 // consumer, so gzip inflation overlaps with hashing, tar parsing and the
 // caller's work (klauspost's gzip has no concurrency of its own; its zstd
-// decoder does). Close stops the goroutine; it exits by itself at the end of
-// the stream or on an error.
+// decoder does). The goroutine owns r until it exits: Close stops it and
+// waits for it, so the caller may close what r reads from once Close
+// returns (a Read of r in flight when Close is called finishes first). It
+// exits by itself at the end of the stream or on an error; a panic in r is
+// recovered into the stream's error.
 type readahead struct {
 	r      io.Reader
 	filled chan chunk
 	free   chan []byte
 	done   chan struct{}
+	exited chan struct{}
 	once   sync.Once
 	cur    []byte // unread part of the current chunk
 	curBuf []byte // the current chunk's buffer, returned to free when used
@@ -35,6 +40,7 @@ func newReadahead(r io.Reader, size, depth int) *readahead {
 		filled: make(chan chunk, depth),
 		free:   make(chan []byte, depth+1),
 		done:   make(chan struct{}),
+		exited: make(chan struct{}),
 	}
 	for i := 0; i < depth+1; i++ {
 		ra.free <- make([]byte, size)
@@ -43,7 +49,20 @@ func newReadahead(r io.Reader, size, depth int) *readahead {
 	return ra
 }
 
+// errPanic is wrapped by the error of a source that panicked.
+var errPanic = errors.New("wclayer: reading the layer panicked")
+
 func (ra *readahead) run() {
+	defer close(ra.exited)
+	defer func() {
+		if r := recover(); r != nil {
+			err := fmt.Errorf("%w: %v", errPanic, r)
+			select {
+			case ra.filled <- chunk{err: err}:
+			case <-ra.done:
+			}
+		}
+	}()
 	for {
 		var buf []byte
 		select {
@@ -89,4 +108,8 @@ func (ra *readahead) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (ra *readahead) Close() { ra.once.Do(func() { close(ra.done) }) }
+// Close stops the goroutine and waits until it no longer touches r.
+func (ra *readahead) Close() {
+	ra.once.Do(func() { close(ra.done) })
+	<-ra.exited
+}

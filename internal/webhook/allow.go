@@ -2,46 +2,21 @@ package webhook
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/cimconv/cimconv/internal/allowlist"
 )
 
-// allowEntry is one allowlist line: a registry host[:port] and an optional
-// repository prefix (matched on path-element boundaries).
-type allowEntry struct {
-	host   string
-	prefix string
-}
+// allowEntry is one allowlist line (package allowlist).
+type allowEntry = allowlist.Entry
 
 func parseAllowEntry(s string) (allowEntry, error) {
-	orig := s
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return allowEntry{}, fmt.Errorf("webhook allowlist entry %q: empty", orig)
+	e, err := allowlist.Parse(s)
+	if err != nil {
+		return e, fmt.Errorf("webhook %w", err)
 	}
-	if strings.Contains(s, "://") {
-		return allowEntry{}, fmt.Errorf("webhook allowlist entry %q: give host[:port][/repo-prefix], not a URL", orig)
-	}
-	host, prefix, _ := strings.Cut(s, "/")
-	host = strings.ToLower(host)
-	if err := checkHost(host); err != nil {
-		return allowEntry{}, fmt.Errorf("webhook allowlist entry %q: %w", orig, err)
-	}
-	prefix = strings.Trim(prefix, "/")
-	if prefix != "" {
-		if _, err := name.NewRepository(host+"/"+prefix, name.StrictValidation); err != nil {
-			return allowEntry{}, fmt.Errorf("webhook allowlist entry %q: invalid repository prefix %q", orig, prefix)
-		}
-	}
-	return allowEntry{host: host, prefix: prefix}, nil
-}
-
-func (a allowEntry) allows(registry, repo string) bool {
-	if registry != a.host {
-		return false
-	}
-	return a.prefix == "" || repo == a.prefix || strings.HasPrefix(repo, a.prefix+"/")
+	return e, nil
 }
 
 // refuse returns why an event is refused by the allowlist, or "".
@@ -50,7 +25,7 @@ func (h *Handler) refuse(e Event) string {
 		return fmt.Sprintf("registry %s is not allowed: no registries are configured", e.Registry)
 	}
 	for _, a := range h.cfg.allow {
-		if a.allows(e.Registry, e.Repository) {
+		if a.Allows(e.Registry, e.Repository) {
 			return ""
 		}
 	}
@@ -88,15 +63,4 @@ func validateEvent(e Event) error {
 	return nil
 }
 
-// checkHost accepts host[:port] names that image references keep as a
-// registry: a host without '.' or ':' (other than localhost) would be read
-// as a Docker Hub namespace by every reference parser.
-func checkHost(host string) error {
-	if _, err := name.NewRegistry(host, name.StrictValidation); err != nil || strings.ContainsAny(host, "/@?#") {
-		return fmt.Errorf("invalid registry host %q", host)
-	}
-	if host != "localhost" && !strings.ContainsAny(host, ".:") {
-		return fmt.Errorf("registry host %q has no '.' or ':' and would be read as a Docker Hub namespace", host)
-	}
-	return nil
-}
+func checkHost(host string) error { return allowlist.CheckHost(host) }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -489,9 +490,16 @@ func (h *Handler) ownArtifact(it item) string {
 		return "own artifact (references a " + h.cfg.ownType + " descriptor)"
 	case it.ev.SubjectDigest != "":
 		return "manifest has a subject (" + it.ev.SubjectDigest + "): an artifact, not an image"
+	case fallbackTag.MatchString(it.ev.Tag):
+		return "tag " + it.ev.Tag + " is a referrers fallback tag (an index of artifacts, e.g. cimconv's own push), not an image"
 	}
 	return ""
 }
+
+// fallbackTag is the OCI 1.1 referrers tag schema (<alg>-<hex>): registries
+// without the referrers API keep an index of a subject's artifacts under it.
+// cimconv pushes one with every artifact there; its event is not work.
+var fallbackTag = regexp.MustCompile(`^sha256-[0-9a-f]{64}$|^sha512-[0-9a-f]{128}$`)
 
 func eventFields(e Event) []zap.Field {
 	f := []zap.Field{zap.String("registry", e.Registry), zap.String("repository", e.Repository)}

@@ -222,14 +222,23 @@ func TestDistribution(t *testing.T) {
 			wantCount: map[string]int{"distribution/ignored": 1},
 		},
 		{
-			name: "own artifact type is configurable", path: p, body: fixture(t, "distribution_own_artifact.json"),
+			name: "own artifact type is configurable", path: p,
+			body:       bytes.ReplaceAll(fixture(t, "distribution_own_artifact.json"), []byte("sha256-9e4f7d3c5a1b2e8f60d7c4b3a29185e6f0d1c2b3a4958677e8f9a0b1c2d3e4f5"), []byte("v1")),
 			opts:       []Option{WithOwnArtifactType("application/vnd.example.other+json")},
 			wantStatus: 200, wantResp: response{Accepted: 1},
 			wantEvents: []Event{{
 				Source: "distribution", Registry: "registry.example.com:5000", Repository: "windows/servercore",
-				Digest: digest2, Tag: "sha256-9e4f7d3c5a1b2e8f60d7c4b3a29185e6f0d1c2b3a4958677e8f9a0b1c2d3e4f5",
+				Digest: digest2, Tag: "v1",
 				MediaType: "application/vnd.oci.image.manifest.v1+json", ID: "6d5c4b3a-2918-4f7e-8d6c-5b4a39281706",
 			}},
+		},
+		{
+			// The index cimconv pushes to the referrers fallback tag (issue 9
+			// #7): an image index media type, but never work.
+			name: "referrers fallback-tag index ignored", path: p,
+			body:       []byte(`{"events":[{"id":"f1","action":"push","target":{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"` + digest1 + `","repository":"a/b","tag":"sha256-` + strings.Repeat("ab", 32) + `","url":"https://registry.example.com:5000/v2/a/b/manifests/` + digest1 + `"}}]}`),
+			wantStatus: 200, wantResp: response{Ignored: 1},
+			wantCount: map[string]int{"distribution/ignored": 1},
 		},
 		{
 			name: "several events: blob ignored, two manifests accepted", path: p, body: fixture(t, "distribution_multi.json"),
@@ -972,7 +981,7 @@ func TestAllowEntry(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.entry, err)
 		}
-		if got := e.allows(tc.registry, tc.repo); got != tc.want {
+		if got := e.Allows(tc.registry, tc.repo); got != tc.want {
 			t.Errorf("%q allows(%s, %s) = %v, want %v", tc.entry, tc.registry, tc.repo, got, tc.want)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/convert"
+	"github.com/cimconv/cimconv/internal/metrics"
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/wclayer"
@@ -30,6 +32,9 @@ type ConvertAdapter struct {
 	log     *zap.Logger
 	obs     convert.Observer    // optional, in addition to the per-request counters
 	shared  convert.SharedCache // the cimconv-chains KV, once bound
+	// claimTTL is the build-claim lifetime (0: DefaultClaimTTL).
+	claimTTL time.Duration
+	policy   *RegistryPolicy
 }
 
 // AdapterOption configures a ConvertAdapter.
@@ -54,40 +59,112 @@ func NewConvertAdapter(reg *registry.Client, b builder.Builder, cache *convert.C
 	return a
 }
 
+// DefaultClaimTTL is how long a build claim lives without a renewal: the
+// live holder renews it every third of that, so a dead holder's claim is
+// taken over within about this long.
+const DefaultClaimTTL = 45 * time.Second
+
+// WithRegistryPolicy refuses requests for registries p does not allow
+// (permanently: they are dead-lettered). Without one every registry is
+// contacted.
+func WithRegistryPolicy(p *RegistryPolicy) AdapterOption {
+	return func(a *ConvertAdapter) { a.policy = p }
+}
+
+// WithClaimTTL sets the build-claim lifetime (default DefaultClaimTTL).
+func WithClaimTTL(d time.Duration) AdapterOption { return func(a *ConvertAdapter) { a.claimTTL = d } }
+
 // BindQueue shares built layers with every worker through the queue's
 // chain cache (service.Start calls it once the queue is open).
 func (a *ConvertAdapter) BindQueue(q *queue.Queue) {
+	ttl := a.claimTTL
+	if ttl <= 0 {
+		ttl = DefaultClaimTTL
+	}
+	a.shared = &chainsCache{c: q.Chains(), worker: WorkerName(), ttl: ttl, held: map[string]*queue.Claim{}}
+}
+
+// WorkerName names this process in claims and logs: host-pid, so two
+// workers on one host are told apart.
+func WorkerName() string {
 	host, _ := os.Hostname()
-	a.shared = chainsCache{c: q.Chains(), owner: fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano()), ttl: 30 * time.Minute}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
-// chainsCache adapts queue.Chains to convert.SharedCache.
+// chainsCache adapts queue.Chains to convert.SharedCache. Each won claim is
+// its own (a token per claim): a second conversion in this process waits
+// for the first like any other worker would.
 type chainsCache struct {
-	c     *queue.Chains
-	owner string
-	ttl   time.Duration
+	c      *queue.Chains
+	worker string
+	ttl    time.Duration
+
+	mu   sync.Mutex
+	held map[string]*queue.Claim
 }
 
-func (k chainsCache) Acquire(ctx context.Context, key string) ([]byte, bool, error) {
-	return k.c.Acquire(ctx, key, k.owner, k.ttl)
+func (k *chainsCache) Acquire(ctx context.Context, key string) ([]byte, bool, error) {
+	j := waiterFrom(ctx)
+	n, of, _ := convert.LayerOf(ctx)
+	v, cl, err := k.c.Acquire(ctx, key, k.worker, k.ttl, queue.OnWait(func(h queue.ClaimHolder) {
+		if j != nil {
+			j.waiting(ctx, n, of, h.Name())
+		}
+	}))
+	if j != nil {
+		if rerr := j.resumed(ctx); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	if err != nil {
+		if cl != nil {
+			_ = cl.Release(context.WithoutCancel(ctx))
+		}
+		return nil, false, err
+	}
+	if cl == nil {
+		return v, false, nil
+	}
+	k.mu.Lock()
+	k.held[key] = cl
+	k.mu.Unlock()
+	return nil, true, nil
 }
-func (k chainsCache) Put(ctx context.Context, key string, v []byte) error {
+
+func (k *chainsCache) Put(ctx context.Context, key string, v []byte) error {
 	return k.c.Put(ctx, key, v)
 }
-func (k chainsCache) Release(ctx context.Context, key string) error {
-	return k.c.Release(ctx, key, k.owner)
-}
-func (k chainsCache) Renew(ctx context.Context, key string) (bool, error) {
-	return k.c.Claim(ctx, key, k.owner, k.ttl) // the owner's Claim renews
+
+func (k *chainsCache) Release(ctx context.Context, key string) error {
+	k.mu.Lock()
+	cl := k.held[key]
+	delete(k.held, key)
+	k.mu.Unlock()
+	if cl == nil {
+		return nil
+	}
+	return cl.Release(ctx)
 }
 
-// reqObserver counts one request's traffic and forwards to next.
+// Renew reports whether the claim is still held: the claim renews itself
+// every third of its ttl while this process lives.
+func (k *chainsCache) Renew(_ context.Context, key string) (bool, error) {
+	k.mu.Lock()
+	cl := k.held[key]
+	k.mu.Unlock()
+	return cl != nil && cl.Held(), nil
+}
+
+// reqObserver counts one request's traffic, reports stage durations to the
+// worker's metrics (stages), and forwards to next.
 type reqObserver struct {
 	fetched, pushed atomic.Int64
+	stages          *metrics.Metrics
 	next            convert.Observer
 }
 
 func (o *reqObserver) Stage(s string, d time.Duration, err error) {
+	o.stages.ObserveStage(s, d, err) // nil-safe
 	if o.next != nil {
 		o.next.Stage(s, d, err)
 	}
@@ -108,8 +185,14 @@ func (o *reqObserver) Bytes(direction string, n int64) {
 	}
 }
 
+// reportsStages: convert reports resolve, plan, build, pack and push itself.
+func (a *ConvertAdapter) reportsStages() {}
+
 // Convert implements Converter.
 func (a *ConvertAdapter) Convert(ctx context.Context, req queue.Request, progress func(stage string)) (*queue.Result, error) {
+	if err := a.policy.Check(ctx, req.Image); err != nil {
+		return nil, err
+	}
 	platform := req.Platform
 	if platform == "" {
 		platform = "windows/amd64"
@@ -125,7 +208,7 @@ func (a *ConvertAdapter) Convert(ctx context.Context, req queue.Request, progres
 	if name := a.b.Capabilities().Name; req.Builder != "" && req.Builder != builder.NameAuto && req.Builder != name {
 		return nil, Permanent(fmt.Errorf("request wants builder %q; this worker builds with %q", req.Builder, name))
 	}
-	obs := &reqObserver{next: a.obs}
+	obs := &reqObserver{next: a.obs, stages: stageObserverFrom(ctx)}
 	last := ""
 	conv := convert.New(a.reg, a.b, a.cache,
 		convert.WithLogger(a.log.With(zap.String("image", req.Image))),
@@ -143,8 +226,7 @@ func (a *ConvertAdapter) Convert(ctx context.Context, req queue.Request, progres
 	if errors.Is(err, convert.ErrNotAnImage) {
 		// A registry told us about our own artifact (or a referrers index):
 		// nothing to convert, and no reason to retry or dead-letter.
-		a.log.Info("not an image; ignored", zap.String("image", req.Image))
-		return &queue.Result{}, nil
+		return &queue.Result{Ignored: "not an image (cimconv's own artifact or a referrers index)"}, nil
 	}
 	if err != nil {
 		return nil, Classify(err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -92,6 +93,8 @@ type Worker struct {
 	retryBase   time.Duration
 	retryMax    time.Duration
 	fetchWait   time.Duration
+	settle      time.Duration
+	maxParked   int
 }
 
 // Option configures a Worker.
@@ -127,6 +130,16 @@ func WithRetryBackoff(base, max time.Duration) Option {
 // how fast shutdown stops pulling.
 func WithFetchWait(d time.Duration) Option { return func(w *Worker) { w.fetchWait = d } }
 
+// WithSettleTimeout bounds settling one delivery (status, ack or NAK or dead
+// letter, result event; default 30s). It starts when the conversion ends, so
+// a conversion may take as long as it needs.
+func WithSettleTimeout(d time.Duration) Option { return func(w *Worker) { w.settle = d } }
+
+// WithMaxParked bounds the requests parked while they wait for another
+// worker's build claim (default 4 per concurrency slot): a parked request
+// gives its slot to other work meanwhile.
+func WithMaxParked(n int) Option { return func(w *Worker) { w.maxParked = n } }
+
 // New returns a worker consuming q with conv.
 func New(q *queue.Queue, conv Converter, opts ...Option) (*Worker, error) {
 	if conv == nil {
@@ -137,12 +150,16 @@ func New(q *queue.Queue, conv Converter, opts ...Option) (*Worker, error) {
 		q: q, conv: conv, log: zap.NewNop(), name: host, concurrency: 2,
 		heartbeat: q.AckWait() / 4, grace: 30 * time.Second,
 		retryBase: 5 * time.Second, retryMax: 5 * time.Minute, fetchWait: time.Second,
+		settle: 30 * time.Second, maxParked: -1,
 	}
 	for _, o := range opts {
 		o(w)
 	}
 	if w.concurrency < 1 {
 		return nil, fmt.Errorf("worker: concurrency %d: must be at least 1", w.concurrency)
+	}
+	if w.settle <= 0 {
+		return nil, fmt.Errorf("worker: settle timeout %v: must be positive", w.settle)
 	}
 	if w.heartbeat <= 0 || w.heartbeat >= q.AckWait()/3 {
 		return nil, fmt.Errorf("worker: heartbeat %v must be positive and below a third of the ack wait (%v)", w.heartbeat, q.AckWait())
@@ -156,8 +173,11 @@ func New(q *queue.Queue, conv Converter, opts ...Option) (*Worker, error) {
 // cancelled and NAKed.
 func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker started", zap.Int("concurrency", w.concurrency))
-	err := w.q.Consume(ctx, w.handle,
-		queue.WithConcurrency(w.concurrency), queue.WithShutdownGrace(w.grace), queue.WithFetchWait(w.fetchWait))
+	opts := []queue.ConsumeOption{queue.WithConcurrency(w.concurrency), queue.WithShutdownGrace(w.grace), queue.WithFetchWait(w.fetchWait)}
+	if w.maxParked >= 0 {
+		opts = append(opts, queue.WithMaxParked(w.maxParked))
+	}
+	err := w.q.Consume(ctx, w.handle, opts...)
 	w.log.Info("worker stopped")
 	return err
 }
@@ -171,17 +191,19 @@ func (w *Worker) backoff(attempt int) time.Duration {
 	return min(d, w.retryMax)
 }
 
-// settleCtx outlives the handler's context: settling must happen even
-// when the conversion was cancelled by shutdown.
-func settleCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+// settleCtx outlives the handler's context (settling must happen even when
+// the conversion was cancelled by shutdown) and gets a fresh deadline each
+// time it is made: it is made when a step needs it, never at the start of a
+// conversion that may take an hour.
+func (w *Worker) settleCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), w.settle)
 }
 
 func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	log := w.log.With(zap.Uint64("seq", d.Seq), zap.Int("attempt", d.Attempt))
-	sctx, cancel := settleCtx(ctx)
-	defer cancel()
 	if d.ParseError != nil {
+		sctx, cancel := w.settleCtx(ctx)
+		defer cancel()
 		log.Error("unparseable request; dead-lettered", zap.Error(d.ParseError))
 		w.m.ConversionDone(metrics.ResultFailed, metrics.ReasonUnparseable)
 		if err := d.Term(sctx, metrics.ReasonUnparseable, d.ParseError); err != nil {
@@ -195,13 +217,21 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	}
 	j := &job{w: w, d: d, log: log,
 		status: queue.Status{Image: d.Request.Image, Key: d.Key(), Seq: d.Seq, Attempts: d.Attempt}}
+	sctx, cancel := w.settleCtx(ctx)
 	j.setStatus(sctx, queue.StateRunning, nil)
+	cancel()
 	log.Info("conversion started")
 
 	w.m.Inflight(1)
-	res, err := w.convert(ctx, d, d.Request, log)
+	res, err := w.convert(withWaiter(ctx, j), d, d.Request, log)
 	w.m.Inflight(-1)
+
+	// The conversion is over: settling gets its own deadline from now.
+	sctx, cancel = w.settleCtx(ctx)
+	defer cancel()
 	switch {
+	case err == nil && res != nil && res.Ignored != "":
+		j.ignored(sctx, res)
 	case err == nil:
 		j.succeeded(sctx, res)
 	case ctx.Err() != nil:
@@ -218,6 +248,7 @@ type job struct {
 	d      *queue.Delivery
 	log    *zap.Logger
 	status queue.Status
+	waited atomic.Bool // waiting was reported and resumed is due
 }
 
 // setStatus stores state under the request's image and any extra images
@@ -228,7 +259,7 @@ func (j *job) setStatus(ctx context.Context, state queue.State, mutate func(*que
 	if mutate != nil {
 		mutate(&st)
 	}
-	for _, img := range append([]string{j.d.Request.Image}, images...) {
+	for _, img := range append(j.d.Request.StatusImages(), images...) {
 		if err := j.w.q.UpdateStatus(ctx, img, st); err != nil {
 			j.log.Warn("status update failed", zap.String("state", string(state)), zap.Error(err))
 		}
@@ -265,6 +296,22 @@ func (j *job) succeeded(ctx context.Context, res *queue.Result) {
 	}
 	j.log.Info("conversion succeeded", zap.Strings("subjects", res.SubjectDigests), zap.Strings("artifacts", res.ArtifactDigests),
 		zap.Int("layersBuilt", res.LayersBuilt), zap.Int("layersCached", res.LayersCached))
+}
+
+// ignored: the request named no image to convert (cimconv's own artifact or
+// referrers index, e.g. the event of its own fallback-tag push). It is
+// acknowledged and answered, but it is not a conversion: no success is
+// counted and nothing is logged as converted.
+func (j *job) ignored(ctx context.Context, res *queue.Result) {
+	res.Request, res.Key, res.Attempts = j.d.Request, j.d.Key(), j.d.Attempt
+	j.setStatus(ctx, queue.StateSucceeded, func(st *queue.Status) { st.Detail = queue.DetailIgnored + res.Ignored })
+	if err := j.d.Ack(ctx); err != nil {
+		j.log.Warn("ack failed; the request will be redelivered", zap.Error(err))
+	}
+	if err := j.w.q.PublishResult(ctx, res); err != nil {
+		j.log.Warn("result event not published (status is up to date)", zap.Error(err))
+	}
+	j.log.Info("request ignored: nothing to convert", zap.String("why", res.Ignored))
 }
 
 // interrupted: shutdown cancelled the conversion and another worker takes
@@ -337,6 +384,13 @@ func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Reque
 	}()
 	defer func() { stopHB(); hbWG.Wait() }()
 
+	// A converter that reports its own stages (the ConvertAdapter: plan,
+	// build and pack per layer, push) gets the metrics; for others the
+	// stages are timed from their progress calls.
+	_, own := w.conv.(stageReporter)
+	if own {
+		ctx = withStageObserver(ctx, w.m)
+	}
 	var mu sync.Mutex
 	stage, stageStart := "", time.Time{}
 	start := time.Now()
@@ -344,7 +398,7 @@ func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Reque
 		mu.Lock()
 		defer mu.Unlock()
 		now := time.Now()
-		if stage != "" {
+		if stage != "" && !own {
 			w.m.ObserveStage(stage, now.Sub(stageStart), nil)
 		}
 		stage, stageStart = next, now
@@ -353,7 +407,9 @@ func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Reque
 	res, err := w.safeConvert(ctx, req, progress)
 	mu.Lock()
 	if stage != "" {
-		w.m.ObserveStage(stage, time.Since(stageStart), err)
+		if !own {
+			w.m.ObserveStage(stage, time.Since(stageStart), err)
+		}
 		if err != nil {
 			err = fmt.Errorf("stage %s: %w", stage, err)
 		}
@@ -362,6 +418,21 @@ func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Reque
 	mu.Unlock()
 	w.m.ObserveStage("total", time.Since(start), err)
 	return res, err
+}
+
+// stageReporter is a Converter that reports every stage's duration itself,
+// to the observer in its context (stageObserverFrom).
+type stageReporter interface{ reportsStages() }
+
+type stageObserverKey struct{}
+
+func withStageObserver(ctx context.Context, m *metrics.Metrics) context.Context {
+	return context.WithValue(ctx, stageObserverKey{}, m)
+}
+
+func stageObserverFrom(ctx context.Context) *metrics.Metrics {
+	m, _ := ctx.Value(stageObserverKey{}).(*metrics.Metrics)
+	return m
 }
 
 // safeConvert turns a converter panic into a permanent error: the input that

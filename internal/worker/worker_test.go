@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/cimconv/cimconv/internal/metrics"
 	"github.com/cimconv/cimconv/internal/queue"
+	"github.com/cimconv/cimconv/internal/queue/queuetest"
 )
 
 // scripted behaves per image tag: "ok", "transient2" (fails twice, then
@@ -74,20 +74,14 @@ func (s *scripted) count(image string) int {
 }
 
 type env struct {
-	srv  *queue.EmbeddedServer
-	dir  string
+	srv  *queuetest.Server
 	q    *queue.Queue
 	opts []queue.Option
 }
 
 func newEnv(t *testing.T, opts ...queue.Option) *env {
 	t.Helper()
-	e := &env{dir: t.TempDir(), opts: append([]queue.Option{queue.WithAckWait(time.Second), queue.WithMaxDeliver(4)}, opts...)}
-	var err error
-	if e.srv, err = queue.StartEmbedded(context.Background(), e.dir, queue.WithPort(0)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.srv.Shutdown() })
+	e := &env{srv: queuetest.Embedded(t), opts: append([]queue.Option{queue.WithAckWait(time.Second), queue.WithMaxDeliver(4)}, opts...)}
 	e.q = e.open(t)
 	return e
 }
@@ -95,12 +89,7 @@ func newEnv(t *testing.T, opts ...queue.Option) *env {
 // open gives a queue on its own connection (a separate "process").
 func (e *env) open(t *testing.T) *queue.Queue {
 	t.Helper()
-	nc, err := queue.Connect(context.Background(), e.srv.ClientURL(), queue.WithReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	q, err := queue.Open(context.Background(), nc, e.opts...)
+	q, err := queue.Open(context.Background(), queuetest.Connect(t, e.srv.URL), e.opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,21 +119,21 @@ func startWorker(t *testing.T, q *queue.Queue, c Converter, opts ...Option) (sto
 	return stop
 }
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t *testing.T) context.Context { return queuetest.Context(t, 60*time.Second) }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	queuetest.WaitFor(t, what, cond)
+}
+
+// settled waits until q has nothing pending or unacknowledged: no request
+// can be delivered again.
+func settled(t *testing.T, q *queue.Queue) {
+	t.Helper()
+	waitFor(t, "nothing pending or unacknowledged", func() bool {
+		n, err := q.Pending(context.Background())
+		return err == nil && n == 0
+	})
 }
 
 func TestOutcomes(t *testing.T) {
@@ -250,8 +239,7 @@ func TestPoisonMessageGoesDead(t *testing.T) {
 	m, reg := newMetrics()
 	startWorker(t, e.q, newScripted("w"), WithMetrics(m))
 	ctx := ctxT(t)
-	nc, _ := nats.Connect(e.srv.ClientURL())
-	defer nc.Close()
+	nc := queuetest.Connect(t, e.srv.URL)
 	// Published with core NATS: the stream captures it like any request.
 	if err := nc.Publish(queue.SubjectRequest, []byte(`{"specversion":"1.0","type":"io.cimconv.convert.requested","data":{"image":""}}`)); err != nil {
 		t.Fatal(err)
@@ -283,10 +271,7 @@ func TestKilledWorkerIsRedeliveredOnce(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
 	// Worker 1 runs on its own connection; its conversion blocks.
-	nc1, err := queue.Connect(ctx, e.srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc1 := queuetest.Connect(t, e.srv.URL)
 	q1, err := queue.Open(ctx, nc1, e.opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -313,7 +298,7 @@ func TestKilledWorkerIsRedeliveredOnce(t *testing.T) {
 		st, err := e.q.Status(ctx, img)
 		return err == nil && st.State == queue.StateSucceeded
 	})
-	time.Sleep(1500 * time.Millisecond) // longer than the ack wait: no further delivery
+	settled(t, e.q) // acknowledged: no further delivery can come
 	if n := conv2.count(img); n != 1 {
 		t.Errorf("worker 2 converted %d times, want exactly 1", n)
 	}
@@ -391,14 +376,8 @@ func TestNATSRestartMidRun(t *testing.T) {
 		submit(i)
 	}
 	waitFor(t, "some conversions before the restart", func() bool { return slow.Load() >= 2 })
-	port := e.srv.Port()
-	e.srv.Shutdown()
-	time.Sleep(200 * time.Millisecond)
-	srv, err := queue.StartEmbedded(ctx, e.dir, queue.WithPort(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.srv = srv
+	e.srv.Stop()
+	e.srv.Start() // same port and store
 	for i := 10; i < 20; i++ {
 		submit(i)
 	}
