@@ -113,8 +113,11 @@ func TestWorkerChurn(t *testing.T) {
 		}
 	}()
 
-	// Done: a final status recorded for the key, or its result event.
+	// Done: a final status recorded for the key, or its result event (the
+	// status of an image holds its newest request only: an older request
+	// finishing later does not overwrite it).
 	final := map[string]queue.State{}
+	results := map[string]*queue.Result{}
 	pending := func() int {
 		rec.mu.Lock()
 		for _, h := range rec.history {
@@ -125,20 +128,36 @@ func TestWorkerChurn(t *testing.T) {
 			}
 		}
 		rec.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		n := 0
 		for _, r := range reqs {
-			if _, ok := final[r.key]; !ok {
-				n++
+			if _, ok := final[r.key]; ok {
+				continue
 			}
+			if res, err := c.result(ctx, r.key); err == nil && res != nil {
+				results[r.key] = res
+				final[r.key] = queue.StateSucceeded
+				if !res.Succeeded() {
+					final[r.key] = queue.StateDead
+				}
+				continue
+			}
+			n++
 		}
 		return n
 	}
-	churnFor := 4 * time.Minute
-	waitFor(churnFor, func() bool { return pending() == 0 })
+	poll := func(d time.Duration) {
+		deadline := time.Now().Add(d)
+		for pending() > 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Second)
+		}
+	}
+	poll(4 * time.Minute)
 	close(stopKill)
 	<-killerDone
 	// Let the last restarted workers finish what the last kill interrupted.
-	waitFor(k.ackWait+60*time.Second, func() bool { return pending() == 0 })
+	poll(k.ackWait + 60*time.Second)
 	elapsed := time.Since(start)
 
 	sum := summary{scenario: "worker-churn", server: "current", requests: len(reqs)}
@@ -149,20 +168,17 @@ func TestWorkerChurn(t *testing.T) {
 	defer rcancel()
 	dead, missingResults := 0, 0
 	for _, r := range reqs {
-		res, err := c.result(rctx, r.key)
-		if err != nil {
-			t.Errorf("result of %s: %v", r.key, err)
+		res := results[r.key]
+		if res == nil {
+			var err error
+			if res, err = c.result(rctx, r.key); err != nil {
+				t.Errorf("result of %s: %v", r.key, err)
+			}
 		}
 		if res == nil {
 			missingResults++
 		}
 		st, ok := final[r.key]
-		if !ok && res != nil {
-			st, ok = queue.StateSucceeded, true
-			if !res.Succeeded() {
-				st = queue.StateDead
-			}
-		}
 		switch {
 		case !ok:
 			sum.lost++

@@ -148,7 +148,7 @@ func TestNATSClusterFailover(t *testing.T) {
 		sum.recover = max(sum.recover, d)
 	}
 	sum.artifacts, sum.duplicates, _ = auditImages(t, ims)
-	sum.extra = fmt.Sprintf("killed leader %s, then follower %s; elections [%s]; webhook reconnects %d",
+	sum.extra = fmt.Sprintf("killed leader %s, then follower %s; elections %v; webhook reconnects %d",
 		old.serverName, follower.serverName, elections, len(hook.grep("reconnected")))
 	for _, v := range rec.violations() {
 		t.Errorf("status not monotonic: %s", v)

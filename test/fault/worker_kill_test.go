@@ -89,7 +89,8 @@ func workerKilledMidBuild(t *testing.T, flavour string) {
 		sum.lost = 1
 		t.Errorf("the request ended %s: %s (reason %s); history %v", st.State, st.LastError, st.Reason, rec.states(im.tag))
 	default:
-		if len(b.grep("conversion succeeded")) == 0 {
+		// The log line follows the status update (status, ack, result, log).
+		if !waitFor(10*time.Second, func() bool { return len(b.grep("conversion succeeded")) > 0 }) {
 			t.Errorf("worker-b logged no success although the status says succeeded")
 		}
 	}
