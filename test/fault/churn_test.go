@@ -22,9 +22,10 @@ import (
 // digest, times five os.version policies that all select its manifest), so
 // the 200 are 200 deliveries, not 20 deliveries and 180 deduplicated
 // publishes. All images share the base layer, so workers contend for its
-// chain claim. Conversions here are short (about 2 s of throttled fetch):
-// with a kill every 10 s a conversion several times the timeouts could
-// never finish; the long-conversion cases are (a)-(c).
+// chain claim. The requests arrive in ten waves over a minute.
+// Conversions here are short (about 2 s of throttled fetch): with a kill
+// every 10 s a conversion several times the timeouts could rarely finish;
+// the long-conversion cases are (a)-(c).
 func TestWorkerChurn(t *testing.T) {
 	bin := needNATS(t, "current")
 	logs := logDir(t)
@@ -78,15 +79,6 @@ func TestWorkerChurn(t *testing.T) {
 		seen[r.key] = true
 	}
 
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	for _, r := range reqs {
-		if dup, err := c.q.Submit(ctx, r.req); err != nil || dup {
-			t.Fatalf("submit %s (%s): dup %v, %v", r.req.Image, r.req.OSVersion, dup, err)
-		}
-	}
-	cancel()
-
 	// The killer: every killEvery, SIGKILL the next worker and start it again.
 	var (
 		mu    sync.Mutex
@@ -112,6 +104,23 @@ func TestWorkerChurn(t *testing.T) {
 			w.start() // not waiting for /readyz: the next kill may come first
 		}
 	}()
+
+	// Requests arrive in waves over a minute, so that the run spans several
+	// kills rather than finishing between two.
+	start := time.Now()
+	const waves = 10
+	for i := range waves {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		for _, r := range reqs[i*len(reqs)/waves : (i+1)*len(reqs)/waves] {
+			if dup, err := c.q.Submit(ctx, r.req); err != nil || dup {
+				t.Fatalf("submit %s (%s): dup %v, %v", r.req.Image, r.req.OSVersion, dup, err)
+			}
+		}
+		cancel()
+		if i < waves-1 {
+			time.Sleep(6 * time.Second)
+		}
+	}
 
 	// Done: a final status recorded for the key, or its result event (the
 	// status of an image holds its newest request only: an older request

@@ -167,8 +167,8 @@ type recorder struct {
 	lastRev map[string]uint64
 	// successes are the (local) times a status key turned succeeded.
 	successes []time.Time
-	stop    context.CancelFunc
-	done    chan struct{}
+	stop      context.CancelFunc
+	done      chan struct{}
 }
 
 func newRecorder(t *testing.T, c *client) *recorder {
