@@ -108,6 +108,10 @@ func checkWorker(t *testing.T, r *rendered, v values) {
 		t.Errorf("CIMCONV_SHUTDOWN_GRACE %q: want a duration below terminationGracePeriodSeconds %d (%v)",
 			envValue(c, "CIMCONV_SHUTDOWN_GRACE"), *spec.TerminationGracePeriodSeconds, err)
 	}
+	// The worker-side registry allowlist (issue 9 #8).
+	if got, want := envValue(c, service.EnvName("allowed-registries")), strings.Join(v.strings("worker.allowedRegistries"), ","); got != want {
+		t.Errorf("worker %s = %q, want %q", service.EnvName("allowed-registries"), got, want)
+	}
 	if !slices.Contains(c.Args, "--role=worker") || len(c.Args) == 0 || c.Args[0] != "serve" {
 		t.Errorf("worker args %q: want serve --role=worker", c.Args)
 	}

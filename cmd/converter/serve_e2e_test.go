@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,9 +134,31 @@ func TestServeDistributionWebhookEndToEnd(t *testing.T) {
 		return err == nil && st.State == queue.StateSucceeded
 	})
 	checkArtifact(t, subject, layers)
-	// The artifact push notified the service too; give it time to (not)
-	// convert it, then check nothing else was converted or dead-lettered.
-	time.Sleep(500 * time.Millisecond)
+	// The artifact push and its fallback-tag index notified the service
+	// too: both are ignored by the webhook, none runs as a conversion, and
+	// the real converter's stages all reach the stage histogram (issue 9
+	// #7, #10).
+	metricsText := func() string {
+		resp, err := http.Get("http://" + s.Addr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	waitUntil(t, "the own-write events to be ignored", func() bool {
+		return strings.Contains(metricsText(), `cimconv_events_total{outcome="ignored",source="distribution"}`)
+	})
+	text := metricsText()
+	if !strings.Contains(text, `cimconv_conversions_total{reason="none",result="succeeded"} 1`+"\n") {
+		t.Errorf("want exactly one counted conversion:\n%s", text)
+	}
+	for _, stage := range []string{"resolve", "plan", "build", "pack", "push", "total"} {
+		if !strings.Contains(text, `cimconv_stage_duration_seconds_count{result="ok",stage="`+stage+`"}`) {
+			t.Errorf("stage %s missing from cimconv_stage_duration_seconds", stage)
+		}
+	}
 	dead, err := s.Queue().Dead(context.Background())
 	if err != nil || len(dead) != 0 {
 		t.Fatalf("dead letters %v, %v", dead, err)

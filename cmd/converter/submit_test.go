@@ -31,9 +31,23 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// startService runs the service with conv on a fresh data dir and free
+// ports until the test ends.
+func startService(t *testing.T, cfg service.Config, conv worker.Converter) *service.Service {
+	t.Helper()
+	cfg.Listen, cfg.DataDir, cfg.EmbeddedNATSPort = "127.0.0.1:0", t.TempDir(), 0
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := service.Start(ctx, service.Options{Config: cfg, Converter: conv})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = s.Wait() })
+	return s
+}
+
 func TestSubmitStatusDeadCommands(t *testing.T) {
 	cfg := service.DefaultConfig()
-	cfg.Listen, cfg.DataDir, cfg.EmbeddedNATSPort = "127.0.0.1:0", t.TempDir(), 0
 	cfg.ShutdownGrace = time.Second
 	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
 		if strings.HasSuffix(req.Image, ":bad") {
@@ -45,13 +59,7 @@ func TestSubmitStatusDeadCommands(t *testing.T) {
 		}
 		return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("a", 64)}, ArtifactDigests: []string{"sha256:" + strings.Repeat("b", 64)}, LayersBuilt: 3}, nil
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := service.Start(ctx, service.Options{Config: cfg, Converter: conv})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cancel(); _ = s.Wait() }()
-	url := "--nats-url=" + s.NATSURL()
+	url := "--nats-url=" + startService(t, cfg, conv).NATSURL()
 
 	// reg.example does not exist: the artifact check is skipped.
 	out, err := runCLI(t, "submit", "reg.example/app:good", "--wait", "--no-verify", url)
@@ -144,15 +152,7 @@ func TestSubmitWaitChecksTheArtifactExists(t *testing.T) {
 		}
 		return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("a", 64)}, ArtifactDigests: []string{artifact}}, nil
 	})
-	cfg := service.DefaultConfig()
-	cfg.Listen, cfg.DataDir, cfg.EmbeddedNATSPort = "127.0.0.1:0", t.TempDir(), 0
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := service.Start(ctx, service.Options{Config: cfg, Converter: conv})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cancel(); _ = s.Wait() }()
-	url := "--nats-url=" + s.NATSURL()
+	url := "--nats-url=" + startService(t, service.DefaultConfig(), conv).NATSURL()
 
 	out, err := runCLI(t, "submit", reg+"/win/app:v1", "--wait", url)
 	if err != nil || !strings.Contains(out, gone+" is not in the registry; converting again") || !strings.Contains(out, "artifact "+exists) {

@@ -191,3 +191,24 @@ func TestRedactURL(t *testing.T) {
 		}
 	}
 }
+
+func TestServerVersionOrder(t *testing.T) {
+	tests := []struct {
+		a, b string
+		less bool
+	}{
+		{"2.8.4", MinServerVersion, true},
+		{"2.9.10", MinServerVersion, false},
+		{"2.9.0", "2.9.0", false},
+		{"2.10.0", "2.9.10", false},
+		{"2.9.10", "2.10.0", true},
+		{"v2.15.3", "2.9.0", false},
+		{"2.11.0-beta.2", "2.11.0", false},
+		{"1.4.1", "2.9.0", true},
+	}
+	for _, tt := range tests {
+		if got := versionLess(tt.a, tt.b); got != tt.less {
+			t.Errorf("versionLess(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.less)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/cimconv/cimconv/internal/convert"
 	"github.com/cimconv/cimconv/internal/metrics"
 	"github.com/cimconv/cimconv/internal/queue"
+	"github.com/cimconv/cimconv/internal/queue/queuetest"
 )
 
 // A conversion longer than every internal timeout (ack wait, heartbeat,
@@ -145,4 +147,62 @@ func TestConverterStagesReachMetrics(t *testing.T) {
 		}
 	}
 	_ = metrics.ResultSucceeded
+}
+
+// A worker killed while it holds a build claim: the request is redelivered
+// after the ack wait, and the other worker, waiting on the dead holder's
+// claim, takes it over once it is stale instead of waiting for its old
+// 30-minute lifetime (issue 9 #2).
+func TestDeadHoldersClaimIsTakenOver(t *testing.T) {
+	e := newEnv(t) // ack wait 1s
+	ctx := ctxT(t)
+	key := "sha256:" + strings.Repeat("b", 64)
+	const ttl = 600 * time.Millisecond
+
+	nc1 := queuetest.Connect(t, e.srv.URL)
+	q1, err := queue.Open(ctx, nc1, e.opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc1 := &chainsCache{c: q1.Chains(), worker: "doomed", ttl: ttl, held: map[string]*queue.Claim{}}
+	holding := make(chan struct{})
+	building := ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		if _, won, err := cc1.Acquire(ctx, key); err != nil || !won {
+			t.Errorf("worker 1: won=%v err=%v", won, err)
+		}
+		close(holding)
+		<-ctx.Done() // builds until killed
+		return nil, ctx.Err()
+	})
+	stop1 := startWorker(t, q1, building, WithShutdownGrace(0))
+	img := "registry.example/app:orphan"
+	if _, err := e.q.Submit(ctx, queue.Request{Image: img}); err != nil {
+		t.Fatal(err)
+	}
+	<-holding
+	// kill -9: the connection drops first (no ack, NAK, renewal or release).
+	nc1.Close()
+	stop1()
+
+	cc2 := &chainsCache{c: e.q.Chains(), worker: "survivor", ttl: ttl, held: map[string]*queue.Claim{}}
+	rebuild := ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		_, won, err := cc2.Acquire(ctx, key)
+		if err != nil || !won {
+			return nil, Transient(fmt.Errorf("worker 2: won=%v err=%v", won, err))
+		}
+		if err := cc2.Put(ctx, key, []byte("layer")); err != nil {
+			return nil, err
+		}
+		return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("d", 64)}}, cc2.Release(ctx, key)
+	})
+	start := time.Now()
+	startWorker(t, e.open(t), rebuild, WithName("survivor"))
+	waitFor(t, "the request to succeed on worker 2", func() bool {
+		st, err := e.q.Status(ctx, img)
+		return err == nil && st.State == queue.StateSucceeded
+	})
+	t.Logf("completed on worker 2 %v after the kill (ack wait 1s, claim ttl %v)", time.Since(start).Round(10*time.Millisecond), ttl)
+	if st, _ := e.q.Status(ctx, img); st.Attempts != 2 {
+		t.Errorf("succeeded on attempt %d, want 2", st.Attempts)
+	}
 }
