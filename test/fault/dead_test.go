@@ -52,14 +52,7 @@ func deadLetterOnce(t *testing.T, flavour string) {
 
 	keys := map[string]string{}
 	for _, img := range bad {
-		req := queue.Request{Image: img, Requester: "fault-suite"}
-		keys[img] = req.IdempotencyKey()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err := c.q.Submit(ctx, req)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
+		keys[img] = c.submit(t, img)
 	}
 	for _, img := range bad {
 		st := c.finalOf(img, keys[img], time.Duration(e.knobs.maxDeliver+1)*(e.knobs.ackWait+5*time.Second))

@@ -3,7 +3,6 @@
 package fault
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -42,16 +41,7 @@ func natsKilledAndRestarted(t *testing.T, flavour string) {
 	sum := summary{scenario: "nats-kill-restart", server: flavour, requests: 2, bound: e.knobs.ackWait + 60*time.Second}
 	defer func() { sum.print(t) }()
 
-	submit := func(im image) string {
-		t.Helper()
-		req := queue.Request{Image: im.tag, Requester: "fault-suite"}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := c.q.Submit(ctx, req); err != nil {
-			t.Fatalf("submit %s: %v", im.tag, err)
-		}
-		return req.IdempotencyKey()
-	}
+	submit := func(im image) string { return c.submit(t, im.tag) }
 	restartNATS := func(what string) time.Time {
 		t.Helper()
 		ns.kill9()

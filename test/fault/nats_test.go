@@ -127,6 +127,18 @@ func newClient(t *testing.T, url string) *client {
 	return &client{nc: nc, js: js, q: q}
 }
 
+// submit queues a conversion of image and returns its idempotency key.
+func (c *client) submit(t *testing.T, image string) string {
+	t.Helper()
+	req := queue.Request{Image: image, Requester: "fault-suite"}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.q.Submit(ctx, req); err != nil {
+		t.Fatalf("submit %s: %v", image, err)
+	}
+	return req.IdempotencyKey()
+}
+
 // result is the last result event of a request key, or nil.
 func (c *client) result(ctx context.Context, key string) (*queue.Result, error) {
 	s, err := c.js.Stream(ctx, queue.StreamName)

@@ -59,13 +59,7 @@ func workerKilledMidBuild(t *testing.T, flavour string) {
 	a := e.startWorker("worker-a")
 	c := newClient(t, ns.url())
 	rec := newRecorder(t, c)
-	req := queue.Request{Image: im.tag, Requester: "fault-suite"}
-	key := req.IdempotencyKey()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := c.q.Submit(ctx, req); err != nil {
-		t.Fatal(err)
-	}
+	key := c.submit(t, im.tag)
 	// Worker b starts once a is converting, so that a holds the request.
 	midBuild(t, c, th, im, key, fetch+60*time.Second)
 	b := e.startWorker("worker-b")
