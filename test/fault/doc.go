@@ -9,7 +9,8 @@
 //	go test -tags fault -v -count=1 ./test/fault/
 //
 // TestMain builds ./cmd/converter (with -race unless FAULT_RACE=0) and the
-// nats-server of go.mod's version from the module cache; the oldest
+// nats-server of go.mod's version (FAULT_CONVERTER=PATH uses a converter
+// built elsewhere instead, e.g. from an older commit) from the module cache; the oldest
 // supported server, Debian's nats-server 2.9, is taken from PATH or
 // /usr/sbin (FAULT_NATS_OLD overrides). Without CI set, a missing tool
 // skips the tests that need it; with CI set it fails them.

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Binaries TestMain prepares.
@@ -37,15 +38,23 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 
 	raceBuild = os.Getenv("FAULT_RACE") != "0"
-	converterBin = filepath.Join(dir, "converter")
-	args := []string{"build", "-o", converterBin}
-	if raceBuild {
-		args = append(args, "-race")
-	}
-	args = append(args, "github.com/cimconv/cimconv/cmd/converter")
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "fault: go %s: %v\n%s", strings.Join(args, " "), err, out)
-		return 1
+	start := time.Now()
+	if converterBin = os.Getenv("FAULT_CONVERTER"); converterBin != "" {
+		// A converter built elsewhere (e.g. an older commit, to show a
+		// scenario failing before a fix).
+		fmt.Printf("FAULT-BUILD converter: using FAULT_CONVERTER=%s\n", converterBin)
+	} else {
+		converterBin = filepath.Join(dir, "converter")
+		args := []string{"build", "-o", converterBin}
+		if raceBuild {
+			args = append(args, "-race")
+		}
+		args = append(args, "github.com/cimconv/cimconv/cmd/converter")
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "fault: go %s: %v\n%s", strings.Join(args, " "), err, out)
+			return 1
+		}
+		fmt.Printf("FAULT-BUILD converter (race %v) in %v\n", raceBuild, time.Since(start).Round(time.Second))
 	}
 	help, err := exec.Command(converterBin, "serve", "--help").CombinedOutput()
 	if err != nil {
@@ -59,10 +68,12 @@ func run(m *testing.M) int {
 	// nats-server at go.mod's version: the module is in the build list
 	// (the embedded server), so this needs nothing beyond the module cache.
 	cur := filepath.Join(dir, "nats-server")
+	start = time.Now()
 	if out, err := exec.Command("go", "build", "-o", cur, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
 		natsMissing["current"] = fmt.Sprintf("go build github.com/nats-io/nats-server/v2: %v: %s", err, out)
 	} else {
 		natsBins["current"] = cur
+		fmt.Printf("FAULT-BUILD nats-server (go.mod's version) in %v\n", time.Since(start).Round(time.Second))
 	}
 	old := os.Getenv("FAULT_NATS_OLD")
 	if old == "" {
