@@ -771,6 +771,7 @@ var ignoredKeys = map[string]string{
 	"dev":                      "development mode: loopback registry and embedded NATS",
 	"embedded-nats-port":       "the chart always points at a NATS cluster",
 	"webhook-insecure-no-auth": "loopback development only",
+	"allow-local-registries":   "development only: workers in a cluster must not reach loopback or link-local registries (list them in worker.allowedRegistries)",
 	"cache-dir":                "default data-dir/chains is on the data volume",
 	"work-dir":                 "default data-dir/work is on the data volume",
 }
