@@ -112,6 +112,7 @@ func buildLocalChain(ctx context.Context, b builder.Builder, out string, files [
 	}()
 	var parent *builder.BuiltLayer
 	var res []cimBuildLayer
+	var done int64 // bytes of the layers built so far
 	for i, f := range files {
 		path := f
 		src := builder.LayerSource{
@@ -122,9 +123,13 @@ func buildLocalChain(ctx context.Context, b builder.Builder, out string, files [
 				if err != nil {
 					return nil, err
 				}
-				st, _ := fh.Stat()
+				st, err := fh.Stat()
+				if err != nil {
+					fh.Close()
+					return nil, err
+				}
 				return &readProgress{r: bufio.NewReaderSize(fh, 1<<20), rc: fh, total: st.Size(), update: func(n, total int64) {
-					pr.Update("layer %d/%d %s: %s / %s", i+1, len(files), filepath.Base(path), progress.Bytes(n), progress.Bytes(total))
+					pr.Update("layer %d/%d %s: %s / %s (%s in all)", i+1, len(files), filepath.Base(path), progress.Bytes(n), progress.Bytes(total), progress.Bytes(done+n))
 				}}, nil
 			},
 		}
@@ -133,7 +138,10 @@ func buildLocalChain(ctx context.Context, b builder.Builder, out string, files [
 			return nil, err
 		}
 		built = append(built, bl)
-		pr.Println("layer %d/%d %s -> %s", i+1, len(files), filepath.Base(path), bl.CimName)
+		if st, err := os.Stat(path); err == nil {
+			done += st.Size()
+		}
+		pr.Println("layer %d/%d %s -> %s (%s built in all)", i+1, len(files), filepath.Base(path), bl.CimName, progress.Bytes(done))
 		res = append(res, cimBuildLayer{
 			Layer: path, Cim: filepath.Join(out, bl.CimName), ChainID: bl.ChainID, DiffID: bl.DiffID,
 			CimFiles: bl.CimFiles, SideDir: bl.SideDir, SideFiles: bl.SideFiles,
