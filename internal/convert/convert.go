@@ -217,7 +217,7 @@ func (j *layerJob) claimKey() string {
 func (c *Converter) convertTarget(ctx context.Context, t registry.Target, req Request) (*ImageResult, error) {
 	subject := t.Ref.String()
 	ir := &ImageResult{Subject: subject, Platform: platformString(t.Platform), OSVersion: t.Platform.OSVersion}
-	log := c.log.With(zap.String("image", subject))
+	log := c.log.With(zap.String("subject", subject))
 	optsKey := c.OptionsKey()
 
 	start := time.Now()

@@ -178,7 +178,11 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	log.Info("serving", zap.String("http", "http://"+s.ln.Addr().String()), zap.Int("concurrency", cfg.Concurrency))
+	fields := []zap.Field{zap.String("http", "http://"+s.ln.Addr().String()), zap.String("role", cfg.Role)}
+	if w != nil {
+		fields = append(fields, zap.Int("concurrency", cfg.Concurrency))
+	}
+	log.Info("serving", fields...)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
