@@ -23,8 +23,12 @@ func newCimLsCmd(g *globalFlags) *cobra.Command {
 		Short: "List the full view of a CIM (for a forked CIM, the merged view of its chain)",
 		Long: `List every path of a CIM. For a forked CIM this is the merged view of its chain.
 With --json, stdout holds one JSON object per line:
-  {"path":"Files/dir/name.txt","type":"file"|"dir"|"symlink","size":N,"attributes":N,
-   "sha256":"<hex>","sd":"<base64>","streams":[{"name":..,"size":N,"sha256":..}], ...}`,
+  {"path":"Files/dir/name.txt","type":"file"|"dir"|"symlink"|"junction"|"reparse","size":N,
+   "attributes":N,"sha256":"<hex>","sd":"<base64>","streams":[{"name":..,"size":N,"sha256":..}], ...}
+A reparse point is typed by its tag: symlink (0xA000000C), junction (0xA0000003, also mount
+points), or reparse with "reparseTag":N for any other tag. A directory whose names are out of
+the upcase table's order (which CimFS's lookup by name cannot search) is refused; cim verify
+lists every such problem.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			view, err := cimView(args[0])
