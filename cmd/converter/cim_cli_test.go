@@ -116,6 +116,28 @@ func TestCimCommandsContract(t *testing.T) {
 	if err != nil || !json.Valid([]byte(stdout)) {
 		t.Fatalf("cim inspect --json: %v\n%s", err, stdout)
 	}
+	var info struct {
+		RegionSet struct{ ID string } `json:"regionSet"`
+		Parents   []struct{ ID string }
+	}
+	if err := json.Unmarshal([]byte(stdout), &info); err != nil || len(info.Parents) != len(layers)-1 {
+		t.Fatalf("cim inspect --json: %+v, %v", info, err)
+	}
+	// Without --json: text for people, naming the region set and every
+	// parent, base first.
+	stdout, err = runCLI(t, "cim", "inspect", top)
+	if err != nil || json.Valid([]byte(stdout)) {
+		t.Fatalf("cim inspect: %v\n%s", err, stdout)
+	}
+	wantLines := []string{"region set " + info.RegionSet.ID, "parents (2, base first) " + info.Parents[0].ID, "reparse points"}
+	for _, w := range wantLines {
+		if !strings.Contains(strings.Join(strings.Fields(stdout), " "), strings.Join(strings.Fields(w), " ")) {
+			t.Errorf("cim inspect output lacks %q:\n%s", w, stdout)
+		}
+	}
+	if i, j := strings.Index(stdout, info.Parents[0].ID), strings.Index(stdout, info.Parents[1].ID); i < 0 || j < i {
+		t.Errorf("cim inspect: parents not listed base first:\n%s", stdout)
+	}
 
 	// cim verify: the chain matches its layers; against the wrong layers it
 	// exits 2 and lists differences.
