@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -128,7 +127,9 @@ func buildLocalChain(ctx context.Context, b builder.Builder, out string, files [
 					fh.Close()
 					return nil, err
 				}
-				return &readProgress{r: bufio.NewReaderSize(fh, 1<<20), rc: fh, total: st.Size(), update: func(n, total int64) {
+				// No buffer here: the layer reader buffers (a bufio in front of
+				// its own would copy every byte once more).
+				return &readProgress{r: fh, rc: fh, total: st.Size(), update: func(n, total int64) {
 					pr.Update("layer %d/%d %s: %s / %s (%s in all)", i+1, len(files), filepath.Base(path), progress.Bytes(n), progress.Bytes(total), progress.Bytes(done+n))
 				}}, nil
 			},
