@@ -765,6 +765,7 @@ func TestStackChartRendersCimconv(t *testing.T) {
 // purpose, with the reason.
 var ignoredKeys = map[string]string{
 	"dev":                      "development mode: loopback registry and embedded NATS",
+	"dev-registry":             "the --dev loopback registry's address (development only)",
 	"embedded-nats-port":       "the chart always points at a NATS cluster",
 	"webhook-insecure-no-auth": "loopback development only",
 	"cache-dir":                "default data-dir/chains is on the data volume",
