@@ -1,43 +1,81 @@
 #!/usr/bin/env bash
-# Issue 2 performance check: the portable CIM builder against baselines
-# measured in the same run on the same generated layer (this machine is
-# noisy, so only ratios are reported):
-#   1. uncompressed layer: `converter cim build` vs GNU `tar -xf` into an empty dir
+# Issue 2 and 13 performance checks: the portable CIM builder against
+# baselines measured in the same run on the same generated layer (this machine
+# is noisy, so only ratios are reported):
+#   1. uncompressed layer, ROUNDS times (default 3), side by side in each round:
+#        - Go's SHA-256 of the tar alone (bench/hashfile): the floor of a
+#          verifying build, which must hash every byte for the diffID
+#        - GNU `tar -xf` into an empty dir
+#        - `converter cim build`
+#      prints build/hash and build/tar (target build/hash <= 1.25) per round
+#      with peak RSS, then min/median/max over the rounds, for wall time and
+#      for CPU time (user+sys, less sensitive to other load on the machine)
 #   2. gzip layer:         `converter cim build` vs `gzip -dc > /dev/null`
 #   3. 200,000 files in one directory: time and peak RSS
 #   4. (BIG=1) a 4 GiB layer streamed from a pipe: peak RSS
-# Usage: bench/cim-build.sh [FILES] [BYTES]     (defaults 20000 files, 512 MiB)
+# Usage: [ROUNDS=3] [FLAT_FILES=200000] bench/cim-build.sh [FILES] [BYTES]
+#        (defaults 20000 files, 512 MiB; SKIP_EXTRA=1 runs only part 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files=${1:-20000}
 bytes=${2:-$((512 << 20))}
+rounds=${ROUNDS:-3}
 work=$(mktemp -d "${TMPDIR:-/tmp}/cimconv-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 go build -o "$work/converter" ./cmd/converter
+go build -o "$work/hashfile" ./bench/hashfile
 conv="$work/converter"
 
-# run LABEL CMD...: runs CMD under GNU time; sets SECS and RSS_KB.
+# run LABEL CMD...: runs CMD under GNU time; sets SECS, CPU (user+sys) and RSS_KB.
 run() {
   local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/stderr" || { cat "$work/stderr"; return 1; }
-  read -r SECS RSS_KB < "$work/time"
-  printf '  %-28s %8.2fs  peak RSS %6d MiB\n' "$label" "$SECS" $((RSS_KB / 1024))
+  /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >/dev/null 2>"$work/stderr" || { cat "$work/stderr"; return 1; }
+  local user sys
+  read -r SECS user sys RSS_KB < "$work/time"
+  CPU=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
+  printf '  %-28s %8.2fs  cpu %6.2fs  peak RSS %6d MiB\n' "$label" "$SECS" "$CPU" $((RSS_KB / 1024))
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0) b = 0.01; printf "%.2f", a / b }'; }
+# spread LABEL VALUES...: min / median / max.
+spread() {
+  local label=$1; shift
+  printf '%s\n' "$@" | sort -g | awk -v l="$label" '{ v[NR] = $1 } END {
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "  %-34s min %.2f  median %.2f  max %.2f  (%d rounds)\n", l, v[1], m, v[NR], NR }'
+}
 
 echo "generating a $files-file, $((bytes >> 20)) MiB layer"
 "$conv" dev large-layer --files "$files" --size "$bytes" "$work/layer.tar"
-gzip -1 -c "$work/layer.tar" > "$work/layer.tar.gz"
 sync
 
-echo "1. uncompressed layer ($(du -m "$work/layer.tar" | cut -f1) MiB)"
-mkdir "$work/x"
-run "tar -xf" tar --warning=no-unknown-keyword -xf "$work/layer.tar" -C "$work/x"
-tar_s=$SECS
-run "converter cim build" "$conv" cim build --out "$work/c1" "$work/layer.tar"
-build_s=$SECS; build_rss=$RSS_KB
-rm -rf "$work/x" "$work/c1"
-echo "  ratio build/tar-x = $(ratio "$build_s" "$tar_s")   (target <= 0.5)"
+echo "1. uncompressed layer ($(du -m "$work/layer.tar" | cut -f1) MiB), $rounds rounds; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+cat "$work/layer.tar" >/dev/null # page cache warm for every contender
+bh=() bt=() ch=() ct=()
+for round in $(seq "$rounds"); do
+  echo " round $round"
+  run "go sha256 (hashfile)" "$work/hashfile" "$work/layer.tar"
+  hash_s=$SECS hash_cpu=$CPU hash_rss=$RSS_KB
+  mkdir "$work/x"
+  run "tar -xf" tar --warning=no-unknown-keyword -xf "$work/layer.tar" -C "$work/x"
+  tar_s=$SECS tar_cpu=$CPU
+  rm -rf "$work/x"
+  run "converter cim build" "$conv" cim build --out "$work/c1" "$work/layer.tar"
+  build_s=$SECS build_cpu=$CPU build_rss=$RSS_KB
+  rm -rf "$work/c1"
+  bh+=("$(ratio "$build_s" "$hash_s")") bt+=("$(ratio "$build_s" "$tar_s")")
+  ch+=("$(ratio "$build_cpu" "$hash_cpu")") ct+=("$(ratio "$build_cpu" "$tar_cpu")")
+  echo "  build/hash = ${bh[-1]} (target <= 1.25)   build/tar-x = ${bt[-1]} (target <= 0.5)   cpu: build/hash = ${ch[-1]}, build/tar = ${ct[-1]}   peak RSS build $((build_rss / 1024)) MiB, hash $((hash_rss / 1024)) MiB"
+done
+echo " spread over $rounds rounds:"
+spread "wall build/hash (target <= 1.25)" "${bh[@]}"
+spread "wall build/tar-x (target <= 0.5)" "${bt[@]}"
+spread "cpu  build/hash" "${ch[@]}"
+spread "cpu  build/tar-x" "${ct[@]}"
+if [ "${SKIP_EXTRA:-0}" = 1 ]; then
+  echo "uncompressed build peak RSS: $((build_rss / 1024)) MiB"
+  exit 0
+fi
+gzip -1 -c "$work/layer.tar" > "$work/layer.tar.gz"
 
 echo "2. gzip layer ($(du -m "$work/layer.tar.gz" | cut -f1) MiB)"
 run "gzip -dc > /dev/null" sh -c "gzip -dc '$work/layer.tar.gz' > /dev/null"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -53,6 +54,7 @@ func TestRenderedObjects(t *testing.T) {
 			checkServicesSelectPods(t, r)
 			checkAutoscaling(t, r, v)
 			checkServiceMonitor(t, r, v)
+			checkPrometheusRule(t, r, v)
 			checkPDBs(t, r)
 			checkDashboardConfigMap(t, r, v)
 		})
@@ -769,6 +771,7 @@ func TestStackChartRendersCimconv(t *testing.T) {
 // purpose, with the reason.
 var ignoredKeys = map[string]string{
 	"dev":                      "development mode: loopback registry and embedded NATS",
+	"dev-registry":             "the --dev loopback registry's address (development only)",
 	"embedded-nats-port":       "the chart always points at a NATS cluster",
 	"webhook-insecure-no-auth": "loopback development only",
 	"allow-local-registries":   "development only: workers in a cluster must not reach loopback or link-local registries (list them in worker.allowedRegistries)",
@@ -883,6 +886,32 @@ func TestServeConfigKeysCovered(t *testing.T) {
 		_, ignored := ignoredKeys[key]
 		if !allowed && !set[key] && !ignored {
 			t.Errorf("converter serve key %q is neither set by the chart, allowed under values config:, nor ignored: decide in charts/cimconv", key)
+		}
+	}
+}
+
+// checkPrometheusRule: with prometheusRule.enabled, one PrometheusRule holds
+// exactly the groups of alerts/cimconv.rules.yaml (what promtool checks and
+// prometheus_test.go evaluates), with the configured labels.
+func checkPrometheusRule(t *testing.T, r *rendered, v values) {
+	if !v.boolean("prometheusRule.enabled") {
+		if len(r.prometheusRules) != 0 {
+			t.Error("PrometheusRule rendered while prometheusRule.enabled is false")
+		}
+		return
+	}
+	if len(r.prometheusRules) != 1 {
+		t.Fatalf("got %d PrometheusRules, want 1", len(r.prometheusRules))
+	}
+	want := loadRuleFile(t)
+	for _, pr := range r.prometheusRules {
+		if !reflect.DeepEqual(pr.Spec, want) {
+			t.Errorf("PrometheusRule spec differs from %s:\n got %+v\nwant %+v", rulesFile, pr.Spec, want)
+		}
+		for k, want := range v.get("prometheusRule.labels").(map[string]any) {
+			if pr.Metadata.Labels[k] != want {
+				t.Errorf("PrometheusRule label %s = %q, want %v", k, pr.Metadata.Labels[k], want)
+			}
 		}
 	}
 }

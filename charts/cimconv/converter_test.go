@@ -48,6 +48,7 @@ var converter struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	reportSkips()
 	if converter.dir != "" {
 		os.RemoveAll(converter.dir)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -112,6 +111,7 @@ func buildLocalChain(ctx context.Context, b builder.Builder, out string, files [
 	}()
 	var parent *builder.BuiltLayer
 	var res []cimBuildLayer
+	var done int64 // bytes of the layers built so far
 	for i, f := range files {
 		path := f
 		src := builder.LayerSource{
@@ -122,9 +122,15 @@ func buildLocalChain(ctx context.Context, b builder.Builder, out string, files [
 				if err != nil {
 					return nil, err
 				}
-				st, _ := fh.Stat()
-				return &readProgress{r: bufio.NewReaderSize(fh, 1<<20), rc: fh, total: st.Size(), update: func(n, total int64) {
-					pr.Update("layer %d/%d %s: %s / %s", i+1, len(files), filepath.Base(path), progress.Bytes(n), progress.Bytes(total))
+				st, err := fh.Stat()
+				if err != nil {
+					fh.Close()
+					return nil, err
+				}
+				// No buffer here: the layer reader buffers (a bufio in front of
+				// its own would copy every byte once more).
+				return &readProgress{r: fh, rc: fh, total: st.Size(), update: func(n, total int64) {
+					pr.Update("layer %d/%d %s: %s / %s (%s in all)", i+1, len(files), filepath.Base(path), progress.Bytes(n), progress.Bytes(total), progress.Bytes(done+n))
 				}}, nil
 			},
 		}
@@ -133,7 +139,10 @@ func buildLocalChain(ctx context.Context, b builder.Builder, out string, files [
 			return nil, err
 		}
 		built = append(built, bl)
-		pr.Println("layer %d/%d %s -> %s", i+1, len(files), filepath.Base(path), bl.CimName)
+		if st, err := os.Stat(path); err == nil {
+			done += st.Size()
+		}
+		pr.Println("layer %d/%d %s -> %s (%s built in all)", i+1, len(files), filepath.Base(path), bl.CimName, progress.Bytes(done))
 		res = append(res, cimBuildLayer{
 			Layer: path, Cim: filepath.Join(out, bl.CimName), ChainID: bl.ChainID, DiffID: bl.DiffID,
 			CimFiles: bl.CimFiles, SideDir: bl.SideDir, SideFiles: bl.SideFiles,

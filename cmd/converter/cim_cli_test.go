@@ -66,6 +66,8 @@ func TestCimCommandsContract(t *testing.T) {
 			Attributes uint32 `json:"attributes"`
 			SHA256     string `json:"sha256"`
 			SD         string `json:"sd"`
+			Reparse    string `json:"reparse"`
+			ReparseTag uint32 `json:"reparseTag"`
 			Streams    []struct {
 				Name   string `json:"name"`
 				Size   int64  `json:"size"`
@@ -81,9 +83,14 @@ func TestCimCommandsContract(t *testing.T) {
 			if e.Attributes&0x10 == 0 {
 				t.Errorf("%s: dir without 0x10", e.Path)
 			}
-		case "symlink":
-			if e.Attributes&0x400 == 0 {
-				t.Errorf("%s: symlink without 0x400", e.Path)
+		case "symlink", "junction":
+			// Typed by reparse tag: the fixture's junction (a tar symlink
+			// with MSWINDOWS.mountpoint) is IO_REPARSE_TAG_MOUNT_POINT.
+			if e.Attributes&0x400 == 0 || e.Reparse == "" || e.ReparseTag != 0 {
+				t.Errorf("%s: %s: attributes %#x, reparseTag %#x, reparse %q", e.Path, e.Type, e.Attributes, e.ReparseTag, e.Reparse)
+			}
+			if (e.Type == "junction") != (e.Path == "Files/Users/Default User") {
+				t.Errorf("%s: type %s", e.Path, e.Type)
 			}
 		case "file":
 			if len(e.SHA256) != 64 {
@@ -96,8 +103,8 @@ func TestCimCommandsContract(t *testing.T) {
 			t.Errorf("entry %+v", e)
 		}
 	}
-	if types["file"] == 0 || types["dir"] == 0 || types["symlink"] == 0 {
-		t.Fatalf("ls saw %v, want files, dirs and symlinks", types)
+	if types["file"] == 0 || types["dir"] == 0 || types["symlink"] == 0 || types["junction"] != 1 {
+		t.Fatalf("ls saw %v, want files, dirs, symlinks and the junction", types)
 	}
 
 	// cim cat prints a file's bytes; cim inspect prints JSON.
@@ -108,6 +115,28 @@ func TestCimCommandsContract(t *testing.T) {
 	stdout, err = runCLI(t, "cim", "inspect", "--json", top)
 	if err != nil || !json.Valid([]byte(stdout)) {
 		t.Fatalf("cim inspect --json: %v\n%s", err, stdout)
+	}
+	var info struct {
+		RegionSet struct{ ID string } `json:"regionSet"`
+		Parents   []struct{ ID string }
+	}
+	if err := json.Unmarshal([]byte(stdout), &info); err != nil || len(info.Parents) != len(layers)-1 {
+		t.Fatalf("cim inspect --json: %+v, %v", info, err)
+	}
+	// Without --json: text for people, naming the region set and every
+	// parent, base first.
+	stdout, err = runCLI(t, "cim", "inspect", top)
+	if err != nil || json.Valid([]byte(stdout)) {
+		t.Fatalf("cim inspect: %v\n%s", err, stdout)
+	}
+	wantLines := []string{"region set " + info.RegionSet.ID, "parents (2, base first) " + info.Parents[0].ID, "reparse points"}
+	for _, w := range wantLines {
+		if !strings.Contains(strings.Join(strings.Fields(stdout), " "), strings.Join(strings.Fields(w), " ")) {
+			t.Errorf("cim inspect output lacks %q:\n%s", w, stdout)
+		}
+	}
+	if i, j := strings.Index(stdout, info.Parents[0].ID), strings.Index(stdout, info.Parents[1].ID); i < 0 || j < i {
+		t.Errorf("cim inspect: parents not listed base first:\n%s", stdout)
 	}
 
 	// cim verify: the chain matches its layers; against the wrong layers it

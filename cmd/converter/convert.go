@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
@@ -96,14 +97,29 @@ With --output DIR the artifact is written as an OCI layout instead of pushed (a 
 	return cmd
 }
 
-// convertProgress renders converter events.
+// convertProgress renders converter events. Layers are fetched and built
+// concurrently (and an index has several images), so the line shows the
+// latest layer's bytes and the total over every layer seen.
 func convertProgress(pr *progress.Printer) func(convert.Event) {
+	type layerKey struct {
+		subject string
+		layer   int
+	}
+	var mu sync.Mutex
+	seen := map[layerKey]int64{}
+	var total int64
 	return func(e convert.Event) {
 		switch {
 		case e.Cached:
 			pr.Println("layer %d/%d reused from the chain cache (%s)", e.Layer, e.Layers, short(e.ChainID))
 		case e.Layer > 0:
-			pr.Update("layer %d/%d: %s fetched and built", e.Layer, e.Layers, progress.Bytes(e.Bytes))
+			mu.Lock()
+			k := layerKey{e.Subject, e.Layer}
+			total += e.Bytes - seen[k]
+			seen[k] = e.Bytes
+			all := total
+			mu.Unlock()
+			pr.Update("layer %d/%d: %s fetched and built (%s in all)", e.Layer, e.Layers, progress.Bytes(e.Bytes), progress.Bytes(all))
 		}
 	}
 }

@@ -81,7 +81,7 @@ It runs until interrupted. For development and demos only.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			reg, err := devenv.StartRegistry(addr, dir)
 			if err != nil {
-				return err
+				return fmt.Errorf("--addr %s: %w (choose another address, or 127.0.0.1:0 for a free port)", addr, err)
 			}
 			defer func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

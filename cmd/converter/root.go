@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net/url"
 	"os"
 	"runtime/pprof"
 
@@ -10,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/cimconv/cimconv/internal/progress"
 	"github.com/cimconv/cimconv/internal/version"
 )
 
@@ -96,10 +99,28 @@ func (g *globalFlags) logger() (*zap.Logger, error) {
 		return nil, fmt.Errorf("--log-format %q: want console or json", g.logFormat)
 	}
 	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	cfg.OutputPaths = []string{"stderr"}
 	cfg.ErrorOutputPaths = []string{"stderr"}
+	// Log lines go through the progress package's stderr writer: a line
+	// logged while a progress line is on the terminal starts on its own line.
+	cfg.OutputPaths = []string{stderrSink + ":"}
 	return cfg.Build()
 }
+
+// stderrSink is the zap sink scheme of progress.LogWriter(os.Stderr).
+const stderrSink = "cimconv-stderr"
+
+func init() {
+	if err := zap.RegisterSink(stderrSink, func(*url.URL) (zap.Sink, error) {
+		return stderrLog{progress.LogWriter(os.Stderr)}, nil
+	}); err != nil {
+		panic(err) // registered once, at start: a clash is a programming error
+	}
+}
+
+type stderrLog struct{ io.Writer }
+
+func (stderrLog) Sync() error  { return nil }
+func (stderrLog) Close() error { return nil }
 
 func envOr(key, def string) string {
 	if v, ok := os.LookupEnv(key); ok {

@@ -22,7 +22,8 @@ func init() { registeredCommands = append(registeredCommands, newServeCmd) }
 var (
 	// serveConverter builds the Converter the worker runs.
 	serveConverter func(ctx context.Context, cfg service.Config, log *zap.Logger) (worker.Converter, error)
-	// serveDev sets up `serve --dev` (loopback registry, sample image).
+	// serveDev marks that `serve --dev` is wired (loopback registry, sample
+	// image: startDevState); nil refuses --dev.
 	serveDev service.DevFunc
 )
 
@@ -59,6 +60,18 @@ Every flag is also a YAML key of --config and a CIMCONV_<KEY> environment variab
 
 func runServe(ctx context.Context, cfg service.Config, log *zap.Logger) error {
 	opts := service.Options{Config: cfg, Logger: log, Dev: serveDev}
+	if cfg.Dev && serveDev != nil {
+		// The dev registry listens before anything else starts: a busy
+		// address fails at once, naming its flag, and the webhook allowlist
+		// below gets its real address.
+		dev, err := startDevState(ctx, &cfg, log)
+		if err != nil {
+			return fmt.Errorf("serve --dev: %w", err)
+		}
+		defer dev.close()
+		opts.Config = cfg
+		opts.Dev = dev.run
+	}
 	if cfg.Role != service.RoleWebhook {
 		// A webhook-only process converts nothing: no builder, no cache.
 		if serveConverter == nil {
@@ -69,11 +82,6 @@ func runServe(ctx context.Context, cfg service.Config, log *zap.Logger) error {
 			return fmt.Errorf("serve: %w", err)
 		}
 		opts.Converter = conv
-	}
-	if cfg.Dev && cfg.WebhookTokenFile == "" && cfg.WebhookHMACSecretFile == "" && !cfg.WebhookInsecureNoAuth && len(cfg.WebhookAllowedRegistries) == 0 {
-		// --dev on loopback: the dev registry may notify without credentials.
-		cfg.WebhookInsecureNoAuth = true
-		cfg.WebhookAllowedRegistries = []string{devRegistryAddr}
 	}
 	if cfg.Role != service.RoleWorker {
 		var err error

@@ -14,14 +14,10 @@ import (
 	"github.com/cimconv/cimconv/internal/worker"
 )
 
-// devRegistryAddr is where `serve --dev` starts its registry (a free port
-// when it is taken).
-const devRegistryAddr = "127.0.0.1:5000"
-
 // The serve hooks: the real conversion and the --dev environment.
 func init() {
 	serveConverter = newServeConverter
-	serveDev = runDevEnv
+	serveDev = func(context.Context, service.DevEnv) error { return nil } // replaced by startDevState
 }
 
 func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger) (worker.Converter, error) {
@@ -56,39 +52,67 @@ func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger)
 		worker.WithClaimTTL(cfg.ClaimTTL), worker.WithRegistryPolicy(policy)), nil
 }
 
-// runDevEnv is `serve --dev`: a loopback registry with a sample image, and
-// the commands to try.
-func runDevEnv(ctx context.Context, env service.DevEnv) error {
-	reg, err := devenv.StartRegistry(devRegistryAddr, "")
-	if err != nil {
-		// Port 5000 taken (another registry?): any free loopback port.
-		if reg, err = devenv.StartRegistry("127.0.0.1:0", ""); err != nil {
-			return err
-		}
+// devState is the `serve --dev` environment: a fresh state directory and
+// the loopback registry, started before the service.
+type devState struct {
+	reg      *devenv.Registry
+	stateDir string
+}
+
+// startDevState empties the dev state (data-dir/dev, which becomes
+// cfg.DataDir) and starts the dev registry on cfg.DevRegistry. With no
+// webhook authentication configured, the dev registry may notify without
+// credentials.
+func startDevState(ctx context.Context, cfg *service.Config, log *zap.Logger) (*devState, error) {
+	if cfg.NATSURL != "" {
+		// Validate says the same; say it before clearing anything.
+		return nil, cfg.Validate()
 	}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = reg.Close(sctx)
-	}()
-	image := reg.Host() + "/sample/windows:ltsc2022"
+	dir, err := devenv.FreshState(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := devenv.StartRegistry(cfg.DevRegistry, "")
+	if err != nil {
+		return nil, fmt.Errorf("--dev-registry %s: %w (choose another address, or 127.0.0.1:0 for a free port)", cfg.DevRegistry, err)
+	}
+	cfg.DataDir = dir
+	if cfg.WebhookTokenFile == "" && cfg.WebhookHMACSecretFile == "" && !cfg.WebhookInsecureNoAuth && len(cfg.WebhookAllowedRegistries) == 0 {
+		cfg.WebhookInsecureNoAuth = true
+		cfg.WebhookAllowedRegistries = []string{reg.Host()}
+	}
+	log.Debug("dev state cleared", zap.String("dir", dir))
+	return &devState{reg: reg, stateDir: dir}, nil
+}
+
+func (d *devState) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = d.reg.Close(ctx)
+}
+
+// run is the service's dev hook: it seeds the registry with the sample image
+// and prints what runs and the commands to try.
+func (d *devState) run(ctx context.Context, env service.DevEnv) error {
+	image := d.reg.Host() + "/sample/windows:ltsc2022"
 	digest, err := devenv.PushSample(ctx, image)
 	if err != nil {
 		return err
 	}
-	env.Logger.Info("dev registry seeded", zap.String("registry", reg.Host()), zap.String("image", image), zap.String("digest", digest))
+	env.Logger.Info("dev registry seeded", zap.String("registry", d.reg.Host()), zap.String("image", image), zap.String("digest", digest))
 	nats := ""
 	if env.NATSURL != "nats://127.0.0.1:4222" {
 		nats = " --nats-url " + env.NATSURL
 	}
 	fmt.Fprintf(os.Stderr, `
 cimconv dev environment is up:
-  NATS (embedded, JetStream)  %s
-  HTTP                        http://%s  (/metrics /healthz /readyz /webhooks/)
-  registry (referrers API)    %s
+  NATS (embedded, JetStream)  %s   (--embedded-nats-port)
+  HTTP                        http://%s  (/metrics /healthz /readyz /webhooks/; --listen)
+  registry (referrers API)    %s   (--dev-registry; images in memory)
   sample Windows image        %s
                               %s
+  state                       fresh: %s was emptied at start, with the registry
+                              (queue, statuses, dead letters, chain cache)
 
 Try, in another terminal:
   go run ./cmd/converter submit %s --wait%s
@@ -97,6 +121,6 @@ Try, in another terminal:
   go run ./cmd/converter fetch %s --dest /tmp/cims
 
 Ctrl-C stops everything.
-`, env.NATSURL, env.HTTPAddr, reg.Host(), image, digest, image, nats, image, nats, env.HTTPAddr, image)
+`, env.NATSURL, env.HTTPAddr, d.reg.Host(), image, digest, d.stateDir, image, nats, image, nats, env.HTTPAddr, image)
 	return nil
 }

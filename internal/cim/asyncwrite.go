@@ -92,6 +92,35 @@ func (a *asyncWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// readFrom reads at most max bytes from r straight into the buffers (no
+// intermediate copy), handing full ones over; it stops at max or at r's end
+// (io.EOF is not an error).
+func (a *asyncWriter) readFrom(r io.Reader, max int64) (int64, error) {
+	if err := a.error(); err != nil {
+		return 0, err
+	}
+	var n int64
+	for n < max {
+		space := a.buf[len(a.buf):cap(a.buf)]
+		if int64(len(space)) > max-n {
+			space = space[:max-n]
+		}
+		k, err := r.Read(space)
+		a.buf = a.buf[:len(a.buf)+k]
+		n += int64(k)
+		if len(a.buf) == cap(a.buf) {
+			a.handOver()
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
 func (a *asyncWriter) handOver() {
 	a.wg.Add(1)
 	a.full <- a.buf

@@ -27,7 +27,8 @@ func (p Problem) String() string {
 // correct writer keeps: link and stream tables strictly sorted through the
 // image's upcase table (CimFS binary-searches them), no names equal under
 // that table, each file's ParentFileId naming a directory that links it,
-// every FileID reachable, data streams in data regions, and the objectid
+// every FileID reachable, data streams in data regions, EaOffset and
+// EaLength both set or both 0 (the reader refuses other records), and the objectid
 // files of the image's own regions present with valid headers.
 // Structural corruption (bad offsets, cycles) is returned as an error.
 func Fsck(path string) ([]Problem, error) {
@@ -89,6 +90,9 @@ func Fsck(path string) ([]Problem, error) {
 				continue
 			}
 			reached[cid] = true
+			if err := eaFieldsError(crec); err != nil {
+				add(p, "%v", err)
+			}
 			// ParentFileId is checked after the walk, when every link is known.
 			parentChecks = append(parentChecks, parentCheck{p, cid, crec.ParentID})
 			checkData(p, crec.DefaultStream)

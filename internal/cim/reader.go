@@ -253,6 +253,42 @@ func (im *Image) record(id uint32) (*fileRecord, error) {
 	return &rec, nil
 }
 
+// eaFieldsError refuses a file record whose EaOffset and EaLength disagree.
+// A file without EAs has both 0 (what this writer emits); an offset with
+// length 0, or a length with offset 0, is not a valid file: the reader
+// refuses it (instead of silently showing no EAs) and Fsck reports it.
+// Whether CimFS accepts such a record is unknown (no Windows here).
+func eaFieldsError(rec *fileRecord) error {
+	switch {
+	case rec.EA != 0 && rec.EaLength == 0:
+		return formatErr("EaOffset %#x with EaLength 0 (a file without EAs has EaOffset 0)", uint64(rec.EA))
+	case rec.EA == 0 && rec.EaLength != 0:
+		return formatErr("EaLength %d with EaOffset 0", rec.EaLength)
+	}
+	return nil
+}
+
+// checkOrder refuses a link table whose names are not strictly ascending
+// through the image's upcase table: CimFS finds names by binary search, so
+// it (and cim cat, Stat and Open here) would miss entries that a plain
+// listing shows. Fsck reports every such pair instead of stopping.
+func (im *Image) checkOrder(what string, ents []linkEntry) error {
+	var prev string
+	for i, e := range ents {
+		k := foldKey16(e.name, im.upcase)
+		if i > 0 && k <= prev {
+			rel := "sorted before"
+			if k == prev {
+				rel = "equal through the upcase table to"
+			}
+			return formatErr("%s: %q %s %q: entries out of the upcase table's order cannot all be found by name (converter cim verify lists every such pair)",
+				what, string(utf16.Decode(ents[i-1].name)), rel, string(utf16.Decode(e.name)))
+		}
+		prev = k
+	}
+	return nil
+}
+
 // DirEntry is one entry of a directory's link table.
 type DirEntry struct {
 	Name   string
@@ -415,7 +451,10 @@ func (im *Image) stat(id uint32, rec *fileRecord) (*Stat, error) {
 			return nil, fmt.Errorf("security descriptor: %w", err)
 		}
 	}
-	if rec.EA != 0 && rec.EaLength > 0 {
+	if err := eaFieldsError(rec); err != nil {
+		return nil, err
+	}
+	if rec.EA != 0 {
 		if st.ExtendedAttributes, err = im.read(rec.EA, 0, uint64(rec.EaLength)); err != nil {
 			return nil, fmt.Errorf("extended attributes: %w", err)
 		}
@@ -473,6 +512,9 @@ func (im *Image) ReadDir(path string) ([]DirEntry, error) {
 		return nil, fmt.Errorf("readdir %w", err)
 	}
 	ents, err := im.dirEntries(rec)
+	if err == nil {
+		err = im.checkOrder("directory", ents)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("readdir %s: %w", path, err)
 	}
@@ -677,6 +719,9 @@ func (im *Image) walk(dir string, rec *fileRecord, depth int, visited map[uint32
 		return formatErr("%s: directories nested deeper than %d", dir, maxDepth)
 	}
 	ents, err := im.dirEntries(rec)
+	if err == nil {
+		err = im.checkOrder("directory", ents)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", dir, err)
 	}

@@ -72,7 +72,13 @@ func buildEveryKind(t *testing.T, dir, name string, opts ...WriterOption) expect
 	if err := w.AddFile("Files/junction", jinfo, 0); err != nil {
 		t.Fatal(err)
 	}
-	want["Files/junction"] = fsview.Entry{Path: "Files/junction", Type: fsview.TypeSymlink, Attributes: AttrDirectory | AttrReparsePoint, SD: enc(sdA), Reparse: enc(jn), LastWriteTime: 2}
+	want["Files/junction"] = fsview.Entry{Path: "Files/junction", Type: fsview.TypeJunction, Attributes: AttrDirectory | AttrReparsePoint, SD: enc(sdA), Reparse: enc(jn), LastWriteTime: 2}
+	// Any other tag (here IO_REPARSE_TAG_WOF) is a "reparse" entry naming it.
+	wof := []byte{0x17, 0x00, 0x00, 0x80, 4, 0, 0, 0, 1, 2, 3, 4}
+	winfo := fileInfo(0, sdA)
+	winfo.ReparseData = wof
+	mustAddFile(t, w, "Files/wof.dll", winfo, nil)
+	want["Files/wof.dll"] = fsview.Entry{Path: "Files/wof.dll", Type: fsview.TypeReparse, ReparseTag: 0x80000017, Attributes: AttrReparsePoint, SD: enc(sdA), Reparse: enc(wof), LastWriteTime: 12}
 
 	// EA.
 	einfo := fileInfo(0, sdA)

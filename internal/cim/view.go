@@ -16,7 +16,8 @@ import (
 )
 
 // View returns the whole tree as fsview entries sorted by path: type
-// (reparse points are "symlink"), size, attributes (including the derived
+// (reparse points by tag: "symlink", "junction", or "reparse" with
+// reparseTag), size, attributes (including the derived
 // 0x10 and 0x400), sha256 of each file's default stream, SD/EA/reparse data
 // in base64, alternate streams and the last write time.
 func (im *Image) View() ([]fsview.Entry, error) {
@@ -30,7 +31,9 @@ func (im *Image) View() ([]fsview.Entry, error) {
 		e := fsview.Entry{Path: p, Attributes: st.Attributes, LastWriteTime: st.LastWriteTime}
 		switch {
 		case st.ReparseData != nil:
-			e.Type = fsview.TypeSymlink
+			// Typed by the file record's tag (what CimFS reports), which a
+			// correct writer keeps equal to the buffer's (fsck checks).
+			e.Type, e.ReparseTag = fsview.ReparseType(st.ReparseTag)
 		case st.IsDir:
 			e.Type = fsview.TypeDir
 		default:
@@ -57,6 +60,9 @@ func (im *Image) View() ([]fsview.Entry, error) {
 		e.EA = b64(st.ExtendedAttributes)
 		e.Reparse = b64(st.ReparseData)
 		streams, err := im.streamEntries(rec)
+		if err == nil {
+			err = im.checkOrder("stream table", streams)
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}

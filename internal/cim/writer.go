@@ -109,6 +109,7 @@ type Writer struct {
 	upcase    []uint16
 
 	root     *inode
+	scratch  []byte // ReadFrom's buffer before a stream's first data
 	sds      [][]byte
 	sdIndex  map[string]int32
 	data     *regionWriter
@@ -237,6 +238,12 @@ func (w *Writer) newRegion(typ uint8) (*regionWriter, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+func (r *regionWriter) readFrom(src io.Reader, max int64) (int64, error) {
+	n, err := r.bw.readFrom(src, max)
+	r.pos += n
+	return n, err
 }
 
 func (r *regionWriter) Write(p []byte) (int, error) {
@@ -409,6 +416,51 @@ func (w *Writer) Write(p []byte) (int, error) {
 	n, err := c.region.Write(p)
 	c.written += int64(n)
 	return n, w.fail(err)
+}
+
+// ReadFrom reads the open file's or stream's data from r until r ends (what
+// io.Copy and io.CopyN call): once the stream has begun, straight into the
+// data region's write buffers, a copy less than Write's. The declared size
+// is enforced as by Write.
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		if w.err != nil {
+			return total, w.err
+		}
+		c := w.cur
+		if c == nil || c.allZero || c.written == c.size {
+			// Not begun (zeros may still become a hole), nothing open, or
+			// full (any further byte is an error): Write's path decides.
+			if w.scratch == nil {
+				w.scratch = make([]byte, 32<<10)
+			}
+			n, err := r.Read(w.scratch)
+			if n > 0 {
+				m, werr := w.Write(w.scratch[:n])
+				total += int64(m)
+				if werr != nil {
+					return total, werr
+				}
+			}
+			if err == io.EOF {
+				return total, nil
+			}
+			if err != nil {
+				return total, err
+			}
+			continue
+		}
+		n, err := c.region.readFrom(r, c.size-c.written)
+		c.written += n
+		total += n
+		if err != nil {
+			return total, w.fail(err)
+		}
+		if c.written < c.size {
+			return total, nil // r ended before the declared size
+		}
+	}
 }
 
 func (w *Writer) fail(err error) error {

@@ -164,7 +164,7 @@ func (c *Converter) emit(e Event) {
 func (c *Converter) convertTarget(ctx context.Context, t registry.Target, req Request) (*ImageResult, error) {
 	subject := t.Ref.String()
 	ir := &ImageResult{Subject: subject, Platform: registry.PlatformString(t.Platform), OSVersion: t.Platform.OSVersion}
-	log := c.log.With(zap.String("image", subject))
+	log := c.log.With(zap.String("subject", subject))
 	optsKey := c.OptionsKey()
 
 	start := time.Now()

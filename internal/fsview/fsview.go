@@ -6,24 +6,60 @@ import (
 	"strings"
 )
 
-// Entry types, spelled as in `converter cim ls --json`.
+// Entry types, spelled as in `converter cim ls --json`. A reparse point is
+// typed by its reparse tag: TypeSymlink (IO_REPARSE_TAG_SYMLINK),
+// TypeJunction (IO_REPARSE_TAG_MOUNT_POINT: junctions and mount points) or
+// TypeReparse (any other tag, named in Entry.ReparseTag).
 const (
-	TypeFile    = "file"
-	TypeDir     = "dir"
-	TypeSymlink = "symlink"
+	TypeFile     = "file"
+	TypeDir      = "dir"
+	TypeSymlink  = "symlink"
+	TypeJunction = "junction"
+	TypeReparse  = "reparse"
 )
+
+// Reparse tags with a type of their own.
+const (
+	ReparseTagSymlink    uint32 = 0xA000000C
+	ReparseTagMountPoint uint32 = 0xA0000003
+)
+
+// ReparseType is the entry type of a reparse point with tag, and the tag to
+// record in Entry.ReparseTag (0 for symlinks and junctions, whose type says
+// it).
+func ReparseType(tag uint32) (typ string, reparseTag uint32) {
+	switch tag {
+	case ReparseTagSymlink:
+		return TypeSymlink, 0
+	case ReparseTagMountPoint:
+		return TypeJunction, 0
+	}
+	return TypeReparse, tag
+}
+
+// ReparseBufferTag is the ReparseTag field of a REPARSE_DATA_BUFFER (its
+// first four bytes, little endian); 0 when b is shorter.
+func ReparseBufferTag(b []byte) uint32 {
+	if len(b) < 4 {
+		return 0
+	}
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
 
 // Entry describes one path of a tree.
 type Entry struct {
 	// Path is relative to the root, '/'-separated, spelled as stored
 	// (e.g. "Files/Windows/System32/notepad.exe"). The root itself is not listed.
 	Path string `json:"path"`
-	// Type is TypeFile, TypeDir or TypeSymlink.
+	// Type is TypeFile, TypeDir, TypeSymlink, TypeJunction or TypeReparse.
 	Type string `json:"type"`
+	// ReparseTag is the reparse tag of a TypeReparse entry (a tag without a
+	// type of its own); 0 otherwise.
+	ReparseTag uint32 `json:"reparseTag,omitempty"`
 	// Size is the default stream's length in bytes (0 for directories).
 	Size int64 `json:"size"`
 	// Attributes are Windows FILE_ATTRIBUTE_* bits; directories include 0x10,
-	// symlinks (reparse points) 0x400.
+	// reparse points (symlinks, junctions, others) 0x400.
 	Attributes uint32 `json:"attributes"`
 	// SHA256 is the hex digest of the default stream (files only).
 	SHA256 string `json:"sha256,omitempty"`
@@ -31,7 +67,7 @@ type Entry struct {
 	SD string `json:"sd,omitempty"`
 	// EA is the FILE_FULL_EA_INFORMATION buffer, base64.
 	EA string `json:"ea,omitempty"`
-	// Reparse is the REPARSE_DATA_BUFFER, base64 (symlinks and junctions).
+	// Reparse is the REPARSE_DATA_BUFFER, base64 (every reparse point).
 	Reparse string `json:"reparse,omitempty"`
 	// Streams are the alternate data streams, sorted by name.
 	Streams []Stream `json:"streams,omitempty"`
@@ -123,6 +159,7 @@ func compareEntry(w, g Entry, opt CompareOptions) []Difference {
 		add("spelling", w.Path, g.Path)
 	}
 	add("type", w.Type, g.Type)
+	add("reparseTag", fmt.Sprintf("%#x", w.ReparseTag), fmt.Sprintf("%#x", g.ReparseTag))
 	add("size", fmt.Sprint(w.Size), fmt.Sprint(g.Size))
 	add("attributes", fmt.Sprintf("%#x", w.Attributes), fmt.Sprintf("%#x", g.Attributes))
 	add("sha256", w.SHA256, g.SHA256)

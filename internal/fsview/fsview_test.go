@@ -35,3 +35,27 @@ func TestCompare(t *testing.T) {
 		})
 	}
 }
+
+func TestReparseType(t *testing.T) {
+	for _, tc := range []struct {
+		tag     uint32
+		typ     string
+		wantTag uint32
+	}{
+		{0xA000000C, TypeSymlink, 0},
+		{0xA0000003, TypeJunction, 0},
+		{0x80000017, TypeReparse, 0x80000017}, // WOF
+		{0, TypeReparse, 0},
+	} {
+		typ, tag := ReparseType(tc.tag)
+		if typ != tc.typ || tag != tc.wantTag {
+			t.Errorf("ReparseType(%#x) = %s, %#x; want %s, %#x", tc.tag, typ, tag, tc.typ, tc.wantTag)
+		}
+	}
+	if got := ReparseBufferTag([]byte{0x0c, 0, 0, 0xa0, 8, 0}); got != 0xA000000C {
+		t.Errorf("ReparseBufferTag = %#x", got)
+	}
+	if got := ReparseBufferTag([]byte{1, 2}); got != 0 {
+		t.Errorf("ReparseBufferTag(short) = %#x", got)
+	}
+}

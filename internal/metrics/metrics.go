@@ -109,6 +109,18 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Requests waiting in the queue or delivered but not yet acknowledged (consumer lag).",
 		}),
 	}
+	// Counters start at 0 for every known label set: a series that appears
+	// at 1 (its first increment) is invisible to rate() and increase(), so
+	// without this the first dead letter of a process would never alert.
+	for r := range results {
+		for reason := range reasons {
+			m.conversions.WithLabelValues(r, reason)
+		}
+	}
+	m.layers.WithLabelValues("built")
+	m.layers.WithLabelValues("cached")
+	m.bytes.WithLabelValues(DirectionFetched)
+	m.bytes.WithLabelValues(DirectionPushed)
 	if reg != nil {
 		reg.MustRegister(m.conversions, m.stages, m.layers, m.bytes, m.events, m.inflight, m.pending)
 	}

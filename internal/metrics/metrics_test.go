@@ -54,12 +54,21 @@ func TestLabelsStayBounded(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := New(nil)
+			// Every known result x reason starts at 0 (visible to increase()).
+			if n := testutil.CollectAndCount(m.conversions); n != len(results)*len(reasons) {
+				t.Fatalf("%d series before any conversion, want %d", n, len(results)*len(reasons))
+			}
 			m.ConversionDone(tt.result, tt.reason)
 			if got := testutil.ToFloat64(m.conversions.WithLabelValues(tt.wantResult, tt.wantReason)); got != 1 {
 				t.Errorf("conversions{%s,%s} = %v, want 1", tt.wantResult, tt.wantReason, got)
 			}
-			if n := testutil.CollectAndCount(m.conversions); n != 1 {
-				t.Errorf("%d series, want 1", n)
+			// At most the one "other" result series is added: labels stay bounded.
+			want := len(results) * len(reasons)
+			if !results[tt.wantResult] {
+				want++
+			}
+			if n := testutil.CollectAndCount(m.conversions); n != want {
+				t.Errorf("%d series, want %d", n, want)
 			}
 		})
 	}

@@ -24,7 +24,7 @@ func TestThrottledPlainOutput(t *testing.T) {
 
 func TestDisabledPrintsNothing(t *testing.T) {
 	var buf bytes.Buffer
-	p := &Printer{w: &buf}
+	p := &Printer{out: outputFor(&buf)}
 	p.Update("x")
 	p.Println("y")
 	if buf.Len() != 0 {
@@ -35,7 +35,7 @@ func TestDisabledPrintsNothing(t *testing.T) {
 func TestTTYRewritesLine(t *testing.T) {
 	var buf bytes.Buffer
 	now := time.Unix(1000, 0)
-	p := &Printer{w: &buf, tty: true, enabled: true, now: func() time.Time { return now }}
+	p := &Printer{out: outputFor(&buf), tty: true, enabled: true, now: func() time.Time { return now }}
 	p.Update("a")
 	p.Update("dropped") // redraws are throttled
 	now = now.Add(time.Second)
@@ -52,5 +52,31 @@ func TestBytes(t *testing.T) {
 		if got := Bytes(n); got != want {
 			t.Errorf("Bytes(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// A log line written while a progress line is on a terminal starts on a
+// line of its own, and the progress line is drawn again below it.
+func TestLogLineNeverGluedToProgress(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Unix(1000, 0)
+	p := &Printer{out: outputFor(&buf), tty: true, enabled: true, now: func() time.Time { return now }}
+	log := LogWriter(&buf)
+	p.Update("layer 1/3: 5.0 MiB fetched and built")
+	if _, err := log.Write([]byte("2026-12-04T10:00:00Z\tINFO\tartifact pushed\n")); err != nil {
+		t.Fatal(err)
+	}
+	want := "\r\033[Klayer 1/3: 5.0 MiB fetched and built" + "\r\033[K2026-12-04T10:00:00Z\tINFO\tartifact pushed\n" + "layer 1/3: 5.0 MiB fetched and built"
+	if got := buf.String(); got != want {
+		t.Fatalf("output %q\nwant   %q", got, want)
+	}
+	p.Close()
+	buf.Reset()
+	// Nothing pending: a log line is written as is.
+	if _, err := log.Write([]byte("plain\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := buf.String(); got != "plain\n" {
+		t.Fatalf("output %q, want %q", got, "plain\n")
 	}
 }

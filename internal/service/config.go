@@ -31,7 +31,8 @@ type Config struct {
 	Listen             string        `yaml:"listen" help:"HTTP address for /metrics, /healthz, /readyz and /webhooks/"`
 	DataDir            string        `yaml:"data-dir" help:"directory for the embedded NATS store and conversion work files"`
 	Concurrency        int           `yaml:"concurrency" help:"conversions run at once by this worker"`
-	Dev                bool          `yaml:"dev" help:"development mode: embedded NATS, a loopback registry and a sample Windows image"`
+	Dev                bool          `yaml:"dev" help:"development mode: embedded NATS, a loopback registry and a sample Windows image; its state (under data-dir/dev) starts fresh at every start"`
+	DevRegistry        string        `yaml:"dev-registry" help:"address of the --dev loopback registry (127.0.0.1:0 picks a free port)"`
 	InsecureRegistries []string      `yaml:"insecure-registry" help:"registry host allowed over plain HTTP (repeatable)"`
 	AckWait            time.Duration `yaml:"ack-wait" help:"time a delivery may go without a heartbeat before it is redelivered"`
 	MaxDeliver         int           `yaml:"max-deliver" help:"deliveries of a request before it is dead-lettered"`
@@ -63,6 +64,7 @@ func DefaultConfig() Config {
 		NATSReplicas:     1,
 		EmbeddedNATSPort: 4222,
 		Listen:           "127.0.0.1:8080",
+		DevRegistry:      "127.0.0.1:5000",
 		DataDir:          defaultDataDir(),
 		Concurrency:      2,
 		Role:             RoleAll,
@@ -296,6 +298,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("embedded-nats-port %d: out of range", c.EmbeddedNATSPort)
 	case c.Role != RoleAll && c.Role != RoleWorker && c.Role != RoleWebhook:
 		return fmt.Errorf("role %q: want all, worker or webhook", c.Role)
+	case c.Dev && c.NATSURL != "":
+		return errors.New("dev: runs its own embedded NATS server (its state starts fresh with the in-memory dev registry's); drop nats-url")
 	case c.Dev && c.Role != RoleAll:
 		return fmt.Errorf("dev: runs everything in one process (role all), not role %q", c.Role)
 	}

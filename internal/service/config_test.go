@@ -42,8 +42,8 @@ func TestConfigPrecedence(t *testing.T) {
 			}
 			return ""
 		}},
-		{"env over file", map[string]string{"CIMCONV_CONFIG": file, "CIMCONV_CONCURRENCY": "4", "CIMCONV_INSECURE_REGISTRY": "c.local, d.local", "CIMCONV_DEV": "true"}, nil, func(c Config) string {
-			if c.Concurrency != 4 || !reflect.DeepEqual(c.InsecureRegistries, []string{"c.local", "d.local"}) || !c.Dev || c.Listen != "127.0.0.1:9001" {
+		{"env over file", map[string]string{"CIMCONV_CONFIG": file, "CIMCONV_CONCURRENCY": "4", "CIMCONV_INSECURE_REGISTRY": "c.local, d.local", "CIMCONV_WEBHOOK_INSECURE_NO_AUTH": "true"}, nil, func(c Config) string {
+			if c.Concurrency != 4 || !reflect.DeepEqual(c.InsecureRegistries, []string{"c.local", "d.local"}) || !c.WebhookInsecureNoAuth || c.Listen != "127.0.0.1:9001" {
 				return "env values not applied over the file"
 			}
 			return ""
@@ -170,4 +170,14 @@ func FuzzConfigFile(f *testing.F) {
 			t.Fatalf("LoadConfig returned an invalid config: %+v", c)
 		}
 	})
+}
+
+// --dev runs its own NATS: its state starts fresh with the in-memory dev
+// registry, which an external server's would not.
+func TestDevRefusesExternalNATS(t *testing.T) {
+	c := DefaultConfig()
+	c.Dev, c.NATSURL = true, "nats://nats.example:4222"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "nats-url") {
+		t.Fatalf("err = %v, want a refusal naming nats-url", err)
+	}
 }

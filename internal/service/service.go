@@ -114,7 +114,7 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 		e, err := queue.StartEmbedded(ctx, filepath.Join(cfg.DataDir, "nats"),
 			queue.WithPort(cfg.EmbeddedNATSPort), queue.WithServerLogger(log))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("--embedded-nats-port %d: %w (choose another port, or 0 for a free one)", cfg.EmbeddedNATSPort, err)
 		}
 		s.embedded = e
 		s.natsURL = e.ClientURL()
@@ -176,10 +176,14 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 		mux.Handle("/webhooks/", h)
 	}
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return nil, fmt.Errorf("--listen %s: %w (choose another address, or 127.0.0.1:0 for a free port)", cfg.Listen, err)
 	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	log.Info("serving", zap.String("http", "http://"+s.ln.Addr().String()), zap.Int("concurrency", cfg.Concurrency))
+	fields := []zap.Field{zap.String("http", "http://"+s.ln.Addr().String()), zap.String("role", cfg.Role)}
+	if w != nil {
+		fields = append(fields, zap.Int("concurrency", cfg.Concurrency))
+	}
+	log.Info("serving", fields...)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)

@@ -50,8 +50,8 @@ type fileState struct {
 //     and times as they were when the link was read (a later replacement of
 //     the target does not change the link, as with CimFS links);
 //   - alternate streams are listed in Streams (sorted by name);
-//   - symlinks have Type "symlink", Size 0, no SHA256, Reparse = base64 of
-//     the reparse buffer;
+//   - symlinks have Type "symlink" (junctions, i.e. mount-point targets,
+//     "junction"), Size 0, no SHA256, Reparse = base64 of the reparse buffer;
 //   - the root is not listed.
 //
 // Every layer gets the options given plus WithBase (first layer only),
@@ -268,7 +268,9 @@ func (n *node) entry(p string) fsview.Entry {
 	case TypeDir:
 		e.Type = fsview.TypeDir
 	case TypeSymlink:
-		e.Type = fsview.TypeSymlink
+		// A tar symlink becomes a symlink or, for a mount point, a junction
+		// reparse point: typed by its buffer's tag, as a CIM's view is.
+		e.Type, e.ReparseTag = fsview.ReparseType(fsview.ReparseBufferTag(f.reparse))
 		e.Reparse = base64.StdEncoding.EncodeToString(f.reparse)
 	default:
 		e.Type, e.Size, e.SHA256 = fsview.TypeFile, f.size, f.sha256

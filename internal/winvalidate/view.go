@@ -185,6 +185,12 @@ func readEntry(ctx context.Context, v volume, rel string) (_ fsview.Entry, retEr
 			}
 		}
 	}
+	if e.Type == fsview.TypeSymlink && e.Reparse != "" {
+		// Typed by the reparse buffer's tag, as the CIM and layer views are.
+		if b, err := base64.StdEncoding.DecodeString(e.Reparse); err == nil {
+			e.Type, e.ReparseTag = fsview.ReparseType(fsview.ReparseBufferTag(b))
+		}
+	}
 	if e.Type == fsview.TypeFile {
 		if basic.endOfFile > data.n {
 			data.fillTo(basic.endOfFile)

@@ -211,6 +211,8 @@ func newMetrics() (*metrics.Metrics, *prometheus.Registry) {
 }
 
 // metricsText lists the series of reg, one "name{labels}" a line.
+// metricsText lists the series reg has seen move (zero-valued counters and
+// empty histograms left out), one per line.
 func metricsText(t *testing.T, reg *prometheus.Registry) string {
 	t.Helper()
 	var b strings.Builder
@@ -220,6 +222,14 @@ func metricsText(t *testing.T, reg *prometheus.Registry) string {
 	}
 	for _, mf := range mfs {
 		for _, s := range mf.GetMetric() {
+			// Counters and histograms start at 0 for known labels (so
+			// that increase() sees the first event): list what happened.
+			if c := s.GetCounter(); c != nil && c.GetValue() == 0 {
+				continue
+			}
+			if h := s.GetHistogram(); h != nil && h.GetSampleCount() == 0 {
+				continue
+			}
 			var labels []string
 			for _, l := range s.GetLabel() {
 				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
