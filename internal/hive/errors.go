@@ -1,0 +1,45 @@
+package hive
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrCorrupt is wrapped by every error about a malformed hive.
+	ErrCorrupt = errors.New("corrupt registry hive")
+	// ErrDirty is returned for a hive whose sequence numbers differ: it has
+	// changes still in its transaction logs (.LOG1/.LOG2), which this
+	// package does not replay.
+	ErrDirty = errors.New("registry hive is dirty: it has pending transaction-log data (sequence numbers differ); let Windows replay its .LOG1/.LOG2 files first")
+	// ErrChecksum is returned when the base block checksum does not match.
+	ErrChecksum = errors.New("registry hive base block checksum mismatch")
+	// ErrMerge is wrapped by errors about a base/delta pair that cannot be
+	// merged (duplicate names, a delta deeper than Windows allows).
+	ErrMerge = errors.New("cannot merge registry hives")
+)
+
+// FormatError locates a format problem: the byte offset in the file (-1 when
+// it is about the whole file) and what is wrong there.
+type FormatError struct {
+	Offset int64
+	Msg    string
+}
+
+func (e *FormatError) Error() string {
+	if e.Offset < 0 {
+		return "corrupt registry hive: " + e.Msg
+	}
+	return fmt.Sprintf("corrupt registry hive at byte %#x: %s", e.Offset, e.Msg)
+}
+
+func (e *FormatError) Unwrap() error { return ErrCorrupt }
+
+// corrupt builds a FormatError at a cell offset (relative to the first bin).
+func corrupt(cellOff uint32, format string, args ...any) error {
+	return &FormatError{Offset: int64(cellOff) + headerSize, Msg: fmt.Sprintf(format, args...)}
+}
+
+func corruptFile(format string, args ...any) error {
+	return &FormatError{Offset: -1, Msg: fmt.Sprintf(format, args...)}
+}
