@@ -114,6 +114,9 @@ func (c *checker) key(off, parent uint32, path string, depth int) error {
 		c.skRefs[so]++
 	}
 	// Values.
+	if _, err := c.h.values(k); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
 	if k.nvals > 0 {
 		c.useOnce(path, k.valOff, "value list")
 		lc, _ := c.h.cell(k.valOff, "value list")
