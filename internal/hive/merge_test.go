@@ -92,7 +92,16 @@ const (
 	t3 = 133200000000000000
 )
 
-func TestMergeRules(t *testing.T) {
+type mergeCase struct {
+	name   string
+	base   *Key
+	deltas []*Key
+	want   *Key
+}
+
+// mergeCases are the synthetic base+delta pairs, one per merge rule, each
+// with its hand-written expected tree.
+func mergeCases() []mergeCase {
 	big := bytes.Repeat([]byte("0123456789abcdef"), 3000) // 48,000 bytes: db
 	bigger := bytes.Repeat([]byte{0xa5}, 70000)
 	many := func(prefix string, n, step int) []*Key {
@@ -102,12 +111,7 @@ func TestMergeRules(t *testing.T) {
 		}
 		return ks
 	}
-	tests := []struct {
-		name   string
-		base   *Key
-		deltas []*Key
-		want   *Key
-	}{
+	return []mergeCase{
 		{
 			name:   "tombstone key deletes the subtree",
 			base:   key("ROOT", sub(key("A", sub(key("B", sub(key("C"))))), key("Keep"))),
@@ -234,6 +238,10 @@ func TestMergeRules(t *testing.T) {
 			want:   key("CMI-CreateHive{1}", sub(key("A"), key("B"))),
 		},
 	}
+}
+
+func TestMergeRules(t *testing.T) {
+	tests := mergeCases()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := mergeBytes(t, tt.base, tt.deltas...)

@@ -340,7 +340,9 @@ func (w *writer) data(d []byte) uint32 {
 	le.PutUint32(w.buf[db+8:], rel(list))
 	for i := 0; i < segs; i++ {
 		part := d[i*bigDataSegment : min(len(d), (i+1)*bigDataSegment)]
-		s := w.alloc(len(part))
+		// Every segment gets a full-size cell, as Windows allocates them
+		// (see BigDataHive); libregf reads the last one's size from it.
+		s := w.alloc(bigDataSegment)
 		copy(w.buf[s+4:], part)
 		le.PutUint32(w.buf[list+4+4*i:], rel(s))
 	}
