@@ -157,6 +157,9 @@ func FileTime(t time.Time) uint64 {
 // (WTF-8) encodings so encodeName gives back the stored code units.
 func decodeName(b []byte, compressed bool) string {
 	if compressed {
+		if isASCII(b) {
+			return string(b)
+		}
 		r := make([]rune, len(b))
 		for i, c := range b {
 			r[i] = rune(c)
@@ -196,6 +199,12 @@ func string16(u []uint16) string {
 // string16 (WTF-8 surrogates included).
 func encodeName(s string) []uint16 {
 	u := make([]uint16, 0, len(s))
+	if isASCII(s) {
+		for i := 0; i < len(s); i++ {
+			u = append(u, uint16(s[i]))
+		}
+		return u
+	}
 	for i := 0; i < len(s); {
 		if s[i] == 0xed && i+2 < len(s) && s[i+1] >= 0xa0 && s[i+1] <= 0xbf && s[i+2]&0xc0 == 0x80 {
 			u = append(u, uint16(s[i]&0x0f)<<12|uint16(s[i+1]&0x3f)<<6|uint16(s[i+2]&0x3f))
@@ -218,6 +227,15 @@ func encodeName(s string) []uint16 {
 func compressible(u []uint16) bool {
 	for _, c := range u {
 		if c > 0xff {
+			return false
+		}
+	}
+	return true
+}
+
+func isASCII[T string | []byte](s T) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
 			return false
 		}
 	}

@@ -119,8 +119,9 @@ func (w *writer) grow(n int) {
 		copy(nb, w.buf)
 		w.buf = nb
 	}
+	// Capacity beyond len is never written before (make zeroes it), so the
+	// new bytes are already zero.
 	w.buf = w.buf[:len(w.buf)+n]
-	clear(w.buf[len(w.buf)-n:])
 }
 
 func (w *writer) newBin(cell int) {
@@ -272,7 +273,9 @@ func (w *writer) values(k *Key) (list uint32, maxName, maxData int, err error) {
 	if len(k.Values) == 0 {
 		return noCell, 0, 0, nil
 	}
-	seen := make(map[string]bool, len(k.Values))
+	if err := uniqueValueNames(k); err != nil {
+		return 0, 0, 0, err
+	}
 	l := w.alloc(4 * len(k.Values))
 	for i, v := range k.Values {
 		if v.Tombstone && !w.o.layered {
@@ -282,11 +285,6 @@ func (w *writer) values(k *Key) (list uint32, maxName, maxData int, err error) {
 		if len(name) > maxValueLen {
 			return 0, 0, 0, fmt.Errorf("key %q: value name longer than %d characters", k.Name, maxValueLen)
 		}
-		fold := foldString(name)
-		if seen[fold] {
-			return 0, 0, 0, fmt.Errorf("key %q: two values named %q", k.Name, v.Name)
-		}
-		seen[fold] = true
 		if int64(len(v.Data)) >= dataResident {
 			return 0, 0, 0, fmt.Errorf("key %q: value %q: %d bytes of data is too large", k.Name, v.Name, len(v.Data))
 		}
@@ -427,4 +425,36 @@ func foldString(u []uint16) string {
 		le.PutUint16(b[2*i:], upcase(c))
 	}
 	return string(b)
+}
+
+// uniqueValueNames refuses two values whose names differ only in case. Most
+// keys have a handful of values: compare pairs; use a map above that.
+func uniqueValueNames(k *Key) error {
+	if len(k.Values) > 16 {
+		seen := make(map[string]bool, len(k.Values))
+		for _, v := range k.Values {
+			f := foldString(encodeName(v.Name))
+			if seen[f] {
+				return fmt.Errorf("key %q: two values named %q", k.Name, v.Name)
+			}
+			seen[f] = true
+		}
+		return nil
+	}
+	for i := range k.Values {
+		for j := i + 1; j < len(k.Values); j++ {
+			if equalFold(k.Values[i].Name, k.Values[j].Name) {
+				return fmt.Errorf("key %q: two values named %q", k.Name, k.Values[j].Name)
+			}
+		}
+	}
+	return nil
+}
+
+// equalFold compares two names the Windows way (upper-case table).
+func equalFold(a, b string) bool {
+	if a == b {
+		return true
+	}
+	return compareNames(encodeName(a), encodeName(b)) == 0
 }
