@@ -108,8 +108,17 @@ OUT is written whole or not at all. The same inputs always give the same bytes.`
 			if out == "" {
 				return errors.New("--out is required")
 			}
+			var releases []func() error
+			defer func() {
+				for _, r := range releases {
+					_ = r()
+				}
+			}()
 			read := func(p string) (hive.Input, error) {
-				b, err := os.ReadFile(p)
+				b, release, err := hive.MapFile(p)
+				if err == nil {
+					releases = append(releases, release)
+				}
 				return hive.Input{Name: p, Data: b}, err
 			}
 			base, err := read(args[0])
@@ -124,25 +133,24 @@ OUT is written whole or not at all. The same inputs always give the same bytes.`
 				}
 				deltas = append(deltas, d)
 			}
-			merged, err := hive.MergeHives(cmd.Context(), base, deltas)
-			if err != nil {
+			return writeFileAtomic(out, func(f *os.File) error {
+				_, err := hive.MergeHivesTo(cmd.Context(), f, base, deltas)
 				return err
-			}
-			return writeFileAtomic(out, merged)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "file to write the merged hive to")
 	return cmd
 }
 
-// writeFileAtomic writes b to a temporary file beside path and renames it
-// into place, so a failure leaves no partial output.
-func writeFileAtomic(path string, b []byte) error {
+// writeFileAtomic has write fill a temporary file beside path and renames
+// it into place, so a failure leaves no partial output.
+func writeFileAtomic(path string, write func(*os.File) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(b)
+	err = write(f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -151,7 +159,7 @@ func writeFileAtomic(path string, b []byte) error {
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return fmt.Errorf("write %s: %w", path, err)
+		return err
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -299,5 +300,44 @@ func TestLoopRefused(t *testing.T) {
 	le.PutUint32(lc[4:], h.root) // A's only subkey is now the root
 	if _, err := ReadTree(b); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("got %v, want ErrCorrupt", err)
+	}
+}
+
+// TestWriteAtMatchesMarshal: the streaming writer (a few MiB in memory,
+// patches in place) produces Marshal's bytes, for a hive several times its
+// window with keys whose subtrees span flushes.
+func TestWriteAtMatchesMarshal(t *testing.T) {
+	root := key("ROOT")
+	for i := 0; i < 40; i++ {
+		k := key(fmt.Sprintf("Group%02d", i), class("cls"))
+		for j := 0; j < 300; j++ {
+			k.Subkeys = append(k.Subkeys, key(fmt.Sprintf("Item%04d", j),
+				val("blob", RegBinary, bytes.Repeat([]byte{byte(i), byte(j)}, 600+j)), sz("s", "x")))
+		}
+		k.Subkeys = append(k.Subkeys, key("Big", val("db", RegBinary, bytes.Repeat([]byte{7}, 50000))))
+		root.Subkeys = append(root.Subkeys, k)
+	}
+	want, err := Marshal(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) < 3*streamWindow {
+		t.Fatalf("test hive is only %d bytes; make it larger than the window", len(want))
+	}
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n, err := WriteAt(f, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != int64(len(want)) || !bytes.Equal(got, want) {
+		t.Fatalf("WriteAt wrote %d bytes (reported %d), Marshal %d; equal: %v", len(got), n, len(want), bytes.Equal(got, want))
 	}
 }

@@ -49,23 +49,10 @@ const (
 // Marshal writes the tree under root as a fresh, compact hive and returns
 // its bytes. The same tree always gives the same bytes.
 func Marshal(root *Key, opts ...WriteOption) ([]byte, error) {
-	o := writeOptions{minor: flatMinor}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.layered {
-		o.minor = layeredMinor
-	}
-	w := &writer{o: o, sks: map[string]int{}}
-	w.buf = make([]byte, headerSize, max(o.sizeHint, headerSize+binAlign))
-	w.binEnd = headerSize
-	rootOff, err := w.key(root, noCell, 0, defaultSecurity)
-	if err != nil {
+	w := newWriter(nil, opts)
+	if err := w.write(root); err != nil {
 		return nil, err
 	}
-	w.finishBin()
-	w.finishSecurity()
-	w.header(rootOff)
 	return w.buf, nil
 }
 
@@ -79,11 +66,62 @@ func Write(out io.Writer, root *Key, opts ...WriteOption) error {
 	return err
 }
 
+// streamWindow is how much of the output WriteAt keeps in memory; cells
+// filled in after they left it (a key with a large subtree) are patched
+// in place with WriteAt.
+const streamWindow = 4 << 20
+
+// WriteAt writes the same bytes as Marshal to out, keeping only a few MiB of
+// them in memory, and returns the hive's size. out should be empty (a new
+// file); on error its content is undefined.
+func WriteAt(out io.WriterAt, root *Key, opts ...WriteOption) (int64, error) {
+	w := newWriter(out, opts)
+	if err := w.write(root); err != nil {
+		return 0, err
+	}
+	return int64(w.end()), nil
+}
+
+func newWriter(out io.WriterAt, opts []WriteOption) *writer {
+	o := writeOptions{minor: flatMinor}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.layered {
+		o.minor = layeredMinor
+	}
+	w := &writer{o: o, sks: map[string]int{}, out: out}
+	size := max(o.sizeHint, headerSize+binAlign)
+	if out != nil {
+		size = streamWindow + 2*binAlign
+	}
+	w.buf = make([]byte, headerSize, size)
+	w.binEnd = headerSize
+	return w
+}
+
+func (w *writer) write(root *Key) error {
+	rootOff, err := w.key(root, noCell, 0, defaultSecurity)
+	if err != nil {
+		return err
+	}
+	w.finishBin()
+	w.finishSecurity()
+	w.header(rootOff)
+	if w.out != nil {
+		w.flush()
+	}
+	return w.err
+}
+
 type writer struct {
 	o        writeOptions
-	buf      []byte // base block + bins written so far
-	binStart int    // file offset of the current bin
-	binEnd   int    // file offset where the current bin ends
+	out      io.WriterAt // nil: the whole hive stays in buf
+	buf      []byte      // output from file offset flushed on
+	flushed  int         // file offset of buf[0]
+	err      error       // first write error to out
+	binStart int         // file offset of the current bin
+	binEnd   int         // file offset where the current bin ends
 	sks      map[string]int
 	skList   []skCell
 	newest   uint64
@@ -97,19 +135,55 @@ type skCell struct {
 // rel converts a file offset into a cell offset (relative to the first bin).
 func rel(fileOff int) uint32 { return uint32(fileOff - headerSize) }
 
+// end is the file offset of the end of the output so far.
+func (w *writer) end() int { return w.flushed + len(w.buf) }
+
+// put writes b at file offset off: into buf, or, for bytes already flushed
+// to out, in place with WriteAt. A put never straddles the flush point: buf
+// is flushed whole, between cells.
+func (w *writer) put(off int, b []byte) {
+	if off >= w.flushed {
+		copy(w.buf[off-w.flushed:], b)
+		return
+	}
+	if _, err := w.out.WriteAt(b, int64(off)); err != nil && w.err == nil {
+		w.err = err
+	}
+}
+
+func (w *writer) put32(off int, v uint32) {
+	var b [4]byte
+	le.PutUint32(b[:], v)
+	w.put(off, b[:])
+}
+
+func (w *writer) flush() {
+	if len(w.buf) == 0 {
+		return
+	}
+	if _, err := w.out.WriteAt(w.buf, int64(w.flushed)); err != nil && w.err == nil {
+		w.err = err
+	}
+	w.flushed += len(w.buf)
+	w.buf = w.buf[:0]
+}
+
 // alloc reserves an allocated cell with room for n bytes of data and returns
 // its file offset. A cell that does not fit the current bin starts a new one
 // (bigger than 4 KiB if the cell needs it); the rest of the old bin becomes
 // a free cell.
 func (w *writer) alloc(n int) int {
 	size := (n + 4 + 7) &^ 7
-	if len(w.buf)+size > w.binEnd {
+	if w.end()+size > w.binEnd {
 		w.finishBin()
 		w.newBin(size)
 	}
-	off := len(w.buf)
+	if w.out != nil && len(w.buf) >= streamWindow {
+		w.flush()
+	}
+	off := w.end()
 	w.grow(size)
-	le.PutUint32(w.buf[off:], uint32(-int32(size)))
+	w.put32(off, uint32(-int32(size)))
 	return off
 }
 
@@ -119,27 +193,32 @@ func (w *writer) grow(n int) {
 		copy(nb, w.buf)
 		w.buf = nb
 	}
-	// Capacity beyond len is never written before (make zeroes it), so the
-	// new bytes are already zero.
 	w.buf = w.buf[:len(w.buf)+n]
+	if w.out != nil {
+		// buf is reused after a flush: clear what it held. (Fresh
+		// capacity from make is already zero.)
+		clear(w.buf[len(w.buf)-n:])
+	}
 }
 
 func (w *writer) newBin(cell int) {
 	size := (cell + binHeaderSize + binAlign - 1) &^ (binAlign - 1)
-	start := len(w.buf)
+	start := w.end()
 	w.grow(binHeaderSize)
-	copy(w.buf[start:], "hbin")
-	le.PutUint32(w.buf[start+binOffset:], rel(start))
-	le.PutUint32(w.buf[start+binSize:], uint32(size))
+	var h [binHeaderSize]byte
+	copy(h[:], "hbin")
+	le.PutUint32(h[binOffset:], rel(start))
+	le.PutUint32(h[binSize:], uint32(size))
+	w.put(start, h[:])
 	w.binStart, w.binEnd = start, start+size
 }
 
 // finishBin turns the unused end of the current bin into one free cell.
 func (w *writer) finishBin() {
-	if rest := w.binEnd - len(w.buf); rest > 0 {
-		off := len(w.buf)
+	if rest := w.binEnd - w.end(); rest > 0 {
+		off := w.end()
 		w.grow(rest)
-		le.PutUint32(w.buf[off:], uint32(rest))
+		w.put32(off, uint32(rest))
 	}
 }
 
@@ -167,7 +246,9 @@ func (w *writer) key(k *Key, parent uint32, depth int, inheritedSD []byte) (uint
 	class := encodeName(k.Class)
 	if len(class) > 0 {
 		c := w.alloc(2 * len(class))
-		putName(w.buf[c+4:], class, false)
+		b := make([]byte, 2*len(class))
+		putName(b, class, false)
+		w.put(c+4, b)
 		classOff = rel(c)
 	}
 	sd := k.Security
@@ -181,39 +262,58 @@ func (w *writer) key(k *Key, parent uint32, depth int, inheritedSD []byte) (uint
 		return 0, err
 	}
 
-	subs := slices.Clone(k.Subkeys)
-	names := make(map[*Key][]uint16, len(subs))
-	for _, s := range subs {
-		names[s] = encodeName(s.Name)
+	subs := k.Subkeys
+	names := make([][]uint16, len(subs))
+	for i, s := range subs {
+		names[i] = encodeName(s.Name)
 	}
-	slices.SortStableFunc(subs, func(a, b *Key) int { return compareNames(names[a], names[b]) })
+	if !slices.IsSortedFunc(names, compareNames) {
+		idx := make([]int, len(subs))
+		for i := range idx {
+			idx[i] = i
+		}
+		slices.SortStableFunc(idx, func(a, b int) int { return compareNames(names[a], names[b]) })
+		ss, nn := make([]*Key, len(subs)), make([][]uint16, len(subs))
+		for i, j := range idx {
+			ss[i], nn[i] = subs[j], names[j]
+		}
+		subs, names = ss, nn
+	}
 	var maxSubName, maxSubClass int
 	for i, s := range subs {
-		if i > 0 && compareNames(names[subs[i-1]], names[s]) == 0 {
+		if i > 0 && compareNames(names[i-1], names[i]) == 0 {
 			return 0, fmt.Errorf("key %q: two subkeys named %q", k.Name, s.Name)
 		}
-		maxSubName = max(maxSubName, 2*len(names[s]))
-		maxSubClass = max(maxSubClass, 2*len(encodeName(s.Class)))
+		maxSubName = max(maxSubName, 2*len(names[i]))
+		maxSubClass = max(maxSubClass, 2*utf16Len(s.Class))
 	}
 	var listOff uint32 = noCell
-	var leaves []int // file offsets of the lh leaves, in order
+	var leaves []int      // file offsets of the lh leaves, in order
+	var leafData [][]byte // their content, filled in as subkeys are written
 	if len(subs) > 0 {
-		if len(subs) <= maxLeaf {
-			l := w.alloc(4 + 8*len(subs))
-			leaves = []int{l}
-			listOff = rel(l)
-		} else {
-			nLeaves := (len(subs) + maxLeaf - 1) / maxLeaf
-			ri := w.alloc(4 + 4*nLeaves)
-			copy(w.buf[ri+4:], "ri")
-			le.PutUint16(w.buf[ri+6:], uint16(nLeaves))
+		nLeaves := (len(subs) + maxLeaf - 1) / maxLeaf
+		var ri int
+		if nLeaves > 1 {
+			ri = w.alloc(4 + 4*nLeaves)
 			listOff = rel(ri)
-			for i := 0; i < nLeaves; i++ {
-				n := min(maxLeaf, len(subs)-i*maxLeaf)
-				l := w.alloc(4 + 8*n)
-				le.PutUint32(w.buf[ri+8+4*i:], rel(l))
-				leaves = append(leaves, l)
-			}
+		}
+		riData := make([]byte, 4+4*nLeaves)
+		copy(riData, "ri")
+		le.PutUint16(riData[2:], uint16(nLeaves))
+		for i := 0; i < nLeaves; i++ {
+			n := min(maxLeaf, len(subs)-i*maxLeaf)
+			l := w.alloc(4 + 8*n)
+			le.PutUint32(riData[4+4*i:], rel(l))
+			leaves = append(leaves, l)
+			d := make([]byte, 4+8*n)
+			copy(d, "lh")
+			le.PutUint16(d[2:], uint16(n))
+			leafData = append(leafData, d)
+		}
+		if nLeaves > 1 {
+			w.put(ri+4, riData)
+		} else {
+			listOff = rel(leaves[0])
 		}
 	}
 	for i, s := range subs {
@@ -221,15 +321,15 @@ func (w *writer) key(k *Key, parent uint32, depth int, inheritedSD []byte) (uint
 		if err != nil {
 			return 0, err
 		}
-		l := leaves[i/maxLeaf]
-		j := i % maxLeaf
-		copy(w.buf[l+4:], "lh")
-		le.PutUint16(w.buf[l+6:], uint16(min(maxLeaf, len(subs)-(i/maxLeaf)*maxLeaf)))
-		le.PutUint32(w.buf[l+8+8*j:], off)
-		le.PutUint32(w.buf[l+12+8*j:], lhHash(names[s]))
+		d, j := leafData[i/maxLeaf], i%maxLeaf
+		le.PutUint32(d[4+8*j:], off)
+		le.PutUint32(d[8+8*j:], lhHash(names[i]))
+	}
+	for i, l := range leaves {
+		w.put(l+4, leafData[i])
 	}
 
-	c := w.buf[nk+4:]
+	c := make([]byte, nkFixed+nameBytes(name, comp))
 	copy(c, "nk")
 	flags := k.Flags &^ (KeyHiveEntry | keyCompName)
 	if parent == noCell {
@@ -264,6 +364,7 @@ func (w *writer) key(k *Key, parent uint32, depth int, inheritedSD []byte) (uint
 	le.PutUint16(c[nkNameLen:], uint16(nameBytes(name, comp)))
 	le.PutUint16(c[nkClassLen:], uint16(2*len(class)))
 	putName(c[nkFixed:], name, comp)
+	w.put(nk+4, c)
 	return rel(nk), nil
 }
 
@@ -277,6 +378,7 @@ func (w *writer) values(k *Key) (list uint32, maxName, maxData int, err error) {
 		return 0, 0, 0, err
 	}
 	l := w.alloc(4 * len(k.Values))
+	listData := make([]byte, 4*len(k.Values))
 	for i, v := range k.Values {
 		if v.Tombstone && !w.o.layered {
 			return 0, 0, 0, fmt.Errorf("key %q: value %q is a tombstone in a flat hive", k.Name, v.Name)
@@ -290,8 +392,8 @@ func (w *writer) values(k *Key) (list uint32, maxName, maxData int, err error) {
 		}
 		comp := compressible(name)
 		vk := w.alloc(vkFixed + nameBytes(name, comp))
-		le.PutUint32(w.buf[l+4+4*i:], rel(vk))
-		c := w.buf[vk+4:]
+		le.PutUint32(listData[4*i:], rel(vk))
+		c := make([]byte, vkFixed+nameBytes(name, comp))
 		copy(c, "vk")
 		le.PutUint16(c[vkNameLen:], uint16(nameBytes(name, comp)))
 		le.PutUint32(c[vkType:], v.Type)
@@ -313,12 +415,13 @@ func (w *writer) values(k *Key) (list uint32, maxName, maxData int, err error) {
 			le.PutUint32(c[vkDataSize:], dataResident)
 		default:
 			le.PutUint32(c[vkDataSize:], uint32(n))
-			d := w.data(v.Data) // may move w.buf: write through the offset
-			le.PutUint32(w.buf[vk+4+vkData:], d)
+			le.PutUint32(c[vkData:], w.data(v.Data))
 		}
+		w.put(vk+4, c)
 		maxName = max(maxName, 2*len(name))
 		maxData = max(maxData, n)
 	}
+	w.put(l+4, listData)
 	return rel(l), maxName, maxData, nil
 }
 
@@ -327,23 +430,27 @@ func (w *writer) values(k *Key) (list uint32, maxName, maxData int, err error) {
 func (w *writer) data(d []byte) uint32 {
 	if len(d) <= bigDataSegment {
 		c := w.alloc(len(d))
-		copy(w.buf[c+4:], d)
+		w.put(c+4, d)
 		return rel(c)
 	}
 	segs := (len(d) + bigDataSegment - 1) / bigDataSegment
 	db := w.alloc(8)
 	list := w.alloc(4 * segs)
-	copy(w.buf[db+4:], "db")
-	le.PutUint16(w.buf[db+6:], uint16(segs))
-	le.PutUint32(w.buf[db+8:], rel(list))
+	var dbData [8]byte
+	copy(dbData[:], "db")
+	le.PutUint16(dbData[2:], uint16(segs))
+	le.PutUint32(dbData[4:], rel(list))
+	w.put(db+4, dbData[:])
+	listData := make([]byte, 4*segs)
 	for i := 0; i < segs; i++ {
 		part := d[i*bigDataSegment : min(len(d), (i+1)*bigDataSegment)]
 		// Every segment gets a full-size cell, as Windows allocates them
 		// (see BigDataHive); libregf reads the last one's size from it.
 		s := w.alloc(bigDataSegment)
-		copy(w.buf[s+4:], part)
-		le.PutUint32(w.buf[list+4+4*i:], rel(s))
+		w.put(s+4, part)
+		le.PutUint32(listData[4*i:], rel(s))
 	}
+	w.put(list+4, listData)
 	return rel(db)
 }
 
@@ -355,9 +462,11 @@ func (w *writer) security(sd []byte) uint32 {
 		return w.skList[i].off
 	}
 	c := w.alloc(skFixed + len(sd))
-	copy(w.buf[c+4:], "sk")
-	le.PutUint32(w.buf[c+4+skSize:], uint32(len(sd)))
-	copy(w.buf[c+4+skFixed:], sd)
+	b := make([]byte, skFixed+len(sd))
+	copy(b, "sk")
+	le.PutUint32(b[skSize:], uint32(len(sd)))
+	copy(b[skFixed:], sd)
+	w.put(c+4, b)
 	w.sks[string(sd)] = len(w.skList)
 	w.skList = append(w.skList, skCell{off: rel(c), refs: 1})
 	return rel(c)
@@ -366,16 +475,16 @@ func (w *writer) security(sd []byte) uint32 {
 func (w *writer) finishSecurity() {
 	n := len(w.skList)
 	for i, s := range w.skList {
-		c := w.buf[headerSize+int(s.off)+4:]
-		le.PutUint32(c[skFlink:], w.skList[(i+1)%n].off)
-		le.PutUint32(c[skBlink:], w.skList[(i+n-1)%n].off)
-		le.PutUint32(c[skRefCount:], s.refs)
+		var b [12]byte
+		le.PutUint32(b[0:], w.skList[(i+1)%n].off)
+		le.PutUint32(b[4:], w.skList[(i+n-1)%n].off)
+		le.PutUint32(b[8:], s.refs)
+		w.put(headerSize+int(s.off)+4+skFlink, b[:])
 	}
 }
 
 func (w *writer) header(root uint32) {
-	h := w.buf[:headerSize]
-	clear(h)
+	h := make([]byte, headerSize)
 	copy(h, "regf")
 	le.PutUint32(h[hdrSeq1:], 1)
 	le.PutUint32(h[hdrSeq2:], 1)
@@ -388,7 +497,7 @@ func (w *writer) header(root uint32) {
 	le.PutUint32(h[hdrMinor:], w.o.minor)
 	le.PutUint32(h[hdrFileFormat:], 1)
 	le.PutUint32(h[hdrRootCell:], root)
-	le.PutUint32(h[hdrBinsSize:], uint32(len(w.buf)-headerSize))
+	le.PutUint32(h[hdrBinsSize:], uint32(w.end()-headerSize))
 	le.PutUint32(h[hdrClustering:], 1)
 	fn := encodeName(w.o.fileName)
 	if len(fn) > hdrFileNameLen/2-1 {
@@ -399,6 +508,7 @@ func (w *writer) header(root uint32) {
 		le.PutUint32(h[hdrFlags:], FlagLayered)
 	}
 	le.PutUint32(h[hdrChecksum:], checksum(h))
+	w.put(0, h)
 }
 
 func nameBytes(u []uint16, comp bool) int {
@@ -457,4 +567,12 @@ func equalFold(a, b string) bool {
 		return true
 	}
 	return compareNames(encodeName(a), encodeName(b)) == 0
+}
+
+// utf16Len is the number of UTF-16 code units of s.
+func utf16Len(s string) int {
+	if isASCII(s) {
+		return len(s)
+	}
+	return len(encodeName(s))
 }
