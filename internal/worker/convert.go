@@ -15,6 +15,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/convert"
+	"github.com/cimconv/cimconv/internal/hive"
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/wclayer"
@@ -182,6 +183,7 @@ func Classify(err error) error {
 		errors.Is(err, registry.ErrDigestMismatch), errors.Is(err, registry.ErrReferrersUnsupported),
 		errors.Is(err, registry.ErrInsecureRefused),
 		errors.Is(err, portable.ErrDeltaHives), errors.Is(err, convert.ErrUnmerged),
+		errors.Is(err, hive.ErrCorrupt), errors.Is(err, hive.ErrDirty), errors.Is(err, hive.ErrChecksum), errors.Is(err, hive.ErrMerge),
 		errors.As(err, &lerr), errors.Is(err, artifact.ErrBlob):
 		return Permanent(err)
 	}
