@@ -1,5 +1,5 @@
 // Command genhive writes a large SOFTWARE-shaped base hive and a delta hive
-// over it (hivetest.Large) for bench/hive.sh.
+// over it (hivegen.Large) for bench/hive.sh.
 //
 //	go run ./bench/genhive -mb 100 -delta-mb 5 -out /tmp/hives
 package main
@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/cimconv/cimconv/internal/hive"
-	"github.com/cimconv/cimconv/internal/hive/hivetest"
+	"github.com/cimconv/cimconv/internal/hive/hivegen"
 )
 
 func main() {
@@ -33,7 +33,7 @@ func run(out string, mb, deltaMB int, seed int64) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
-	base, delta := hivetest.Large(mb, deltaMB, seed)
+	base, delta := hivegen.Large(mb, deltaMB, seed)
 	for _, f := range []struct {
 		name string
 		root *hive.Key

@@ -13,7 +13,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/cim"
 	reghive "github.com/cimconv/cimconv/internal/hive"
-	"github.com/cimconv/cimconv/internal/hive/hivetest"
+	"github.com/cimconv/cimconv/internal/hive/hivegen"
 	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
 )
 
@@ -188,7 +188,7 @@ func TestHiveMergeNearestAncestor(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, err := reghive.MergeHives(context.Background(), reghive.Input{Name: "base", Data: parentSystem},
-		[]reghive.Input{{Name: "delta", Data: wclayertest.RegistryDelta(hivetest.Delta("SYSTEM", 99))}})
+		[]reghive.Input{{Name: "delta", Data: wclayertest.RegistryDelta(hivegen.Delta("SYSTEM", 99))}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package hivetest
+package hivegen
 
 import (
 	"encoding/binary"
