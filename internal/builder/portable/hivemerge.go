@@ -67,16 +67,7 @@ type deltaHive struct {
 // deltaOf returns the hive a Hives/<NAME>_Delta path is the delta of
 // (names compare case-insensitively, as hcsshim's do on Windows).
 func deltaOf(p string) (hive, bool) {
-	dir, name := splitLast(p)
-	if !strings.EqualFold(dir, hivesDir) {
-		return hive{}, false
-	}
-	for _, h := range hives {
-		if strings.EqualFold(name, h.delta) {
-			return h, true
-		}
-	}
-	return hive{}, false
+	return findHive(p, hivesDir, func(h hive) string { return h.delta })
 }
 
 // keepDelta tees a delta hive's data into a temporary file for Finish.

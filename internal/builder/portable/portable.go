@@ -358,12 +358,18 @@ func listFiles(root string) ([]string, error) {
 }
 
 func baseHive(p string) (hive, bool) {
-	dir, name := splitLast(p)
-	if !strings.EqualFold(dir, configDir) {
+	return findHive(p, configDir, func(h hive) string { return h.name })
+}
+
+// findHive returns the hive whose file name (as name gives it) p is,
+// inside dir; both compare case-insensitively.
+func findHive(p, dir string, name func(hive) string) (hive, bool) {
+	d, n := splitLast(p)
+	if !strings.EqualFold(d, dir) {
 		return hive{}, false
 	}
 	for _, h := range hives {
-		if strings.EqualFold(name, h.name) {
+		if strings.EqualFold(n, name(h)) {
 			return h, true
 		}
 	}
