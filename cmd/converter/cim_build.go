@@ -36,6 +36,7 @@ func newCimBuildCmd(g *globalFlags) *cobra.Command {
 		out        string
 		jsonOut    bool
 		keepDeltas bool
+		hiveMerge  string
 	)
 	cmd := &cobra.Command{
 		Use:   "build --out DIR LAYER...",
@@ -45,8 +46,10 @@ func newCimBuildCmd(g *globalFlags) *cobra.Command {
 files land in DIR; per-layer side files (Hives/*_BASE, layout) in DIR/layers/<chainID>.
 
 The portable builder is EXPERIMENTAL: its CIMs are not yet validated against CimFS.dll.
-A non-base layer with delta registry hives needs the Windows builder; --keep-delta-hives
-keeps them unmerged for inspection only.`,
+A non-base layer's delta registry hives (Hives/*_Delta) are merged onto the parent's
+Hives/*_BASE in pure Go (--hive-merge=portable, the default; never compared with
+Windows' offreg), or refused (--hive-merge=refuse); --keep-delta-hives keeps them
+unmerged for inspection only.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
@@ -56,7 +59,11 @@ keeps them unmerged for inspection only.`,
 			if err != nil {
 				return err
 			}
-			opts := []portable.Option{portable.WithLogger(log)}
+			hm, err := hiveMergeOption(hiveMerge)
+			if err != nil {
+				return err
+			}
+			opts := []portable.Option{portable.WithLogger(log), hm}
 			if keepDeltas {
 				opts = append(opts, portable.WithUnmergedDeltaHives())
 			}
@@ -79,6 +86,7 @@ keeps them unmerged for inspection only.`,
 	cmd.Flags().StringVar(&out, "out", "", "directory to write the CIM chain into")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON on stdout")
 	cmd.Flags().BoolVar(&keepDeltas, "keep-delta-hives", false, "keep delta hives unmerged (inspection only; marked in the output)")
+	registerHiveMerge(cmd.Flags(), &hiveMerge)
 	return cmd
 }
 

@@ -78,6 +78,9 @@ func TestCimCommandsContract(t *testing.T) {
 			t.Fatalf("ls line %q: %v", sc.Text(), err)
 		}
 		types[e.Type]++
+		if e.Path == "Hives/SYSTEM_BASE" {
+			types["merged hive"]++
+		}
 		switch e.Type {
 		case "dir":
 			if e.Attributes&0x10 == 0 {
@@ -103,8 +106,25 @@ func TestCimCommandsContract(t *testing.T) {
 			t.Errorf("entry %+v", e)
 		}
 	}
-	if types["file"] == 0 || types["dir"] == 0 || types["symlink"] == 0 || types["junction"] != 1 {
-		t.Fatalf("ls saw %v, want files, dirs, symlinks and the junction", types)
+	if types["file"] == 0 || types["dir"] == 0 || types["symlink"] == 0 || types["junction"] != 1 || types["merged hive"] != 1 {
+		t.Fatalf("ls saw %v, want files, dirs, symlinks, the junction and Hives/SYSTEM_BASE", types)
+	}
+
+	// The top layer's merged SYSTEM hive: a strict-clean hive without the
+	// key the app layers' deltas tombstone.
+	stdout, err = runCLI(t, "cim", "cat", top, "Hives/SYSTEM_BASE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged := filepath.Join(t.TempDir(), "SYSTEM_BASE")
+	if err := os.WriteFile(merged, []byte(stdout), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runCLI(t, "hive", "check", merged); err != nil {
+		t.Fatalf("hive check of the merged SYSTEM: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, "hive", "dump", "--json", merged); err != nil || strings.Contains(out, "XBOXGIP") || !strings.Contains(out, `"path":"\\ControlSet001\\Services\\W32Time"`) {
+		t.Fatalf("merged SYSTEM dump: %v\n%.2000s", err, out)
 	}
 
 	// cim cat prints a file's bytes; cim inspect prints JSON.
@@ -161,7 +181,7 @@ func TestCimBuildFailureLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	_, err = runCLI(t, "cim", "build", "--out", out, layers[0], layers[1], delta)
+	_, err = runCLI(t, "cim", "build", "--hive-merge=refuse", "--out", out, layers[0], layers[1], delta)
 	if err == nil || !strings.Contains(err.Error(), "delta registry hives") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("err = %v, want one line about delta hives", err)
 	}

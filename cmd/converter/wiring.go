@@ -53,10 +53,11 @@ func (f *registryFlags) client(log *zap.Logger) (*registry.Client, error) {
 
 // buildFlags configure the builder and the chain cache.
 type buildFlags struct {
-	builder  string
-	cacheDir string
-	workDir  string
-	format   string
+	builder   string
+	cacheDir  string
+	workDir   string
+	format    string
+	hiveMerge string // "" reads CIMCONV_HIVE_MERGE (serve), default portable
 }
 
 func (f *buildFlags) register(fs *pflag.FlagSet) {
@@ -64,6 +65,26 @@ func (f *buildFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.format, "cim-format", builder.FormatForked, "CIM format for the hcsshim builder: forked or block")
 	fs.StringVar(&f.cacheDir, "cache-dir", envOr("CIMCONV_CACHE_DIR", defaultCacheDir()), "chain cache directory (built layers by chainID)")
 	fs.StringVar(&f.workDir, "work-dir", envOr("CIMCONV_WORK_DIR", ""), "directory chains are built in (default: a temp dir)")
+	registerHiveMerge(fs, &f.hiveMerge)
+}
+
+// registerHiveMerge adds --hive-merge (env CIMCONV_HIVE_MERGE).
+func registerHiveMerge(fs *pflag.FlagSet, v *string) {
+	fs.StringVar(v, "hive-merge", envOr("CIMCONV_HIVE_MERGE", "portable"),
+		"delta registry hives of app layers with the portable builder: portable (merge in pure Go; experimental, never compared with offreg) or refuse")
+}
+
+// hiveMergeOption turns a --hive-merge value ("" reads CIMCONV_HIVE_MERGE,
+// default portable) into the portable builder's option.
+func hiveMergeOption(v string) (portable.Option, error) {
+	if v == "" {
+		v = envOr("CIMCONV_HIVE_MERGE", "portable")
+	}
+	m, err := portable.ParseHiveMerge(v)
+	if err != nil {
+		return nil, fmt.Errorf("--hive-merge: %w", err)
+	}
+	return portable.WithHiveMerge(m), nil
 }
 
 func defaultCacheDir() string {
@@ -75,8 +96,12 @@ func defaultCacheDir() string {
 
 // selectBuilder picks the builder by name and logs why.
 func (f *buildFlags) selectBuilder(log *zap.Logger) (builder.Builder, error) {
+	hm, err := hiveMergeOption(f.hiveMerge)
+	if err != nil {
+		return nil, err
+	}
 	b, why, err := builder.Select(f.builder, runtime.GOOS,
-		func() (builder.Builder, error) { return portable.New(portable.WithLogger(log)), nil },
+		func() (builder.Builder, error) { return portable.New(portable.WithLogger(log), hm), nil },
 		func() (builder.Builder, error) {
 			return hcsshim.New(hcsshim.WithFormat(f.format), hcsshim.WithLogger(log))
 		})

@@ -27,6 +27,7 @@ const (
 	AnnotationBuilder       = "io.cimconv.builder"
 	AnnotationWindowsBuild  = "io.cimconv.windows.build"
 	AnnotationExperimental  = "io.cimconv.experimental"
+	AnnotationHiveMerge     = "io.cimconv.hive.merge"
 	AnnotationIntegrity     = "io.cimconv.cim.integrity"
 	AnnotationFormatVersion = "io.cimconv.format.version"
 	AnnotationConverter     = "io.cimconv.converter.version"
@@ -65,6 +66,10 @@ type BuildInfo struct {
 	// WindowsBuild is the OS build the CIMs were written on or for
 	// ("10.0.20348.2031"); empty when host-independent.
 	WindowsBuild string `json:"windowsBuild,omitempty"`
+	// HiveMerge names the merge that produced the layer's Hives/*_BASE from
+	// delta hives (builder.HiveMergePortable); empty when none was merged
+	// or Windows' offreg did it.
+	HiveMerge string `json:"hiveMerge,omitempty"`
 }
 
 // LayerConfig describes one layer of the chain.

@@ -23,7 +23,7 @@ type PackedLayer struct {
 
 // NewConfig returns the config of an artifact made of layers (base first)
 // converted with options: the base layer's build, experimental when any
-// layer is.
+// layer is, with the hive merge any layer used.
 func NewConfig(options string, layers []PackedLayer) *Config {
 	cfg := &Config{FormatVersion: version.FormatVersion, Converter: version.Version, Options: options}
 	for i, l := range layers {
@@ -31,6 +31,9 @@ func NewConfig(options string, layers []PackedLayer) *Config {
 			cfg.BuildInfo = l.Build
 		}
 		cfg.Experimental = cfg.Experimental || l.Build.Experimental
+		if l.Build.HiveMerge != "" {
+			cfg.HiveMerge = l.Build.HiveMerge
+		}
 		cfg.Layers = append(cfg.Layers, l.Layer)
 	}
 	return cfg
@@ -110,6 +113,9 @@ func (b BuildInfo) annotations() map[string]string {
 	}
 	if b.Experimental {
 		ann[AnnotationExperimental] = "true"
+	}
+	if b.HiveMerge != "" {
+		ann[AnnotationHiveMerge] = b.HiveMerge
 	}
 	return ann
 }

@@ -66,10 +66,18 @@ type BuiltLayer struct {
 	// UnmergedDeltas is true when delta hives were kept without merging
 	// (inspection and tests only; such a chain must never be published).
 	UnmergedDeltas bool
+	// HiveMerge names the merge that produced this layer's merged hives
+	// (HiveMergePortable), empty when it merged none or offreg did.
+	HiveMerge string
 
 	// Parent is the layer this one was forked from (nil for a base layer).
 	Parent *BuiltLayer
 }
+
+// HiveMergePortable names internal/hive's pure-Go merge of delta hives in
+// artifacts (annotation io.cimconv.hive.merge): not offreg's ORMergeHives,
+// and never compared with it on Windows.
+const HiveMergePortable = "cimconv-portable/1"
 
 // Capabilities says what a builder can do on this host.
 type Capabilities struct {

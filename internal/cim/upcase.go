@@ -149,3 +149,9 @@ func splitPath(p string) ([]string, error) {
 	}
 	return parts, nil
 }
+
+// Upcase maps one UTF-16 code unit to its upper case through the same table
+// the CIM writer stores in every image. Other byte formats that sort names the
+// Windows way (registry hive subkey lists, see internal/hive) use it so the
+// project has one table.
+func Upcase(c uint16) uint16 { return upcaseTable()[c] }

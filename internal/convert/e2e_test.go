@@ -16,9 +16,11 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/convert"
 	"github.com/cimconv/cimconv/internal/fetch/fetchtest"
+	"github.com/cimconv/cimconv/internal/hive"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
@@ -101,8 +103,14 @@ func TestConvertIndexFetchAndRerun(t *testing.T) {
 				if im.Existing || im.Artifact == "" {
 					t.Fatalf("image %s: %+v", im.Subject, im)
 				}
-				if n := len(referrers(t, f.reg, im.Subject)); n != 1 {
+				refs := referrers(t, f.reg, im.Subject)
+				if n := len(refs); n != 1 {
 					t.Fatalf("%s has %d artifacts, want 1", im.Subject, n)
+				}
+				// Its app layers' delta hives were merged by the portable
+				// builder, and the artifact says so.
+				if a := refs[0].Annotations; a[artifact.AnnotationHiveMerge] != builder.HiveMergePortable || a[artifact.AnnotationExperimental] != "true" {
+					t.Errorf("%s: artifact annotations %v, want %s=%s and experimental", im.Subject, a, artifact.AnnotationHiveMerge, builder.HiveMergePortable)
 				}
 			}
 			// The 2025 image shares its two layers with the 2022 chain: they
@@ -207,9 +215,12 @@ func TestRefusalsPushNothing(t *testing.T) {
 		{"corrupt layer", func() v1.Descriptor {
 			return registrytest.PushImage(t, host+"/bad/corrupt:1", [][]byte{base, traversal}, win(ltsc2022))
 		}, host + "/bad/corrupt:1", func(err error) bool { return strings.Contains(err.Error(), "Files/../../evil") }},
-		{"delta hives", func() v1.Descriptor {
-			return registrytest.PushImage(t, host+"/bad/delta:1", [][]byte{base, wclayertest.DeltaHiveLayer().Bytes(wclayertest.Gzip)}, win(ltsc2022))
-		}, host + "/bad/delta:1", func(err error) bool { return errors.Is(err, portable.ErrDeltaHives) }},
+		{"corrupt delta hive", func() v1.Descriptor {
+			bad := wclayertest.NewLayer().Dir("Hives").File("Hives/Software_Delta", []byte("regf, but not a hive")).Bytes(wclayertest.Gzip)
+			return registrytest.PushImage(t, host+"/bad/delta:1", [][]byte{base, bad}, win(ltsc2022))
+		}, host + "/bad/delta:1", func(err error) bool {
+			return errors.Is(err, hive.ErrCorrupt) && strings.Contains(err.Error(), "Hives/Software_Delta")
+		}},
 		{"foreign layer not allowlisted", func() v1.Descriptor {
 			return registrytest.PushForeignLayerImage(t, host+"/bad/foreign:1", base, []string{foreignURL}, [][]byte{wclayertest.AppLayer(1).Bytes(wclayertest.Gzip)}, win(ltsc2022))
 		}, host + "/bad/foreign:1", func(err error) bool { return errors.Is(err, registry.ErrForeignLayerRefused) }},

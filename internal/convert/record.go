@@ -18,7 +18,7 @@ func packedLayer(src builder.LayerSource, b *builder.BuiltLayer, blob artifact.B
 		},
 		Build: artifact.BuildInfo{
 			Builder: b.Builder, Format: b.Format, CimVersion: b.CimVersion,
-			WindowsBuild: b.WindowsBuild, Experimental: b.Experimental,
+			WindowsBuild: b.WindowsBuild, Experimental: b.Experimental, HiveMerge: b.HiveMerge,
 		},
 	}
 }
@@ -33,6 +33,6 @@ func builtLayer(src builder.LayerSource, p artifact.PackedLayer, chainDir, sideD
 		CimDir: chainDir, CimName: l.Cim, CimFiles: l.CimFiles,
 		SideDir: sideDir, SideFiles: l.SideFiles,
 		Format: b.Format, CimVersion: b.CimVersion, Builder: b.Builder, WindowsBuild: b.WindowsBuild,
-		Experimental: b.Experimental, IntegrityDigest: l.Integrity, Parent: parent,
+		Experimental: b.Experimental, HiveMerge: b.HiveMerge, IntegrityDigest: l.Integrity, Parent: parent,
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cimconv/cimconv/internal/hive/hivegen"
 	"github.com/cimconv/cimconv/internal/wclayer"
 	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
 )
@@ -249,7 +250,7 @@ func TestReaderData(t *testing.T) {
 	}
 	want := map[string]string{
 		"Files/Windows/System32/notepad.exe":                           sha(wclayertest.PE("notepad.exe", 32<<10)),
-		"Files/Windows/System32/config/SOFTWARE":                       sha(wclayertest.Hive("SOFTWARE", 256<<10)),
+		"Files/Windows/System32/config/SOFTWARE":                       sha(wclayertest.RegistryHive(hivegen.Base("SOFTWARE"))),
 		"Files/Windows/Temp/zeros.bin":                                 sha(make([]byte, wclayertest.ZeroFileSize)),
 		"Files/Users/Public/Downloads/setup.exe:Zone.Identifier:$DATA": sha([]byte("[ZoneTransfer]\r\nZoneId=3\r\n")),
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/convert"
+	"github.com/cimconv/cimconv/internal/hive"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/wclayer"
@@ -40,6 +41,9 @@ func TestClassify(t *testing.T) {
 		{"unmerged", convert.ErrUnmerged, true, true},
 		{"bad layer entry", &wclayer.Error{Layer: "l", Entry: "Files/../x", Problem: "path traversal", Err: wclayer.ErrPathTraversal}, true, true},
 		{"bad blob", artifact.ErrBlob, true, true},
+		{"corrupt hive", fmt.Errorf("layer 2/3: merge SYSTEM: %w", &hive.FormatError{Offset: 0x1020, Msg: "bad cell"}), true, true},
+		{"dirty hive", hive.ErrDirty, true, true},
+		{"unmergeable hives", fmt.Errorf("%w: duplicate key", hive.ErrMerge), true, true},
 		{"registry 503", &registry.Error{Op: "get", Transient: true, Err: errors.New("503")}, false, true},
 		{"transient cause inside a bad layer", &wclayer.Error{Layer: "l", Problem: "read", Err: fmt.Errorf("%w: %w", wclayer.ErrCorrupt, &registry.Error{Op: "read", Transient: true, Err: io.ErrUnexpectedEOF})}, false, true},
 		{"cancelled", context.Canceled, false, false},

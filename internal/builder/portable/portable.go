@@ -27,10 +27,9 @@ const Name = "portable"
 // CimVersion is the CIM format version this builder writes.
 const CimVersion = "3.0"
 
-// ErrDeltaHives is returned for a non-base layer that carries delta registry
-// hives: merging them with the parent's base hives needs offreg's
-// ORMergeHives, which only exists on Windows.
-var ErrDeltaHives = errdefs.New(errdefs.ErrPermanent, "merging delta registry hives needs the Windows builder (offreg ORMergeHives); build this image with --builder hcsshim on a Windows worker")
+// ErrDeltaHives is returned, with WithHiveMerge(HiveMergeRefuse), for a
+// non-base layer that carries delta registry hives.
+var ErrDeltaHives = errdefs.New(errdefs.ErrPermanent, "the layer carries delta registry hives and the portable hive merge is off (--hive-merge=refuse); use --hive-merge=portable, or the Windows builder (offreg ORMergeHives) with --builder hcsshim on a Windows worker")
 
 // hive names a registry hive of a Windows layer: its file under
 // Files/Windows/System32/config, and its base and delta names under Hives/.
@@ -67,14 +66,14 @@ func WithLimits(l wclayer.Limits) Option { return func(b *Builder) { b.limits = 
 // WithUnmergedDeltaHives keeps a non-base layer's Hives/*_Delta files as they
 // are instead of refusing the layer. For tests and inspection only: the result
 // is marked UnmergedDeltas and must never be published.
-func WithUnmergedDeltaHives() Option { return func(b *Builder) { b.keepDeltas = true } }
+func WithUnmergedDeltaHives() Option { return func(b *Builder) { b.hiveMerge = hiveMergeKeep } }
 
 // Builder is the pure-Go builder. It is safe for concurrent use on different
 // chains.
 type Builder struct {
-	log        *zap.Logger
-	limits     *wclayer.Limits
-	keepDeltas bool
+	log       *zap.Logger
+	limits    *wclayer.Limits
+	hiveMerge HiveMerge
 }
 
 // New returns a portable builder.
@@ -92,7 +91,7 @@ func (b *Builder) Capabilities() builder.Capabilities {
 		Name:          Name,
 		Formats:       []string{builder.FormatForked},
 		Format:        builder.FormatForked,
-		HiveMerge:     false,
+		HiveMerge:     b.hiveMerge == HiveMergePortable,
 		Deterministic: true,
 		Experimental:  true,
 	}
@@ -172,14 +171,19 @@ func chainIDOf(l *builder.BuiltLayer) string {
 // complete does what follows a layer's entries: base-layer processing (or
 // carrying the parent's side files forward), the side directory moved into
 // place, the commit, and the BuiltLayer.
-func (s *layerState) complete(parent *builder.BuiltLayer, dir, chainID, diffID, name string) (*builder.BuiltLayer, error) {
+func (s *layerState) complete(ctx context.Context, parent *builder.BuiltLayer, dir, chainID, diffID, name string) (*builder.BuiltLayer, error) {
 	b, w, side, layer := s.b, s.w, s.side, s.layer
 	if parent == nil {
 		if err := s.finishBase(); err != nil {
 			return nil, err
 		}
-	} else if err := carryForward(parent, side); err != nil {
-		return nil, fmt.Errorf("layer %s: carry parent hives forward: %w", layerName(layer), err)
+	} else {
+		if err := carryForward(parent, side); err != nil {
+			return nil, fmt.Errorf("layer %s: carry parent hives forward: %w", layerName(layer), err)
+		}
+		if err := s.mergeHives(ctx, parent); err != nil {
+			return nil, fmt.Errorf("layer %s: %w", layerName(layer), err)
+		}
 	}
 	sideFiles, err := listFiles(side)
 	if err != nil {
@@ -212,6 +216,9 @@ func (s *layerState) complete(parent *builder.BuiltLayer, dir, chainID, diffID, 
 		UnmergedDeltas: s.unmerged || (parent != nil && parent.UnmergedDeltas),
 		Parent:         parent,
 	}
+	if s.merged {
+		out.HiveMerge = builder.HiveMergePortable
+	}
 	if len(sideFiles) > 0 {
 		out.SideDir, out.SideFiles = finalSide, sideFiles
 	}
@@ -234,7 +241,9 @@ type layerState struct {
 	side     string
 	layer    builder.LayerSource
 	unmerged bool
-	dirs     map[string]bool // upper-cased dirs created implicitly or seen
+	deltas   map[string]deltaHive // by hive name: delta hives to merge
+	merged   bool                 // a delta hive was merged
+	dirs     map[string]bool      // upper-cased dirs created implicitly or seen
 }
 
 // ensureParents creates directories a tar omitted, as tar extraction does.
@@ -350,12 +359,18 @@ func listFiles(root string) ([]string, error) {
 }
 
 func baseHive(p string) (hive, bool) {
-	dir, name := splitLast(p)
-	if !strings.EqualFold(dir, configDir) {
+	return findHive(p, configDir, func(h hive) string { return h.name })
+}
+
+// findHive returns the hive whose file name (as name gives it) p is,
+// inside dir; both compare case-insensitively.
+func findHive(p, dir string, name func(hive) string) (hive, bool) {
+	d, n := splitLast(p)
+	if !strings.EqualFold(d, dir) {
 		return hive{}, false
 	}
 	for _, h := range hives {
-		if strings.EqualFold(name, h.name) {
+		if strings.EqualFold(n, name(h)) {
 			return h, true
 		}
 	}

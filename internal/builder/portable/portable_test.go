@@ -229,7 +229,7 @@ func TestDeltaHivesRefused(t *testing.T) {
 	dir := t.TempDir()
 	parent := buildChain(t, New(), dir, [][]byte{base})[0]
 	before := dirFiles(t, dir)
-	_, err := New().BuildLayer(context.Background(), source(delta, "sha256:delta"), parent, dir)
+	_, err := New(WithHiveMerge(HiveMergeRefuse)).BuildLayer(context.Background(), source(delta, "sha256:delta"), parent, dir)
 	if !errors.Is(err, ErrDeltaHives) {
 		t.Fatalf("err = %v, want ErrDeltaHives", err)
 	}

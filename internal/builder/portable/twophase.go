@@ -46,7 +46,9 @@ type prepared struct {
 	diffID string
 
 	unmerged bool
-	sds      map[string][]byte // interned security descriptors
+	deltaDir string               // temporary copies of delta hives
+	deltas   map[string]deltaHive // by hive name
+	sds      map[string][]byte    // interned security descriptors
 
 	mu    sync.Mutex
 	state int // statePrepared, stateFinished or stateDiscarded
@@ -156,11 +158,19 @@ func (b *Builder) prepare(ctx context.Context, layer builder.LayerSource, depth 
 // refused without the parent's tree.
 func (p *prepared) record(e *wclayer.Entry, r io.Reader) error {
 	base := p.depth == 0
+	var delta *hive
 	if !base && e.Type == wclayer.TypeFile && isDeltaHive(e.Path) {
-		if !p.b.keepDeltas {
+		switch p.b.hiveMerge {
+		case HiveMergeRefuse:
 			return ErrDeltaHives
+		case hiveMergeKeep:
+			p.unmerged = true
+		default:
+			// Hives hcsshim does not know are kept as files, unmerged.
+			if h, ok := deltaOf(e.Path); ok {
+				delta = &h
+			}
 		}
-		p.unmerged = true
 	}
 	o := op{typ: e.Type, tarName: e.TarName, path: e.Path, info: cim.FileInfo{
 		Attributes:         e.Attributes,
@@ -180,6 +190,12 @@ func (p *prepared) record(e *wclayer.Entry, r io.Reader) error {
 	case wclayer.TypeFile:
 		src := io.LimitReader(r, e.Size)
 		var hiveFile *os.File
+		var closeDelta func() error
+		if delta != nil {
+			if src, closeDelta, err = p.keepDelta(*delta, e.Path, o.info, src); err != nil {
+				return fmt.Errorf("keep delta hive for the merge: %w", err)
+			}
+		}
 		if base {
 			if h, ok := baseHive(e.Path); ok {
 				if hiveFile, err = createSideFile(p.side, h.base); err != nil {
@@ -189,6 +205,11 @@ func (p *prepared) record(e *wclayer.Entry, r io.Reader) error {
 			}
 		}
 		o.data, err = p.stager.AddStream(src, e.Size)
+		if closeDelta != nil {
+			if cerr := closeDelta(); err == nil {
+				err = cerr
+			}
+		}
 		if hiveFile != nil {
 			if cerr := hiveFile.Close(); err == nil {
 				err = cerr
@@ -306,7 +327,7 @@ func (b *Builder) Finish(ctx context.Context, pp builder.Prepared, parent *build
 			return nil, fmt.Errorf("layer %s: %w", name, err)
 		}
 	}
-	st := &layerState{b: b, w: w, base: parent == nil, side: p.side, layer: p.layer, unmerged: p.unmerged}
+	st := &layerState{b: b, w: w, base: parent == nil, side: p.side, layer: p.layer, unmerged: p.unmerged, deltas: p.deltas}
 	for i := range p.ops {
 		if i%1024 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -318,11 +339,14 @@ func (b *Builder) Finish(ctx context.Context, pp builder.Prepared, parent *build
 			return nil, fmt.Errorf("layer %s entry %q: %w", name, o.tarName, err)
 		}
 	}
-	out, err := st.complete(parent, p.dir, p.layer.ChainID, p.diffID, cimName)
+	out, err := st.complete(ctx, parent, p.dir, p.layer.ChainID, p.diffID, cimName)
 	if err != nil {
 		return nil, err
 	}
 	_ = os.RemoveAll(p.side) // renamed into place, or empty
+	if p.deltaDir != "" {
+		_ = os.RemoveAll(p.deltaDir)
+	}
 	p.ops, p.sds = nil, nil
 	p.state = stateFinished
 	return out, nil
@@ -370,6 +394,9 @@ func (p *prepared) cleanup() error {
 	if p.side != "" {
 		errs = append(errs, os.RemoveAll(p.side))
 	}
-	p.ops, p.sds = nil, nil
+	if p.deltaDir != "" {
+		errs = append(errs, os.RemoveAll(p.deltaDir))
+	}
+	p.ops, p.sds, p.deltas = nil, nil, nil
 	return errors.Join(errs...)
 }

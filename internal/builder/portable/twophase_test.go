@@ -196,7 +196,7 @@ func TestPrepareRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			p, err := New().Prepare(context.Background(), tt.src, tt.depth, dir)
+			p, err := New(WithHiveMerge(HiveMergeRefuse)).Prepare(context.Background(), tt.src, tt.depth, dir)
 			if err == nil {
 				p.Discard()
 				t.Fatal("Prepare succeeded")

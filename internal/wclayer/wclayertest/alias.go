@@ -48,6 +48,8 @@ var (
 	WriteSampleChain = fixture.WriteSampleChain
 	Large            = fixture.Large
 	Hive             = fixture.Hive
+	RegistryHive     = fixture.RegistryHive
+	RegistryDelta    = fixture.RegistryDelta
 	PE               = fixture.PE
 	SD               = fixture.SD
 	ParseSID         = fixture.ParseSID
