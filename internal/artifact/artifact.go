@@ -36,6 +36,10 @@ const (
 
 // Config is the artifact's config blob.
 type Config struct {
+	// Subject is the digest of the image manifest the artifact was built from
+	// ("sha256:..."); signed artifacts are bound to it. Empty in artifacts
+	// built before signing existed.
+	Subject string `json:"subject,omitempty"`
 	// FormatVersion is the artifact layout version (version.FormatVersion).
 	FormatVersion string `json:"formatVersion"`
 	// Converter is the converter release that built it.
