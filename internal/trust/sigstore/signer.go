@@ -143,7 +143,7 @@ func (k *keypair) GetHashAlgorithm() protocommon.HashAlgorithm { return k.det.Ge
 func (k *keypair) GetSigningAlgorithm() protocommon.PublicKeyDetails {
 	return k.det.GetSignatureAlgorithm()
 }
-func (k *keypair) GetHint() []byte              { return []byte(k.key.Public.Hint) }
+func (k *keypair) GetHint() []byte                { return []byte(k.key.Public.Hint) }
 func (k *keypair) GetPublicKey() crypto.PublicKey { return k.key.Public.Key }
 func (k *keypair) GetPublicKeyPem() (string, error) {
 	return string(k.key.Public.PEM), nil
