@@ -161,6 +161,18 @@ func buildNumber(v string) (int, error) {
 // candidates; it never takes the first one blindly. It returns false when
 // none is compatible.
 func Choose(cands []Candidate, nodeBuild string) (Candidate, bool) {
+	r := Rank(cands, nodeBuild)
+	if len(r) == 0 {
+		return Candidate{}, false
+	}
+	return r[0], true
+}
+
+// Rank returns the candidates compatible with nodeBuild, newest first (by
+// their created annotation, then digest). A node verifies them in this
+// order and takes the first trusted one: annotations are unsigned, so the
+// order is only a preference.
+func Rank(cands []Candidate, nodeBuild string) []Candidate {
 	var ok []Candidate
 	for _, c := range cands {
 		if c.Annotations[AnnotationFormatVersion] == "" {
@@ -170,9 +182,6 @@ func Choose(cands []Candidate, nodeBuild string) (Candidate, bool) {
 			ok = append(ok, c)
 		}
 	}
-	if len(ok) == 0 {
-		return Candidate{}, false
-	}
 	sort.SliceStable(ok, func(i, j int) bool {
 		ti, tj := ok[i].Created(), ok[j].Created()
 		if !ti.Equal(tj) {
@@ -180,7 +189,7 @@ func Choose(cands []Candidate, nodeBuild string) (Candidate, bool) {
 		}
 		return ok[i].Digest > ok[j].Digest // deterministic tie-break
 	})
-	return ok[0], true
+	return ok
 }
 
 // MarshalConfig encodes c deterministically.

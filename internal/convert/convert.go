@@ -256,6 +256,7 @@ func (c *Converter) convertTarget(ctx context.Context, t registry.Target, req Re
 	}
 	// Build info comes from the first built layer, or from the cache.
 	cfg := &artifact.Config{
+		Subject:       t.Descriptor.Digest.String(),
 		FormatVersion: version.FormatVersion,
 		Converter:     version.Version,
 		Options:       optsKey,
