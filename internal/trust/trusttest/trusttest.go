@@ -104,7 +104,7 @@ func ImageLayers(t testing.TB, reg *registry.Client, subject name.Digest) (diges
 func PushArtifact(t testing.TB, reg *registry.Client, subject name.Digest, edit func(*artifact.Config), blobs [][]byte) *Artifact {
 	t.Helper()
 	digests, diffIDs := ImageLayers(t, reg, subject)
-	cfg := artifact.Config{Subject: subject.DigestStr(), FormatVersion: "1", Converter: fmt.Sprintf("trusttest-%d", seq.Add(1)), Format: "forked", CimVersion: "3.0", Builder: "portable"}
+	cfg := artifact.Config{Subject: subject.DigestStr(), FormatVersion: "1", Converter: fmt.Sprintf("trusttest-%d", seq.Add(1)), BuildInfo: artifact.BuildInfo{Format: "forked", CimVersion: "3.0", Builder: "portable"}}
 	parent := ""
 	for i := range digests {
 		parent = builder.ChainID(parent, diffIDs[i])
