@@ -48,7 +48,11 @@ func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger)
 	}
 	// Leftover chain directories of a killed process are not reused.
 	_ = os.RemoveAll(bf.workDir)
-	return worker.NewConvertAdapter(reg, b, cache, worker.WithWorkDir(bf.workDir), worker.WithAdapterLogger(log)), nil
+	sign, err := signerOption(cfg.SigningKey, log)
+	if err != nil {
+		return nil, err
+	}
+	return worker.NewConvertAdapter(reg, b, cache, worker.WithWorkDir(bf.workDir), worker.WithAdapterLogger(log), worker.WithConvertOptions(sign...)), nil
 }
 
 // runDevEnv is `serve --dev`: a loopback registry with a sample image, and

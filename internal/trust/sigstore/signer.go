@@ -49,6 +49,9 @@ func NewSigner(key *keys.PrivateKey, opts ...SignerOption) (*Signer, error) {
 	return s, nil
 }
 
+// Public is the signing key's public half.
+func (s *Signer) Public() *keys.PublicKey { return s.key.Public }
+
 // KeyID is the signing key's id ("sha256:<hex>").
 func (s *Signer) KeyID() string { return s.key.Public.ID }
 
