@@ -1,7 +1,6 @@
 package fetch_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -155,7 +154,7 @@ func TestFetchJunkReferrers(t *testing.T) {
 		ann[artifact.AnnotationCreated] = newer
 		ann["junk"] = fmt.Sprint(i)
 		b, _ := json.Marshal(m)
-		h := putManifest(t, host, subject.RepositoryStr(), b)
+		h := trusttest.PutManifest(t, host, subject.RepositoryStr(), b)
 		if i < signedJunk {
 			d := v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: h, Size: int64(len(b))}
 			if _, err := as.Push(context.Background(), reg, subject.Context(), d, sigstore.Predicate{Subject: subject.DigestStr()}); err != nil {
@@ -181,25 +180,4 @@ func TestFetchJunkReferrers(t *testing.T) {
 	if n > bound {
 		t.Fatalf("%d requests to find the genuine artifact; want at most %d", n, bound)
 	}
-}
-
-// putManifest PUTs a manifest with one plain request (junk in bulk) and
-// returns its digest.
-func putManifest(t *testing.T, host, repo string, b []byte) v1.Hash {
-	t.Helper()
-	h, _, _ := v1.SHA256(bytes.NewReader(b))
-	req, err := http.NewRequest(http.MethodPut, "http://"+host+"/v2/"+repo+"/manifests/"+h.String(), bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", string(types.OCIManifestSchema1))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("PUT manifest: %s", resp.Status)
-	}
-	return h
 }

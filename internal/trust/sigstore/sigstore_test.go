@@ -1,7 +1,6 @@
 package sigstore_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -370,7 +369,7 @@ func TestJunkSignatures(t *testing.T) {
 			m["config"].(map[string]any)["mediaType"] = "application/vnd.example.junk"
 		}
 		b, _ := json.Marshal(m)
-		putManifest(t, e.host, "win/app", b)
+		trusttest.PutManifest(t, e.host, "win/app", b)
 	}
 	if _, err := e.signer(t, worker).Push(ctx, e.reg, repo, a.Desc, sigstore.PredicateFor(&a.Config)); err != nil {
 		t.Fatal(err)
@@ -415,23 +414,4 @@ func placeholderBlobs(a *trusttest.Artifact) [][]byte {
 		out = append(out, []byte(fmt.Sprintf("placeholder CIM blob %d of %s", i, a.Config.Subject)))
 	}
 	return out
-}
-
-// putManifest PUTs a manifest with one plain request (junk in bulk).
-func putManifest(t *testing.T, host, repo string, b []byte) {
-	t.Helper()
-	h, _, _ := v1.SHA256(bytes.NewReader(b))
-	req, err := http.NewRequest(http.MethodPut, "http://"+host+"/v2/"+repo+"/manifests/"+h.String(), bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", string(types.OCIManifestSchema1))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("PUT manifest: %s", resp.Status)
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -174,4 +175,25 @@ func push(t testing.TB, reg *registry.Client, repo name.Repository, mt string, b
 		t.Fatal(err)
 	}
 	return d
+}
+
+// PutManifest PUTs manifest bytes to host/repo with one plain request (junk
+// in bulk, as an attacker with push rights would) and returns the digest.
+func PutManifest(t testing.TB, host, repo string, b []byte) v1.Hash {
+	t.Helper()
+	h, _, _ := v1.SHA256(bytes.NewReader(b))
+	req, err := http.NewRequest(http.MethodPut, "http://"+host+"/v2/"+repo+"/manifests/"+h.String(), bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", string(types.OCIManifestSchema1))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT manifest: %s", resp.Status)
+	}
+	return h
 }
