@@ -46,7 +46,7 @@ func TestConvertFetchBackfillCommands(t *testing.T) {
 		t.Fatalf("convert result %+v", res)
 	}
 
-	out, err = runCLI(t, "fetch", host+"/win/cli:v1", "--dest", t.TempDir(), "--json")
+	out, err = runCLI(t, "fetch", host+"/win/cli:v1", "--dest", t.TempDir(), "--json", "--trust-unsigned")
 	if err != nil || !strings.Contains(out, res.Images[0].Artifact) {
 		t.Fatalf("fetch: %v\n%s", err, out)
 	}

@@ -15,6 +15,7 @@ func init() { registeredCommands = append(registeredCommands, newFetchCmd) }
 func newFetchCmd(g *globalFlags) *cobra.Command {
 	var (
 		rf       registryFlags
+		tf       trustFlags
 		dest     string
 		osBuild  string
 		platform string
@@ -23,13 +24,17 @@ func newFetchCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fetch IMAGE --dest DIR",
 		Short: "Node side: fetch an image's pre-built CIM chain and lay it out in DIR",
-		Long: `Find IMAGE's cimconv artifact through the referrers API (or the fallback tag), pick
-the newest one compatible with --os-build, verify every digest, and lay the chain out:
+		Long: `Find IMAGE's cimconv artifact through the referrers API (or the fallback tag), verify
+the candidates compatible with --os-build newest first and take the first one signed by a
+trusted key (--trusted-key, repeatable) and bound to this image, verify every digest, and lay
+the chain out:
 
   DIR/cim-layers/   every layer's .cim, region_* and objectid_* files
   DIR/layers/<chainID hex>/   each layer's side files (Hives/*_BASE, layout)
 
-The chain is checked to open with the CIM reader before it is placed.`,
+The chain is checked to open with the CIM reader before it is placed. Unsigned, untrusted
+or unbound artifacts are refused with the reason; --trust-unsigned (development only) skips
+the signature check.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dest == "" {
@@ -47,7 +52,11 @@ The chain is checked to open with the CIM reader before it is placed.`,
 			if err != nil {
 				return err
 			}
-			res, err := fetch.New(reg, log).Fetch(cmd.Context(), args[0], fetch.Options{Dest: dest, NodeBuild: osBuild, Platform: *p})
+			ver, err := tf.verifier(reg, log)
+			if err != nil {
+				return err
+			}
+			res, err := fetch.New(reg, log).Fetch(cmd.Context(), args[0], fetch.Options{Dest: dest, NodeBuild: osBuild, Platform: *p, Verifier: ver})
 			if err != nil {
 				return err
 			}
@@ -55,6 +64,11 @@ The chain is checked to open with the CIM reader before it is placed.`,
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "artifact %s for %s (builder %s)\n", res.Artifact, res.Subject, res.Builder)
+			if res.Trust != nil && res.Trust.Signed {
+				fmt.Fprintf(cmd.OutOrStdout(), "signed by trusted key %s\n", res.Trust.KeyID)
+			} else {
+				fmt.Fprintln(cmd.OutOrStdout(), "UNSIGNED: signature not checked (--trust-unsigned)")
+			}
 			for _, l := range res.Layers {
 				fmt.Fprintf(cmd.OutOrStdout(), "  %s\t%s\n", l.Cim, l.SideDir)
 			}
@@ -63,6 +77,7 @@ The chain is checked to open with the CIM reader before it is placed.`,
 		},
 	}
 	rf.register(cmd.Flags())
+	tf.register(cmd.Flags())
 	cmd.Flags().StringVar(&dest, "dest", "", "directory to lay the CIM chain out in")
 	cmd.Flags().StringVar(&osBuild, "os-build", "", "the node's Windows build (e.g. 20348 or 10.0.20348.2340); default: any")
 	cmd.Flags().StringVar(&platform, "platform", "windows/amd64", "os/architecture")

@@ -48,8 +48,12 @@ func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger)
 		log.Info("no allowed-registries: requests may name any registry except loopback and link-local ones",
 			zap.Bool("localAllowed", cfg.AllowLocalRegistries || cfg.Dev))
 	}
+	sign, err := signerOption(cfg.SigningKey, log)
+	if err != nil {
+		return nil, err
+	}
 	return worker.NewConvertAdapter(reg, b, cache, worker.WithWorkDir(bf.workDir), worker.WithAdapterLogger(log),
-		worker.WithClaimTTL(cfg.ClaimTTL), worker.WithRegistryPolicy(policy)), nil
+		worker.WithClaimTTL(cfg.ClaimTTL), worker.WithRegistryPolicy(policy), worker.WithConvertOptions(sign...)), nil
 }
 
 // devState is the `serve --dev` environment: a fresh state directory and

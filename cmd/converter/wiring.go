@@ -14,6 +14,8 @@ import (
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/convert"
 	"github.com/cimconv/cimconv/internal/registry"
+	"github.com/cimconv/cimconv/internal/trust/keys"
+	"github.com/cimconv/cimconv/internal/trust/sigstore"
 	"github.com/cimconv/cimconv/internal/version"
 )
 
@@ -53,11 +55,12 @@ func (f *registryFlags) client(log *zap.Logger) (*registry.Client, error) {
 
 // buildFlags configure the builder and the chain cache.
 type buildFlags struct {
-	builder   string
-	cacheDir  string
-	workDir   string
-	format    string
-	hiveMerge string // "" reads CIMCONV_HIVE_MERGE (serve), default portable
+	builder    string
+	cacheDir   string
+	workDir    string
+	format     string
+	hiveMerge  string // "" reads CIMCONV_HIVE_MERGE (serve), default portable
+	signingKey string
 }
 
 func (f *buildFlags) register(fs *pflag.FlagSet) {
@@ -65,6 +68,7 @@ func (f *buildFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.format, "cim-format", builder.FormatForked, "CIM format for the hcsshim builder: forked or block")
 	fs.StringVar(&f.cacheDir, "cache-dir", envOr("CIMCONV_CACHE_DIR", defaultCacheDir()), "chain cache directory (built layers by chainID)")
 	fs.StringVar(&f.workDir, "work-dir", envOr("CIMCONV_WORK_DIR", ""), "directory chains are built in (default: a temp dir)")
+	fs.StringVar(&f.signingKey, "signing-key", envOr("CIMCONV_SIGNING_KEY", ""), "PEM private key (PKCS#8; ECDSA P-256/P-384 or Ed25519) that signs every pushed artifact; default: unsigned")
 	registerHiveMerge(fs, &f.hiveMerge)
 }
 
@@ -85,6 +89,24 @@ func hiveMergeOption(v string) (portable.Option, error) {
 		return nil, fmt.Errorf("--hive-merge: %w", err)
 	}
 	return portable.WithHiveMerge(m), nil
+}
+
+// signerOption loads the signing key, if one is configured.
+func signerOption(path string, log *zap.Logger) ([]convert.Option, error) {
+	if path == "" {
+		log.Warn("no signing key: artifacts are pushed unsigned and nodes that verify will not use them")
+		return nil, nil
+	}
+	k, err := keys.LoadPrivateKey(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := sigstore.NewSigner(k)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("artifacts will be signed", zap.String("key", s.KeyID()))
+	return []convert.Option{convert.WithSigner(s)}, nil
 }
 
 func defaultCacheDir() string {
@@ -132,6 +154,10 @@ func (f *buildFlags) converter(log *zap.Logger, reg *registry.Client, opts ...co
 	if err != nil {
 		return nil, err
 	}
-	opts = append([]convert.Option{convert.WithLogger(log), convert.WithWorkDir(f.workDir)}, opts...)
+	sign, err := signerOption(f.signingKey, log)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(append([]convert.Option{convert.WithLogger(log), convert.WithWorkDir(f.workDir)}, sign...), opts...)
 	return convert.New(reg, b, cache, opts...), nil
 }

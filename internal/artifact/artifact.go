@@ -37,6 +37,10 @@ const (
 
 // Config is the artifact's config blob.
 type Config struct {
+	// Subject is the digest of the image manifest the artifact was built from
+	// ("sha256:..."); signed artifacts are bound to it. Empty in artifacts
+	// built before signing existed.
+	Subject string `json:"subject,omitempty"`
 	// FormatVersion is the artifact layout version (version.FormatVersion).
 	FormatVersion string `json:"formatVersion"`
 	// Converter is the converter release that built it.
@@ -172,6 +176,18 @@ func buildNumber(v string) (int, error) {
 // candidates; it never takes the first one blindly. It returns false when
 // none is compatible.
 func Choose(cands []Candidate, nodeBuild string) (Candidate, bool) {
+	r := Rank(cands, nodeBuild)
+	if len(r) == 0 {
+		return Candidate{}, false
+	}
+	return r[0], true
+}
+
+// Rank returns the candidates compatible with nodeBuild, newest first (by
+// their created annotation, then digest). A node verifies them in this
+// order and takes the first trusted one: annotations are unsigned, so the
+// order is only a preference.
+func Rank(cands []Candidate, nodeBuild string) []Candidate {
 	var ok []Candidate
 	for _, c := range cands {
 		if c.Annotations[AnnotationFormatVersion] == "" {
@@ -181,9 +197,6 @@ func Choose(cands []Candidate, nodeBuild string) (Candidate, bool) {
 			ok = append(ok, c)
 		}
 	}
-	if len(ok) == 0 {
-		return Candidate{}, false
-	}
 	sort.SliceStable(ok, func(i, j int) bool {
 		ti, tj := ok[i].Created(), ok[j].Created()
 		if !ti.Equal(tj) {
@@ -191,7 +204,7 @@ func Choose(cands []Candidate, nodeBuild string) (Candidate, bool) {
 		}
 		return ok[i].Digest > ok[j].Digest // deterministic tie-break
 	})
-	return ok[0], true
+	return ok
 }
 
 // MarshalConfig encodes c deterministically.

@@ -46,6 +46,8 @@ func Manifest(subject v1.Descriptor, cfg *Config, layers []PackedLayer, created 
 	if len(cfg.Layers) != len(layers) {
 		return nil, nil, fmt.Errorf("artifact manifest: config lists %d layers, %d blobs given", len(cfg.Layers), len(layers))
 	}
+	// The config binds the artifact to its subject; signatures cover it.
+	cfg.Subject = subject.Digest.String()
 	config, err = MarshalConfig(cfg)
 	if err != nil {
 		return nil, nil, err

@@ -45,10 +45,10 @@ func TestManifestBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := fmt.Sprintf("%x", sha256.Sum256(c)), "0ebea2d823cdc1540d0d966f99b5013691bd691fdae7942a999f629bf97dfe13"; got != want {
+	if got, want := fmt.Sprintf("%x", sha256.Sum256(c)), "b4febf79cd85fa5dec4f6b5fa309d5e5a0da01aa2bfb52b5eeee21d3bf3abca4"; got != want {
 		t.Errorf("config digest %s, want %s:\n%s", got, want, c)
 	}
-	if got, want := fmt.Sprintf("%x", sha256.Sum256(m)), "31a438b7d579288b25298b787067429234a5ed267cc42e4e4a83e9f7553b590b"; got != want {
+	if got, want := fmt.Sprintf("%x", sha256.Sum256(m)), "2c7dbf7456701ee270a70459006ab9c39b1ba216884073bfa0754695ac196036"; got != want {
 		t.Errorf("manifest digest %s, want %s:\n%s", got, want, m)
 	}
 	if d := ConfigDescriptor(c); d.Size != int64(len(c)) || d.Digest.Hex != fmt.Sprintf("%x", sha256.Sum256(c)) {

@@ -14,6 +14,8 @@ import (
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/registry"
+	"github.com/cimconv/cimconv/internal/trust"
+	"github.com/cimconv/cimconv/internal/trust/sigstore"
 )
 
 // Stages reported to the Observer (and so to cimconv_stage_duration_seconds).
@@ -58,6 +60,8 @@ type Converter struct {
 	flights  flights
 	// renewEvery is how often held build claims are renewed.
 	renewEvery time.Duration
+	signer     *sigstore.Signer
+	self       trust.Verifier // checks existing artifacts carry signer's signature
 }
 
 // New returns a Converter that reads and writes through reg, builds with b
@@ -67,6 +71,7 @@ func New(reg *registry.Client, b builder.Builder, cache *Cache, opts ...Option) 
 	for _, o := range opts {
 		o(c)
 	}
+	c.initSigning()
 	return c
 }
 

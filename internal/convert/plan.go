@@ -72,6 +72,12 @@ func (c *Converter) existing(ctx context.Context, t registry.Target, optsKey str
 	for _, d := range descs {
 		a := d.Annotations
 		if a[artifact.AnnotationFormatVersion] == version.FormatVersion && a[artifact.AnnotationOptions] == optsKey {
+			if ok, err := c.signedBySelf(ctx, t, d); err != nil || !ok {
+				if err != nil {
+					return "", false, err
+				}
+				continue // not signed by this worker's key: rebuild and sign
+			}
 			return d.Digest.String(), true, nil
 		}
 	}

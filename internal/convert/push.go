@@ -40,6 +40,9 @@ func (c *Converter) push(ctx context.Context, t registry.Target, jobs []*layerJo
 	if err != nil {
 		return "", fmt.Errorf("push artifact manifest: %w", err)
 	}
+	if err := c.sign(ctx, repo, d, manifest, cfgBytes); err != nil {
+		return "", err
+	}
 	c.obs.Bytes("pushed", int64(len(manifest)+len(cfgBytes)))
 	return d.String(), nil
 }

@@ -3,6 +3,7 @@ package fetch
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,12 +13,14 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"go.uber.org/zap"
 
 	"github.com/cimconv/cimconv/internal/artifact"
 	"github.com/cimconv/cimconv/internal/cim"
 	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/registry"
+	"github.com/cimconv/cimconv/internal/trust"
 )
 
 // CimDirName and LayersDirName are the two folders of DEST.
@@ -38,6 +41,11 @@ type Options struct {
 	NodeBuild string
 	// Platform selects the image manifest (default windows/amd64).
 	Platform v1.Platform
+	// Verifier decides which artifacts may be used; required (use
+	// trust.AllowUnsigned() for development only).
+	Verifier trust.Verifier
+	// MaxCandidates bounds the artifacts verified (DefaultMaxCandidates).
+	MaxCandidates int
 }
 
 // Result says what was placed.
@@ -48,6 +56,8 @@ type Result struct {
 	Cim      string  `json:"cim"` // path of the top layer's .cim
 	Layers   []Layer `json:"layers"`
 	Entries  int     `json:"entries"` // paths in the top CIM's view (it opened and walked)
+	// Trust is what verification established (signer key id, checks).
+	Trust *trust.Result `json:"trust,omitempty"`
 }
 
 // Layer is one placed layer.
@@ -72,17 +82,41 @@ func New(reg *registry.Client, log *zap.Logger) *Fetcher {
 	return &Fetcher{reg: reg, log: log}
 }
 
-// Fetch finds, verifies and lays out the CIM chain of image.
-func (f *Fetcher) Fetch(ctx context.Context, image string, opt Options) (*Result, error) {
-	if opt.Dest == "" {
-		return nil, fmt.Errorf("fetch %s: no destination directory", image)
+// DefaultMaxCandidates bounds the artifacts of one image verified before
+// giving up (each unsigned one costs two registry requests).
+const DefaultMaxCandidates = 4096
+
+// Found is the trusted artifact Find chose, with the candidates it refused.
+type Found struct {
+	Target   *registry.Target `json:"-"`
+	Subject  string           `json:"subject"`
+	Artifact v1.Descriptor    `json:"artifact"`
+	Manifest []byte           `json:"-"`
+	Trust    *trust.Result    `json:"trust"`
+	// Candidates is how many compatible artifacts referred to the image.
+	Candidates int `json:"candidates"`
+	// Refused lists the candidates verified and refused before this one.
+	Refused []Refusal `json:"refused,omitempty"`
+}
+
+// Refusal is a candidate artifact that failed verification.
+type Refusal struct {
+	Artifact string   `json:"artifact"`
+	Reason   string   `json:"reason"`
+	Checks   []string `json:"checks,omitempty"`
+}
+
+// Find resolves image for opt's platform and node build, and returns its
+// newest compatible artifact that opt.Verifier trusts, verifying candidates
+// newest first (their annotations are not signed, so the order is only a
+// preference). When none is trusted the error wraps the best-ranked
+// candidate's verdict (trust.ErrUnsigned, ...) and Found, if not nil, lists
+// every refusal.
+func (f *Fetcher) Find(ctx context.Context, image string, opt Options) (*Found, error) {
+	if opt.Verifier == nil {
+		return nil, fmt.Errorf("fetch %s: no trust policy: give trusted keys (--trusted-key) or allow unsigned artifacts (--trust-unsigned, development only)", image)
 	}
-	if opt.Platform.OS == "" {
-		opt.Platform.OS = "windows"
-	}
-	if opt.Platform.Architecture == "" {
-		opt.Platform.Architecture = "amd64"
-	}
+	opt = opt.withDefaults()
 	policy := registry.OSVersionPolicy{Mode: "all"}
 	if opt.NodeBuild != "" {
 		p, err := registry.ParseOSVersionPolicy("compatible:" + opt.NodeBuild)
@@ -103,25 +137,85 @@ func (f *Fetcher) Fetch(ctx context.Context, image string, opt Options) (*Result
 	if err != nil {
 		return nil, fmt.Errorf("referrers of %s: %w", t.Ref, err)
 	}
+	byDigest := map[string]v1.Descriptor{}
 	var cands []artifact.Candidate
 	for _, d := range descs {
+		byDigest[d.Digest.String()] = d
 		cands = append(cands, artifact.Candidate{Digest: d.Digest.String(), Annotations: d.Annotations})
 	}
-	chosen, ok := artifact.Choose(cands, opt.NodeBuild)
-	if !ok {
+	ranked := artifact.Rank(cands, opt.NodeBuild)
+	if len(ranked) == 0 {
 		return nil, fmt.Errorf("%w for %s (%d referrers, none compatible with node build %q)", ErrNoArtifact, t.Ref, len(descs), opt.NodeBuild)
 	}
+	found := &Found{Target: &t, Subject: t.Ref.String(), Candidates: len(ranked)}
 	repo := t.Ref.Context()
-	mref, err := name.NewDigest(repo.String()+"@"+chosen.Digest, name.Insecure)
+	var first error
+	for i, c := range ranked {
+		if i >= opt.MaxCandidates {
+			break
+		}
+		d := byDigest[c.Digest]
+		raw, _, err := f.reg.FetchManifest(ctx, repo.Digest(c.Digest))
+		if err != nil {
+			return found, fmt.Errorf("artifact %s: %w", c.Digest, err)
+		}
+		if d.MediaType == "" {
+			d.MediaType = types.OCIManifestSchema1
+		}
+		res, err := opt.Verifier.Verify(ctx, trust.Request{Subject: t.Ref, Artifact: d, Manifest: raw})
+		if err != nil {
+			if !errors.Is(err, trust.ErrUntrusted) {
+				return found, err
+			}
+			if first == nil {
+				first = err
+			}
+			r := Refusal{Artifact: c.Digest, Reason: err.Error()}
+			if res != nil {
+				r.Checks = res.Checks
+			}
+			found.Refused = append(found.Refused, r)
+			f.log.Info("artifact refused", zap.String("image", t.Ref.String()), zap.String("artifact", c.Digest), zap.Error(err))
+			continue
+		}
+		found.Artifact, found.Manifest, found.Trust = d, raw, res
+		return found, nil
+	}
+	more := ""
+	if len(ranked) > opt.MaxCandidates {
+		more = fmt.Sprintf(", %d more not examined", len(ranked)-opt.MaxCandidates)
+	}
+	return found, fmt.Errorf("no trusted cimconv artifact for %s: %d refused%s; newest: %w", t.Ref, len(found.Refused), more, first)
+}
+
+func (o Options) withDefaults() Options {
+	if o.Platform.OS == "" {
+		o.Platform.OS = "windows"
+	}
+	if o.Platform.Architecture == "" {
+		o.Platform.Architecture = "amd64"
+	}
+	if o.MaxCandidates <= 0 {
+		o.MaxCandidates = DefaultMaxCandidates
+	}
+	return o
+}
+
+// Fetch finds the trusted artifact of image (Find), verifies every digest,
+// and lays its CIM chain out in opt.Dest.
+func (f *Fetcher) Fetch(ctx context.Context, image string, opt Options) (*Result, error) {
+	if opt.Dest == "" {
+		return nil, fmt.Errorf("fetch %s: no destination directory", image)
+	}
+	found, err := f.Find(ctx, image, opt)
 	if err != nil {
 		return nil, err
 	}
-	raw, _, err := f.reg.FetchManifest(ctx, mref)
-	if err != nil {
-		return nil, fmt.Errorf("artifact %s: %w", chosen.Digest, err)
-	}
+	t := *found.Target
+	chosen := artifact.Candidate{Digest: found.Artifact.Digest.String()}
+	repo := t.Ref.Context()
 	var m v1.Manifest
-	if err := json.Unmarshal(raw, &m); err != nil {
+	if err := json.Unmarshal(found.Manifest, &m); err != nil {
 		return nil, fmt.Errorf("artifact %s: manifest: %w", chosen.Digest, err)
 	}
 	if m.ArtifactType != artifact.ArtifactType || m.Subject == nil || m.Subject.Digest != t.Descriptor.Digest {
@@ -150,7 +244,7 @@ func (f *Fetcher) Fetch(ctx context.Context, image string, opt Options) (*Result
 		return nil, err
 	}
 	defer os.RemoveAll(stage)
-	res := &Result{Subject: t.Ref.String(), Artifact: chosen.Digest, Builder: cfg.Builder}
+	res := &Result{Subject: t.Ref.String(), Artifact: chosen.Digest, Builder: cfg.Builder, Trust: found.Trust}
 	for i, d := range m.Layers {
 		lc := cfg.Layers[i]
 		if string(d.MediaType) != artifact.LayerMediaType {

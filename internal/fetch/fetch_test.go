@@ -17,6 +17,7 @@ import (
 	"github.com/cimconv/cimconv/internal/fetch"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
+	"github.com/cimconv/cimconv/internal/trust"
 	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
 )
 
@@ -60,7 +61,7 @@ func entries(t *testing.T, dir string) []string {
 func TestFetchLayout(t *testing.T) {
 	_, image := converted(t, nil)
 	dest := t.TempDir()
-	res, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, NodeBuild: "10.0.20348.2340"})
+	res, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, NodeBuild: "10.0.20348.2340", Verifier: trust.AllowUnsigned()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func TestFetchLayout(t *testing.T) {
 	// Fetching again (a second image on the same chain) is a no-op for
 	// files already there and leaves no staging directory behind.
 	before := len(entries(t, dest))
-	if _, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest}); err != nil {
+	if _, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, Verifier: trust.AllowUnsigned()}); err != nil {
 		t.Fatal(err)
 	}
 	if after := entries(t, dest); len(after) != before {
@@ -91,14 +92,14 @@ func TestFetchRefusals(t *testing.T) {
 		host := registrytest.NewReferrersRegistry(t)
 		image := host + "/win/plain:1"
 		registrytest.PushImage(t, image, [][]byte{wclayertest.BaseLayer().Bytes(wclayertest.Gzip)}, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
-		_, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir()})
+		_, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir(), Verifier: trust.AllowUnsigned()})
 		if !errors.Is(err, fetch.ErrNoArtifact) {
 			t.Fatalf("err = %v, want ErrNoArtifact", err)
 		}
 	})
 	t.Run("node build older than the image", func(t *testing.T) {
 		_, image := converted(t, nil)
-		_, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir(), NodeBuild: "10.0.17763.1"})
+		_, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir(), NodeBuild: "10.0.17763.1", Verifier: trust.AllowUnsigned()})
 		if err == nil {
 			t.Fatal("a 17763 node accepted a 20348 image")
 		}
@@ -118,7 +119,7 @@ func TestFetchRefusals(t *testing.T) {
 		_, image := converted(t, mw)
 		armed.Store(true)
 		dest := t.TempDir()
-		_, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest})
+		_, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, Verifier: trust.AllowUnsigned()})
 		if !errors.Is(err, registry.ErrDigestMismatch) {
 			t.Fatalf("err = %v, want a digest mismatch", err)
 		}

@@ -48,6 +48,7 @@ type Config struct {
 	Role         string `yaml:"role" help:"what this process runs: all, worker (conversions only) or webhook (webhook receiver only)"`
 	Builder      string `yaml:"builder" help:"CIM builder: auto, portable (experimental, every OS) or hcsshim (Windows)"`
 	CimFormat    string `yaml:"cim-format" help:"CIM format for the hcsshim builder: forked or block"`
+	SigningKey   string `yaml:"signing-key" help:"PEM private key (PKCS#8, ECDSA P-256/P-384 or Ed25519) that signs every pushed artifact (Sigstore bundle referrer); empty: unsigned"`
 	CacheDir     string `yaml:"cache-dir" help:"local chain cache directory (default: data-dir/chains)"`
 	WorkDir      string `yaml:"work-dir" help:"directory chains are built in (default: data-dir/work)"`
 	DockerConfig string `yaml:"docker-config" help:"dockerconfigjson file with registry credentials (a mounted image pull secret)"`

@@ -34,12 +34,15 @@ type Result struct {
 	KeyID string `json:"keyID,omitempty"`
 	// Checks lists every check made, in order, for logs and `converter verify`.
 	Checks []string `json:"checks,omitempty"`
+	// Signature is the digest of the signature manifest that verified.
+	Signature string `json:"signature,omitempty"`
 }
 
 // Verifier decides whether an artifact may be used for a subject. An error
 // wrapping ErrUntrusted is a verdict; any other error (registry unreachable)
 // means no verdict was reached. Either way the caller must not use the
-// artifact.
+// artifact. On error a Verifier may still return a Result listing the checks
+// made up to the failure (for `converter verify`); it never means success.
 type Verifier interface {
 	Verify(ctx context.Context, req Request) (*Result, error)
 }
@@ -57,3 +60,19 @@ func (allowUnsigned) Verify(_ context.Context, req Request) (*Result, error) {
 	}
 	return &Result{Signed: false, Checks: []string{"signature: not checked (--trust-unsigned)"}}, nil
 }
+
+// Reasons an artifact is not trusted. Each wraps ErrUntrusted, so
+// errors.Is(err, ErrUntrusted) holds for all of them; consumers count by the
+// finer reason.
+var (
+	// ErrUnsigned: no signature refers to the artifact.
+	ErrUnsigned = fmt.Errorf("%w: unsigned", ErrUntrusted)
+	// ErrUnknownKey: signed, but by no trusted key.
+	ErrUnknownKey = fmt.Errorf("%w: not signed by a trusted key", ErrUntrusted)
+	// ErrBadSignature: a signature claims a trusted key but does not verify
+	// for this artifact (tampered, or copied from another artifact).
+	ErrBadSignature = fmt.Errorf("%w: signature does not verify", ErrUntrusted)
+	// ErrUnbound: the signed artifact was built for another image (subject,
+	// layer digest, diffID or chainID differ).
+	ErrUnbound = fmt.Errorf("%w: not bound to this image", ErrUntrusted)
+)

@@ -33,6 +33,8 @@ type ConvertAdapter struct {
 	// claimTTL is the build-claim lifetime (0: DefaultClaimTTL).
 	claimTTL time.Duration
 	policy   *RegistryPolicy
+	// convOpts are added to every Converter (WithConvertOptions).
+	convOpts []convert.Option
 }
 
 // AdapterOption configures a ConvertAdapter.
@@ -40,6 +42,12 @@ type AdapterOption func(*ConvertAdapter)
 
 // WithWorkDir sets where chains are built.
 func WithWorkDir(dir string) AdapterOption { return func(a *ConvertAdapter) { a.workDir = dir } }
+
+// WithConvertOptions adds options to every Converter the adapter makes
+// (e.g. convert.WithSigner).
+func WithConvertOptions(opts ...convert.Option) AdapterOption {
+	return func(a *ConvertAdapter) { a.convOpts = append(a.convOpts, opts...) }
+}
 
 // WithAdapterLogger sets the adapter's logger.
 func WithAdapterLogger(l *zap.Logger) AdapterOption { return func(a *ConvertAdapter) { a.log = l } }
@@ -208,7 +216,7 @@ func (a *ConvertAdapter) Convert(ctx context.Context, req queue.Request, progres
 	}
 	obs := &reqObserver{next: a.obs, stages: stageObserverFrom(ctx)}
 	last := ""
-	conv := convert.New(a.reg, a.b, a.cache,
+	conv := convert.New(a.reg, a.b, a.cache, append(a.convOpts[:len(a.convOpts):len(a.convOpts)], // a copy per request
 		convert.WithLogger(a.log.With(zap.String("image", req.Image))),
 		convert.WithWorkDir(a.workDir),
 		convert.WithObserver(obs),
@@ -218,7 +226,7 @@ func (a *ConvertAdapter) Convert(ctx context.Context, req queue.Request, progres
 				last = e.Stage
 				progress(e.Stage)
 			}
-		}))
+		}))...)
 	progress(convert.StageResolve)
 	res, err := conv.Convert(ctx, convert.Request{Image: req.Image, Platform: *p, OSVersion: policy, Force: req.Force})
 	if errors.Is(err, convert.ErrNotAnImage) {

@@ -13,6 +13,7 @@ import (
 	"github.com/cimconv/cimconv/internal/cim"
 	"github.com/cimconv/cimconv/internal/fetch"
 	"github.com/cimconv/cimconv/internal/registry"
+	"github.com/cimconv/cimconv/internal/trust"
 )
 
 // Openers turns in-memory layers into the openers portable.ExpectedView takes.
@@ -31,7 +32,7 @@ func Openers(layers [][]byte) []func() (io.ReadCloser, error) {
 func CheckFetched(t testing.TB, reg *registry.Client, image, nodeBuild string, layers [][]byte) *fetch.Result {
 	t.Helper()
 	dest := t.TempDir()
-	res, err := fetch.New(reg, nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, NodeBuild: nodeBuild})
+	res, err := fetch.New(reg, nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, NodeBuild: nodeBuild, Verifier: trust.AllowUnsigned()})
 	if err != nil {
 		t.Fatalf("fetch %s: %v", image, err)
 	}
