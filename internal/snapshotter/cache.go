@@ -24,13 +24,13 @@ import (
 const entryFile = "entry.json"
 
 type cacheEntry struct {
-	ChainID         string                `json:"chainID"`
-	ParentChainID   string                `json:"parentChainID,omitempty"`
-	ParentRegionSet string                `json:"parentRegionSet,omitempty"`
-	Subject         string                `json:"subject"`
-	Provenance      provenance            `json:"provenance"`
-	Layer           artifact.LayerConfig  `json:"layer"`
-	Trust           *trust.Result         `json:"trust,omitempty"`
+	ChainID         string               `json:"chainID"`
+	ParentChainID   string               `json:"parentChainID,omitempty"`
+	ParentRegionSet string               `json:"parentRegionSet,omitempty"`
+	Subject         string               `json:"subject"`
+	Provenance      provenance           `json:"provenance"`
+	Layer           artifact.LayerConfig `json:"layer"`
+	Trust           *trust.Result        `json:"trust,omitempty"`
 	dir             string
 }
 

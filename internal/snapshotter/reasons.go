@@ -31,7 +31,9 @@ type fallThrough struct {
 	err    error
 }
 
-func (f *fallThrough) Error() string { return fmt.Sprintf("fast path not taken (%s): %v", f.reason, f.err) }
+func (f *fallThrough) Error() string {
+	return fmt.Sprintf("fast path not taken (%s): %v", f.reason, f.err)
+}
 func (f *fallThrough) Unwrap() error { return f.err }
 
 func fall(reason string, format string, args ...any) *fallThrough {

@@ -36,8 +36,8 @@ func (anonymous) Resolve(authn.Resource) (authn.Authenticator, error) { return a
 // resolved is a verified artifact for one image manifest: every binding
 // between the artifact and the image has been checked.
 type resolved struct {
-	subject  name.Digest     // the image manifest, in the repository it was found in
-	artifact v1.Descriptor   // the artifact manifest
+	subject  name.Digest   // the image manifest, in the repository it was found in
+	artifact v1.Descriptor // the artifact manifest
 	cfg      *artifact.Config
 	blobs    []v1.Descriptor // the artifact's layer blobs, base first
 	layers   []string        // the image manifest's layer digests, base first
