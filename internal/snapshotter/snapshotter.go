@@ -268,7 +268,12 @@ func (s *Snapshotter) download(ctx context.Context, r *resolved, i int, stage st
 	defer func() { s.metrics.AddBytes(cr.n) }()
 	lc := r.cfg.Layers[i]
 	if _, err := artifact.Unpack(cr, filepath.Join(stage, "cim"), filepath.Join(stage, "side"), &lc); err != nil {
-		return err
+		if isRegistryErr(err) || ctx.Err() != nil {
+			return err
+		}
+		// A corrupt stream (zstd CRC, tar framing) is a bad blob, whatever
+		// layer of the decoder noticed it first.
+		return &fallThrough{reason: ReasonDigest, err: fmt.Errorf("artifact blob %s: %w", r.blobs[i].Digest, err)}
 	}
 	if _, err := io.Copy(io.Discard, cr); err != nil {
 		return err
