@@ -405,7 +405,10 @@ func TestFastPath(t *testing.T) {
 		t.Fatal("no region files for the second image's top layer")
 	}
 	if err := sn.Remove(ctx, top); err != nil {
-		sn.Walk(ctx, func(_ context.Context, i snapshots.Info) error { t.Logf("%s <- %s (%v)", i.Parent, i.Name, i.Kind); return nil })
+		sn.Walk(ctx, func(_ context.Context, i snapshots.Info) error {
+			t.Logf("%s <- %s (%v)", i.Parent, i.Name, i.Kind)
+			return nil
+		})
 		t.Fatalf("remove %s: %v", top, err)
 	}
 	if _, err := sn.Stat(ctx, top); !errdefs.IsNotFound(err) {

@@ -109,4 +109,3 @@ cimconv_snapshotter_fallthrough_total{reason="untrusted"} 1
 }
 
 const hex64 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-
