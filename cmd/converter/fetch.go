@@ -16,12 +16,14 @@ func newFetchCmd(g *globalFlags) *cobra.Command {
 	var (
 		rf       registryFlags
 		dest     string
+		root     string
+		trustU   bool
 		osBuild  string
 		platform string
 		jsonOut  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "fetch IMAGE --dest DIR",
+		Use:   "fetch IMAGE --dest DIR | --root SNAPSHOTTER_ROOT",
 		Short: "Node side: fetch an image's pre-built CIM chain and lay it out in DIR",
 		Long: `Find IMAGE's cimconv artifact through the referrers API (or the fallback tag), pick
 the newest one compatible with --os-build, verify every digest, and lay the chain out:
@@ -29,11 +31,16 @@ the newest one compatible with --os-build, verify every digest, and lay the chai
   DIR/cim-layers/   every layer's .cim, region_* and objectid_* files
   DIR/layers/<chainID hex>/   each layer's side files (Hives/*_BASE, layout)
 
-The chain is checked to open with the CIM reader before it is placed.`,
+The chain is checked to open with the CIM reader before it is placed.
+
+With --root, the chain goes into the layer cache of "converter snapshotter --root"
+instead, after the checks the snapshotter's fast path makes (trust included: pass
+--trust-unsigned until artifacts are signed), so a later pull places every layer
+without the registry.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if dest == "" {
-				return fmt.Errorf("--dest is required")
+			if dest == "" && root == "" {
+				return fmt.Errorf("--dest or --root is required")
 			}
 			log, err := g.logger()
 			if err != nil {
@@ -46,6 +53,11 @@ The chain is checked to open with the CIM reader before it is placed.`,
 			reg, err := rf.client(log)
 			if err != nil {
 				return err
+			}
+			if root != "" {
+				if err := warm(cmd, reg, log, args[0], root, osBuild, *p, trustU, jsonOut); err != nil || dest == "" {
+					return err
+				}
 			}
 			res, err := fetch.New(reg, log).Fetch(cmd.Context(), args[0], fetch.Options{Dest: dest, NodeBuild: osBuild, Platform: *p})
 			if err != nil {
@@ -64,6 +76,8 @@ The chain is checked to open with the CIM reader before it is placed.`,
 	}
 	rf.register(cmd.Flags())
 	cmd.Flags().StringVar(&dest, "dest", "", "directory to lay the CIM chain out in")
+	cmd.Flags().StringVar(&root, "root", "", `warm the layer cache of "converter snapshotter --root" instead`)
+	cmd.Flags().BoolVar(&trustU, "trust-unsigned", false, "with --root: accept unsigned artifacts (development only)")
 	cmd.Flags().StringVar(&osBuild, "os-build", "", "the node's Windows build (e.g. 20348 or 10.0.20348.2340); default: any")
 	cmd.Flags().StringVar(&platform, "platform", "windows/amd64", "os/architecture")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the result as JSON on stdout")
