@@ -238,6 +238,11 @@ func (e *env) push(repo string, ls []*wclayertest.Layer) image {
 	for _, l := range ls {
 		bs = append(bs, l.Bytes(wclayertest.Gzip))
 	}
+	return e.pushBytes(repo, bs)
+}
+
+// pushBytes pushes layers as stored (compressed) bytes.
+func (e *env) pushBytes(repo string, bs [][]byte) image {
 	ref := e.host + "/" + repo + ":v1"
 	desc := registrytest.PushImage(e.t, ref, bs, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
 	img := image{ref: ref, layers: bs, manifest: desc}
