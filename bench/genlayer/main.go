@@ -1,6 +1,6 @@
 // Command genlayer writes a large deterministic Windows layer tar (see
-// wclayertest.Large) for benchmark scripts, or the sample chain
-// (wclayertest.WriteSampleChain) with -sample.
+// fixture.Large) for benchmark scripts, or the sample chain
+// (fixture.WriteSampleChain) with -sample.
 //
 //	go run ./bench/genlayer -files 20000 -mb 512 -compress gzip -out /tmp/layer.tar.gz
 //	go run ./bench/genlayer -sample -compress gzip -out /tmp/chain
@@ -13,7 +13,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 func main() {
@@ -34,12 +34,12 @@ func run(out, comp string, sample bool, files int, mb, seed int64) error {
 	if out == "" {
 		return fmt.Errorf("-out is required")
 	}
-	c, ok := map[string]wclayertest.Compression{"none": wclayertest.Uncompressed, "gzip": wclayertest.Gzip, "zstd": wclayertest.Zstd}[comp]
+	c, ok := map[string]fixture.Compression{"none": fixture.Uncompressed, "gzip": fixture.Gzip, "zstd": fixture.Zstd}[comp]
 	if !ok {
 		return fmt.Errorf("-compress %q: want none, gzip or zstd", comp)
 	}
 	if sample {
-		paths, err := wclayertest.WriteSampleChain(out, c)
+		paths, err := fixture.WriteSampleChain(out, c)
 		for _, p := range paths {
 			fmt.Println(p)
 		}
@@ -50,7 +50,7 @@ func run(out, comp string, sample bool, files int, mb, seed int64) error {
 		return err
 	}
 	bw := bufio.NewWriterSize(f, 1<<20)
-	err = wclayertest.Compress(bw, c, func(w io.Writer) error { return wclayertest.Large(w, files, mb<<20, seed) })
+	err = fixture.Compress(bw, c, func(w io.Writer) error { return fixture.Large(w, files, mb<<20, seed) })
 	if err == nil {
 		err = bw.Flush()
 	}

@@ -34,7 +34,7 @@ import (
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/service"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 	"github.com/cimconv/cimconv/internal/worker"
 )
 
@@ -87,9 +87,9 @@ func run(ctx context.Context, n, conc int) error {
 	p := v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: devenv.SampleOSVersion}
 	reqs := make([]queue.Request, n)
 	for i := range n {
-		l := wclayertest.NewLayer().Dir("Files").
+		l := fixture.NewLayer().Dir("Files").
 			File(fmt.Sprintf("Files/f%d.txt", i), []byte(fmt.Sprintf("image %d\r\n", i)))
-		img, err := devenv.WindowsImage([][]byte{l.Bytes(wclayertest.Gzip)}, p)
+		img, err := devenv.WindowsImage([][]byte{l.Bytes(fixture.Gzip)}, p)
 		if err != nil {
 			return err
 		}

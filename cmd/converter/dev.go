@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cimconv/cimconv/internal/devenv"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 func init() { registeredCommands = append(registeredCommands, newDevCmd) }
@@ -39,7 +39,7 @@ func newDevLayersCmd() *cobra.Command {
 			if err := os.MkdirAll(args[0], 0o755); err != nil {
 				return err
 			}
-			files, err := wclayertest.WriteSampleChain(args[0], c)
+			files, err := fixture.WriteSampleChain(args[0], c)
 			if err != nil {
 				return err
 			}
@@ -53,14 +53,14 @@ func newDevLayersCmd() *cobra.Command {
 	return cmd
 }
 
-func parseCompression(s string) (wclayertest.Compression, error) {
+func parseCompression(s string) (fixture.Compression, error) {
 	switch s {
 	case "none", "":
-		return wclayertest.Uncompressed, nil
+		return fixture.Uncompressed, nil
 	case "gzip":
-		return wclayertest.Gzip, nil
+		return fixture.Gzip, nil
 	case "zstd":
-		return wclayertest.Zstd, nil
+		return fixture.Zstd, nil
 	}
 	return 0, fmt.Errorf("--compression %q: want none, gzip or zstd", s)
 }
@@ -133,7 +133,7 @@ func newDevLargeLayerCmd() *cobra.Command {
 			if flat {
 				return devenv.FlatLayer(w, files)
 			}
-			return wclayertest.Large(w, files, size, seed)
+			return fixture.Large(w, files, size, seed)
 		},
 	}
 	cmd.Flags().IntVar(&files, "files", 20000, "number of files")

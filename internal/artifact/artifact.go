@@ -40,6 +40,20 @@ type Config struct {
 	FormatVersion string `json:"formatVersion"`
 	// Converter is the converter release that built it.
 	Converter string `json:"converter"`
+	// BuildInfo is the build of the base layer; Experimental is set when
+	// any layer's build is experimental.
+	BuildInfo
+	// Options is the normalized conversion options string.
+	Options string `json:"options,omitempty"`
+	// Layers lists the chain, base first; Layers[i] is the i-th layer blob.
+	Layers []LayerConfig `json:"layers"`
+}
+
+// BuildInfo says which builder wrote a CIM and what it wrote. The artifact
+// config carries it (flattened), each layer descriptor carries it as
+// annotations and the chain cache records it with every layer. Field order
+// is the config's JSON order.
+type BuildInfo struct {
 	// Format is the CIM format: "forked" or "block".
 	Format string `json:"format"`
 	// CimVersion is the CIM on-disk version, e.g. "3.0".
@@ -51,10 +65,6 @@ type Config struct {
 	// WindowsBuild is the OS build the CIMs were written on or for
 	// ("10.0.20348.2031"); empty when host-independent.
 	WindowsBuild string `json:"windowsBuild,omitempty"`
-	// Options is the normalized conversion options string.
-	Options string `json:"options,omitempty"`
-	// Layers lists the chain, base first; Layers[i] is the i-th layer blob.
-	Layers []LayerConfig `json:"layers"`
 }
 
 // LayerConfig describes one layer of the chain.

@@ -18,21 +18,12 @@ import (
 // that exact parent build (CimFS does not write reproducible CIMs), so entries
 // are keyed by chainID and checked against the parent blob digest.
 type CacheEntry struct {
-	ChainID    string               `json:"chainID"`
-	ParentBlob string               `json:"parentBlob,omitempty"`
-	Blob       artifact.BlobInfo    `json:"blob"`
-	Layer      artifact.LayerConfig `json:"layer"`
-	Build      BuildInfo            `json:"build"`
-	Repos      []string             `json:"repos,omitempty"` // repositories the blob was pushed to
-}
-
-// BuildInfo is the builder identity recorded with a cached layer.
-type BuildInfo struct {
-	Builder      string `json:"builder"`
-	Format       string `json:"format"`
-	CimVersion   string `json:"cimVersion"`
-	WindowsBuild string `json:"windowsBuild,omitempty"`
-	Experimental bool   `json:"experimental,omitempty"`
+	ChainID    string `json:"chainID"`
+	ParentBlob string `json:"parentBlob,omitempty"`
+	// PackedLayer is the blob, the layer's config entry and its build,
+	// stored flat (blob, layer, build) as the artifact lists them.
+	artifact.PackedLayer
+	Repos []string `json:"repos,omitempty"` // repositories the blob was pushed to
 }
 
 // Cache is the local chain cache: one directory per chainID holding the packed

@@ -17,7 +17,7 @@ func TestCacheKeyedByChainAndParent(t *testing.T) {
 	if err := os.WriteFile(blob, []byte("blobbytes"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e := CacheEntry{ChainID: "sha256:child", ParentBlob: "sha256:parentA", Blob: artifact.BlobInfo{Digest: "sha256:b", Size: 9}}
+	e := CacheEntry{ChainID: "sha256:child", ParentBlob: "sha256:parentA", PackedLayer: artifact.PackedLayer{Blob: artifact.BlobInfo{Digest: "sha256:b", Size: 9}}}
 	if err := c.Put(e, blob); err != nil {
 		t.Fatal(err)
 	}

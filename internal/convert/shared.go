@@ -2,15 +2,13 @@ package convert
 
 import (
 	"context"
-	"time"
-
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"go.uber.org/zap"
 	"io"
 	"os"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -34,33 +32,6 @@ type SharedCache interface {
 	// Renew extends this worker's claim on key while it is still building;
 	// it reports false when the claim was lost (expired and taken over).
 	Renew(ctx context.Context, key string) (bool, error)
-}
-
-// claimRenewInterval is how often held claims are renewed during a build;
-// claims must live several times longer (the service uses 30 minutes).
-const claimRenewInterval = 5 * time.Minute
-
-// renewClaims keeps the claims of jobs alive until ctx ends.
-func (c *Converter) renewClaims(ctx context.Context, jobs []*layerJob, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		for _, j := range jobs {
-			key := j.claimKey()
-			if key == "" {
-				continue
-			}
-			if ok, err := c.shared.Renew(ctx, key); err != nil || !ok {
-				c.log.Warn("could not renew a build claim; another worker may build this layer too",
-					zap.String("chainID", j.src.ChainID), zap.Bool("held", ok), zap.Error(err))
-			}
-		}
-	}
 }
 
 // WithSharedCache makes workers consult and fill a shared chain cache: a

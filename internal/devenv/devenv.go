@@ -20,7 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // SampleOSVersion is the os.version of the generated sample image.
@@ -78,8 +78,8 @@ func PushSample(ctx context.Context, ref string) (string, error) {
 		return "", fmt.Errorf("sample image %q: %w", ref, err)
 	}
 	var layers [][]byte
-	for _, l := range wclayertest.Chain(3) {
-		layers = append(layers, l.Bytes(wclayertest.Gzip))
+	for _, l := range fixture.Chain(3) {
+		layers = append(layers, l.Bytes(fixture.Gzip))
 	}
 	img, err := WindowsImage(layers, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: SampleOSVersion})
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -111,105 +110,67 @@ func RegionSetID(chainID string) cim.GUID {
 	return g
 }
 
-// BuildLayer implements builder.Builder. When layer.ChainID is empty (local
-// layer files, whose diffIDs are not known before reading them), the chainID
-// is computed from the parent's and the diffID hashed while streaming, and the
-// CIM is named after it at commit.
-func (b *Builder) BuildLayer(ctx context.Context, layer builder.LayerSource, parent *builder.BuiltLayer, dir string) (_ *builder.BuiltLayer, retErr error) {
+// BuildLayer implements builder.Builder: it is Prepare then Finish. When
+// layer.ChainID is empty (local layer files, whose diffIDs are not known
+// before reading them), the data is staged under a temporary region-set ID
+// and the chainID is computed from the parent's and the diffID hashed while
+// streaming; Finish names the CIM after it. parent must be a layer this
+// builder returned: its Parent links give the chain depth.
+func (b *Builder) BuildLayer(ctx context.Context, layer builder.LayerSource, parent *builder.BuiltLayer, dir string) (*builder.BuiltLayer, error) {
 	if parent != nil && parent.CimDir != dir {
 		return nil, fmt.Errorf("layer %s: parent CIM is in %s, not in the chain directory %s", layerName(layer), parent.CimDir, dir)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "layers"), 0o755); err != nil {
+	depth, lookup, closeParent, err := parentTree(parent)
+	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", layerName(layer), err)
 	}
-	var wopts []cim.WriterOption
-	name := ""
+	var id cim.GUID
 	if layer.ChainID != "" {
-		id := RegionSetID(layer.ChainID)
-		name = id.String()
-		wopts = append(wopts, cim.WithRegionSetID(id))
-	} else {
-		var rnd [8]byte
-		if _, err := rand.Read(rnd[:]); err != nil {
-			return nil, err
-		}
-		name = "pending-" + hex.EncodeToString(rnd[:])
-	}
-
-	var w *cim.Writer
-	var err error
-	if parent == nil {
-		w, err = cim.Create(dir, name, wopts...)
-	} else {
-		w, err = cim.CreateForked(dir, name, strings.TrimSuffix(parent.CimName, cimExtension), wopts...)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("layer %s: create CIM: %w", layerName(layer), err)
-	}
-	side, err := os.MkdirTemp(filepath.Join(dir, "layers"), ".tmp-")
-	if err == nil {
-		err = os.Chmod(side, 0o755)
-	}
-	if err != nil {
-		w.Close()
+		id = RegionSetID(layer.ChainID)
+	} else if _, err := rand.Read(id[:]); err != nil {
+		closeParent()
 		return nil, err
 	}
-	defer func() {
-		if retErr != nil {
-			_ = w.Close() // removes the partial CIM
-		}
-		_ = os.RemoveAll(side)
-	}()
-
-	rc, err := layer.Open(ctx)
+	p, err := b.prepare(ctx, layer, depth, dir, id, lookup)
+	closeParent()
 	if err != nil {
-		return nil, fmt.Errorf("layer %s: open: %w", layerName(layer), err)
-	}
-	defer rc.Close()
-
-	opts := []wclayer.Option{
-		wclayer.WithName(layerName(layer)),
-		wclayer.WithBase(parent == nil),
-		wclayer.WithParentLookup(func(p string) bool { ok, _ := w.Stat(p); return ok }),
-	}
-	if b.limits != nil {
-		opts = append(opts, wclayer.WithLimits(*b.limits))
-	}
-	r, err := wclayer.NewReader(builder.ContextReader(ctx, rc), opts...)
-	if err != nil {
-		return nil, fmt.Errorf("layer %s: %w", layerName(layer), err)
-	}
-	defer r.Close() // stops decompression goroutines when a layer fails early
-	st := &layerState{b: b, w: w, r: r, base: parent == nil, side: side, layer: layer}
-	if err := st.apply(ctx); err != nil {
 		return nil, err
 	}
-	diffID, err := r.DiffID()
-	if err != nil {
-		return nil, fmt.Errorf("layer %s: %w", layerName(layer), err)
+	if p.layer.ChainID == "" {
+		p.layer.ChainID = builder.ChainID(chainIDOf(parent), p.diffID)
 	}
-	if layer.DiffID != "" && diffID != layer.DiffID {
-		return nil, fmt.Errorf("layer %s: diffID mismatch: the image config says %s, the layer's uncompressed bytes hash to %s", layerName(layer), layer.DiffID, diffID)
-	}
-	chainID := layer.ChainID
-	if chainID == "" {
-		parentChain := ""
-		if parent != nil {
-			parentChain = parent.ChainID
-		}
-		chainID = builder.ChainID(parentChain, diffID)
-		id := RegionSetID(chainID)
-		name = id.String()
-		if err := w.Rename(name, id); err != nil {
-			return nil, fmt.Errorf("layer %s: %w", layerName(layer), err)
-		}
-	}
-	return st.complete(parent, dir, chainID, diffID, name)
+	return b.Finish(ctx, p, parent)
 }
 
-// complete does what follows a layer's entries, for BuildLayer and Finish:
-// base-layer processing (or carrying the parent's side files forward), the
-// side directory moved into place, the commit, and the BuiltLayer.
+// parentTree returns the chain depth of a child of parent and a lookup in
+// the parent's tree (nil for a base layer), so that references to the
+// parent (hard links, streams) are checked while streaming, as wclayer
+// checks them. close releases the parent's CIM.
+func parentTree(parent *builder.BuiltLayer) (depth int, lookup func(string) bool, close func(), err error) {
+	if parent == nil {
+		return 0, nil, func() {}, nil
+	}
+	for l := parent; l != nil; l = l.Parent {
+		depth++
+	}
+	im, err := cim.Open(filepath.Join(parent.CimDir, parent.CimName))
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("parent %s: %w", parent.ChainID, err)
+	}
+	lookup = func(p string) bool { _, err := im.Stat(p); return err == nil }
+	return depth, lookup, func() { im.Close() }, nil
+}
+
+func chainIDOf(l *builder.BuiltLayer) string {
+	if l == nil {
+		return ""
+	}
+	return l.ChainID
+}
+
+// complete does what follows a layer's entries: base-layer processing (or
+// carrying the parent's side files forward), the side directory moved into
+// place, the commit, and the BuiltLayer.
 func (s *layerState) complete(parent *builder.BuiltLayer, dir, chainID, diffID, name string) (*builder.BuiltLayer, error) {
 	b, w, side, layer := s.b, s.w, s.side, s.layer
 	if parent == nil {
@@ -268,105 +229,11 @@ func layerName(l builder.LayerSource) string {
 type layerState struct {
 	b        *Builder
 	w        *cim.Writer
-	r        *wclayer.Reader
 	base     bool
 	side     string
 	layer    builder.LayerSource
 	unmerged bool
 	dirs     map[string]bool // upper-cased dirs created implicitly or seen
-}
-
-func (s *layerState) apply(ctx context.Context) error {
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		e, err := s.r.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err // wclayer errors already name the layer and entry
-		}
-		if err := s.applyEntry(e); err != nil {
-			return fmt.Errorf("layer %s entry %q: %w", layerName(s.layer), e.TarName, err)
-		}
-	}
-}
-
-func (s *layerState) applyEntry(e *wclayer.Entry) error {
-	if !s.base && e.Type == wclayer.TypeFile && isDeltaHive(e.Path) {
-		if !s.b.keepDeltas {
-			return ErrDeltaHives
-		}
-		s.unmerged = true
-	}
-	if err := s.ensureParents(e.Path); err != nil {
-		return err
-	}
-	info := &cim.FileInfo{
-		Attributes:         e.Attributes,
-		CreationTime:       e.CreationTime,
-		LastWriteTime:      e.LastWriteTime,
-		ChangeTime:         e.ChangeTime,
-		LastAccessTime:     e.LastAccessTime,
-		SecurityDescriptor: e.SecurityDescriptor,
-		ExtendedAttributes: e.ExtendedAttributes,
-	}
-	switch e.Type {
-	case wclayer.TypeDir:
-		info.Attributes |= attrDir
-		return s.w.AddFile(e.Path, info, 0)
-	case wclayer.TypeSymlink:
-		info.ReparseData = e.ReparseData
-		return s.w.AddFile(e.Path, info, 0)
-	case wclayer.TypeFile:
-		if err := s.w.AddFile(e.Path, info, e.Size); err != nil {
-			return err
-		}
-		var dst io.Writer = s.w
-		var hiveFile *os.File
-		if s.base {
-			if h, ok := baseHive(e.Path); ok {
-				f, err := os.Create(filepath.Join(s.side, hivesDir, h.base))
-				if errors.Is(err, fs.ErrNotExist) {
-					if err = os.MkdirAll(filepath.Join(s.side, hivesDir), 0o755); err == nil {
-						f, err = os.Create(filepath.Join(s.side, hivesDir, h.base))
-					}
-				}
-				if err != nil {
-					return fmt.Errorf("keep base hive beside the CIM: %w", err)
-				}
-				hiveFile = f
-				dst = io.MultiWriter(s.w, f)
-			}
-		}
-		_, err := io.CopyN(dst, s.r, e.Size)
-		if hiveFile != nil {
-			if cerr := hiveFile.Close(); err == nil {
-				err = cerr
-			}
-		}
-		return err
-	case wclayer.TypeStream:
-		if err := s.w.AddAlternateStream(e.Path, e.StreamName, e.Size); err != nil {
-			return err
-		}
-		_, err := io.CopyN(s.w, s.r, e.Size)
-		return err
-	case wclayer.TypeHardLink:
-		return s.w.AddLink(e.Linkname, e.Path)
-	case wclayer.TypeWhiteout:
-		if s.base {
-			return fmt.Errorf("whiteout in a base layer")
-		}
-		if err := s.w.Unlink(e.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		// A whiteout of a path no parent has is harmless: there is nothing to hide.
-		return nil
-	}
-	return fmt.Errorf("unsupported entry type %v", e.Type)
 }
 
 // ensureParents creates directories a tar omitted, as tar extraction does.

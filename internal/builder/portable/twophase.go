@@ -63,17 +63,29 @@ const (
 // directory, checks the diffID and keeps the entries' metadata for Finish.
 // Entries that depend on the parent (hard links to its files, streams on
 // them, whiteouts) are checked when Finish applies them to the parent's tree.
-func (b *Builder) Prepare(ctx context.Context, layer builder.LayerSource, depth int, dir string) (_ builder.Prepared, retErr error) {
+func (b *Builder) Prepare(ctx context.Context, layer builder.LayerSource, depth int, dir string) (builder.Prepared, error) {
 	if layer.ChainID == "" {
 		return nil, fmt.Errorf("layer %s: prepare needs the layer's chainID", layerName(layer))
 	}
+	// The parent's tree is not known yet: Finish checks references to it
+	// when it applies them.
+	p, err := b.prepare(ctx, layer, depth, dir, RegionSetID(layer.ChainID), func(string) bool { return true })
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// prepare stages the layer's data for region set id. parentHas answers
+// whether a path exists below the layer (nil for none).
+func (b *Builder) prepare(ctx context.Context, layer builder.LayerSource, depth int, dir string, id cim.GUID, parentHas func(string) bool) (_ *prepared, retErr error) {
 	if depth < 0 {
 		return nil, fmt.Errorf("layer %s: negative chain depth %d", layerName(layer), depth)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "layers"), 0o755); err != nil {
 		return nil, fmt.Errorf("layer %s: %w", layerName(layer), err)
 	}
-	p := &prepared{b: b, layer: layer, depth: depth, dir: dir, id: RegionSetID(layer.ChainID), sds: map[string][]byte{}}
+	p := &prepared{b: b, layer: layer, depth: depth, dir: dir, id: id, sds: map[string][]byte{}}
 	defer func() {
 		if retErr != nil {
 			_ = p.Discard()
@@ -100,9 +112,9 @@ func (b *Builder) Prepare(ctx context.Context, layer builder.LayerSource, depth 
 	opts := []wclayer.Option{
 		wclayer.WithName(layerName(layer)),
 		wclayer.WithBase(depth == 0),
-		// The parent's tree is not known yet: Finish checks references to
-		// it when it applies them.
-		wclayer.WithParentLookup(func(string) bool { return true }),
+	}
+	if parentHas != nil {
+		opts = append(opts, wclayer.WithParentLookup(parentHas))
 	}
 	if b.limits != nil {
 		opts = append(opts, wclayer.WithLimits(*b.limits))
@@ -133,12 +145,12 @@ func (b *Builder) Prepare(ctx context.Context, layer builder.LayerSource, depth 
 	if layer.DiffID != "" && p.diffID != layer.DiffID {
 		return nil, fmt.Errorf("layer %s: diffID mismatch: the image config says %s, the layer's uncompressed bytes hash to %s", layerName(layer), layer.DiffID, p.diffID)
 	}
-	b.log.Debug("layer prepared", zap.String("chainID", layer.ChainID), zap.Int("depth", depth), zap.Int("entries", len(p.ops)))
+	b.log.Debug("layer prepared", zap.String("layer", layerName(layer)), zap.Int("depth", depth), zap.Int("entries", len(p.ops)))
 	return p, nil
 }
 
-// record stages an entry's data and logs its metadata, refusing what
-// BuildLayer refuses without needing the parent.
+// record stages an entry's data and logs its metadata, refusing what can be
+// refused without the parent's tree.
 func (p *prepared) record(e *wclayer.Entry, r io.Reader) error {
 	base := p.depth == 0
 	if !base && e.Type == wclayer.TypeFile && isDeltaHive(e.Path) {
@@ -225,8 +237,7 @@ func (p *prepared) internSD(sd []byte) []byte {
 }
 
 // Finish implements builder.TwoPhase: it creates the layer's CIM on top of
-// parent, adopting the staged data, replays the entries as BuildLayer
-// applies them, does the base-layer processing (or carries the parent's side
+// parent, adopting the staged data, replays the entries, does the base-layer processing (or carries the parent's side
 // files forward) and commits. On error nothing of the layer is left in the
 // chain directory, staged data included.
 func (b *Builder) Finish(ctx context.Context, pp builder.Prepared, parent *builder.BuiltLayer) (_ *builder.BuiltLayer, retErr error) {
@@ -268,7 +279,8 @@ func (b *Builder) Finish(ctx context.Context, pp builder.Prepared, parent *build
 		return nil, err
 	}
 
-	cimName := p.id.String()
+	id := RegionSetID(p.layer.ChainID)
+	cimName := id.String()
 	var w *cim.Writer
 	var err error
 	if parent == nil {
@@ -284,6 +296,13 @@ func (b *Builder) Finish(ctx context.Context, pp builder.Prepared, parent *build
 			_ = w.Close() // removes the partial CIM and the adopted data
 		}
 	}()
+	if id != p.id {
+		// Staged under a temporary ID (the chainID was learnt while
+		// streaming): take the deterministic one before anything is final.
+		if err := w.Rename(cimName, id); err != nil {
+			return nil, fmt.Errorf("layer %s: %w", name, err)
+		}
+	}
 	st := &layerState{b: b, w: w, base: parent == nil, side: p.side, layer: p.layer, unmerged: p.unmerged}
 	for i := range p.ops {
 		if i%1024 == 0 {
@@ -306,7 +325,7 @@ func (b *Builder) Finish(ctx context.Context, pp builder.Prepared, parent *build
 	return out, nil
 }
 
-// replay applies a logged entry as layerState.applyEntry applies a tar entry.
+// replay applies a recorded entry to the CIM.
 func (s *layerState) replay(o *op) error {
 	if err := s.ensureParents(o.path); err != nil {
 		return err

@@ -1,0 +1,46 @@
+package convert
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cimconv/cimconv/internal/artifact"
+)
+
+// pack writes the layer's blob into the cache.
+func (c *Converter) pack(ctx context.Context, j, prev *layerJob) (err error) {
+	start := time.Now()
+	defer func() { c.obs.Stage(StagePack, time.Since(start), err) }()
+	parentBlob := ""
+	if prev != nil {
+		<-prev.packed
+		if prev.packErr != nil {
+			return fmt.Errorf("parent layer failed")
+		}
+		parentBlob = prev.entry.Blob.Digest
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b := j.built
+	tmp, err := os.CreateTemp(c.workDirOrTemp(), "blob-*.tar.zst")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	info, err := artifact.Pack(tmp, b.CimDir, b.CimFiles, b.SideDir, b.SideFiles)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	j.entry = CacheEntry{
+		ChainID:     j.src.ChainID,
+		ParentBlob:  parentBlob,
+		PackedLayer: packedLayer(j.src, b, info),
+	}
+	return c.cache.Put(j.entry, tmp.Name())
+}

@@ -1,0 +1,65 @@
+package convert
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/builder"
+	"github.com/cimconv/cimconv/internal/registry"
+	"github.com/cimconv/cimconv/internal/version"
+)
+
+// layerJob is one layer of a chain on its way to the artifact.
+type layerJob struct {
+	src     builder.LayerSource
+	entry   CacheEntry
+	cached  bool
+	built   *builder.BuiltLayer
+	packed  chan struct{} // closed when entry is final (packed and cached)
+	packErr error
+	// claim is the shared-cache key this worker claimed to build the layer
+	// ("" when none); it is Put after the blob is pushed, else released.
+	// Written before the renewal goroutine reads it (claimMu).
+	claim   string
+	claimMu sync.Mutex
+}
+
+// plan turns the image's layers into jobs with diffIDs and chainIDs.
+func plan(t registry.Target) ([]*layerJob, error) {
+	if len(t.Layers) == 0 {
+		return nil, fmt.Errorf("image %s has no layers", t.Ref)
+	}
+	var jobs []*layerJob
+	chain := ""
+	for _, l := range t.Layers {
+		if l.DiffID.Hex == "" {
+			return nil, fmt.Errorf("image %s: layer %s has no diffID in the config", t.Ref, l.Digest)
+		}
+		chain = builder.ChainID(chain, l.DiffID.String())
+		jobs = append(jobs, &layerJob{
+			src: builder.LayerSource{
+				Digest: l.Digest.String(), DiffID: l.DiffID.String(), ChainID: chain,
+				MediaType: string(l.MediaType), Size: l.Size,
+			},
+			packed: make(chan struct{}),
+		})
+	}
+	return jobs, nil
+}
+
+// existing finds an artifact for t built with the same format and options.
+func (c *Converter) existing(ctx context.Context, t registry.Target, optsKey string) (string, bool, error) {
+	descs, err := c.reg.Referrers(ctx, t.Ref, artifact.ArtifactType)
+	if err != nil {
+		return "", false, fmt.Errorf("look up existing artifacts: %w", err)
+	}
+	for _, d := range descs {
+		a := d.Annotations
+		if a[artifact.AnnotationFormatVersion] == version.FormatVersion && a[artifact.AnnotationOptions] == optsKey {
+			return d.Digest.String(), true, nil
+		}
+	}
+	return "", false, nil
+}
