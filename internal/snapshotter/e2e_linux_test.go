@@ -152,6 +152,13 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
+	return newEnvWith(t, registrytest.NewReferrersRegistry)
+}
+
+// newEnvWith starts the environment with a registry from start
+// (registrytest.NewReferrersRegistry or NewDistribution, which has no
+// referrers API: artifacts are found through the fallback tag).
+func newEnvWith(t *testing.T, start func(testing.TB, ...registrytest.Opt) string) *env {
 	containerdtest.Binary(t)
 	dir, err := os.MkdirTemp("", "cimconv-sn-") // short: unix socket paths are limited to 108 bytes
 	if err != nil {
@@ -159,7 +166,7 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	e := &env{t: t, dir: dir, ctl: &regCtl{counts: map[string]int{}, tamper: map[string]bool{}}, timeout: 3 * time.Second}
-	e.host = registrytest.NewReferrersRegistry(t, registrytest.WithMiddleware(e.ctl.middleware))
+	e.host = start(t, registrytest.WithMiddleware(e.ctl.middleware))
 	e.reg, err = registry.New(registry.WithUserAgent("cimconv-test-tools"), registry.WithRetry(registry.RetryPolicy{MaxAttempts: 2, InitialDelay: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond}))
 	if err != nil {
 		t.Fatal(err)
@@ -735,6 +742,26 @@ func TestFallThrough(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFastPathFallbackTag: on a registry without the referrers API the
+// artifact is found through the sha256-<hex> fallback tag.
+func TestFastPathFallbackTag(t *testing.T) {
+	e := newEnvWith(t, registrytest.NewDistribution)
+	ctx := e.ctx()
+	img := e.push("app/fallback", chain("fallback", 3))
+	e.convert(img)
+	e.pull(ctx, img)
+	if got := e.metric(metrics.SnapshotterFastPathTotal, "source", "registry"); got != 3 {
+		t.Fatalf("fast-path hits = %v, want 3 (falls: %v)", got, e.fallSummary())
+	}
+	if n := e.layerBlobGets(img); n != 0 {
+		t.Fatalf("containerd downloaded %d layer blobs", n)
+	}
+	if n := e.ctl.count("snapshotter", func(p string) bool { return strings.Contains(p, "/manifests/sha256-") }); n == 0 {
+		t.Fatal("the snapshotter never read the fallback tag")
+	}
+	checkContainerMounts(t, ctx, e, img)
 }
 
 // TestConcurrentPulls: two pulls of the same image at once both succeed and
