@@ -516,11 +516,22 @@ func (e *env) artifactLayerBlobs(img image, art string) []string {
 func checkContainerMounts(t *testing.T, ctx context.Context, e *env, img image) {
 	t.Helper()
 	key := fmt.Sprintf("container-%d", time.Now().UnixNano())
+	// A lease keeps containerd's garbage collector off the snapshot, as a
+	// container's reference would.
+	ctx, done, err := e.daemon.Client.WithLease(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done(ctx)
 	ms, err := e.snapshots().Prepare(ctx, key, img.chainIDs[len(img.chainIDs)-1])
 	if err != nil {
 		t.Fatalf("prepare container snapshot: %v", err)
 	}
-	defer e.snapshots().Remove(ctx, key)
+	defer func() {
+		if err := e.snapshots().Remove(ctx, key); err != nil {
+			t.Errorf("remove container snapshot %s: %v", key, err)
+		}
+	}()
 	if len(ms) != 1 || ms[0].Type != "CimFS" || ms[0].Options[0] != "rw" {
 		t.Fatalf("mounts %+v: want one rw CimFS mount", ms)
 	}
