@@ -71,7 +71,7 @@ func podSpecOf(t *testing.T, d *appsv1.Deployment) (*corev1.PodSpec, *corev1.Con
 // checkLoadedNATS: the NATS settings converter serve ends up with.
 func checkLoadedNATS(t *testing.T, cfg service.Config, v values) {
 	t.Helper()
-	if want := strings.ReplaceAll(v.str("nats.url"), "{{.Release.Name}}", releaseName); cfg.NATSURL != want {
+	if want := expectedNATSURL(v); cfg.NATSURL != want {
 		t.Errorf("nats-url = %q, want %q", cfg.NATSURL, want)
 	}
 	if name := v.str("nats.credentials.secretName"); name != "" {
@@ -87,6 +87,7 @@ func checkWorker(t *testing.T, r *rendered, v values) {
 		t.Fatal("no worker Deployment")
 	}
 	spec, c := podSpecOf(t, d)
+	checkHcsshimAnnotations(t, d)
 
 	// Scheduling: Windows nodes of the configured builds, tolerating the taints.
 	if got := spec.NodeSelector["kubernetes.io/os"]; got != "windows" {
@@ -169,9 +170,6 @@ func checkWorker(t *testing.T, r *rendered, v values) {
 		}
 		if len(c.Command) != 1 || !strings.HasPrefix(c.Command[0], `%CONTAINER_SANDBOX_MOUNT_POINT%\`) {
 			t.Errorf("HostProcess command %q: want the binary under %%CONTAINER_SANDBOX_MOUNT_POINT%%", c.Command)
-		}
-		if got := d.Spec.Template.Annotations["microsoft.com/hostprocess-mount-behavior"]; got != "bind" {
-			t.Errorf("hostprocess-mount-behavior annotation = %q, want bind", got)
 		}
 		aa := spec.Affinity.PodAntiAffinity
 		if aa == nil || len(aa.RequiredDuringSchedulingIgnoredDuringExecution) == 0 {
@@ -385,7 +383,7 @@ func checkConfig(t *testing.T, r *rendered, v values) {
 	if err := yaml.UnmarshalStrict([]byte(cfgText), &cfg); err != nil {
 		t.Fatalf("config.yaml: %v", err)
 	}
-	wantURL := strings.ReplaceAll(v.str("nats.url"), "{{.Release.Name}}", releaseName)
+	wantURL := expectedNATSURL(v)
 	for key, want := range map[string]any{
 		"listen":      fmt.Sprintf(":%d", v.integer("httpPort")),
 		"nats-url":    wantURL,
@@ -610,6 +608,9 @@ func TestRejectedValues(t *testing.T) {
 		{"keda without monitoring endpoint", []string{"--set", "autoscaling.keda.enabled=true"}, "natsMonitoringEndpoint is required"},
 		{"keda min above max", []string{"--set", "autoscaling.keda.enabled=true", "--set", "autoscaling.keda.natsMonitoringEndpoint=nats:8222", "--set", "autoscaling.keda.minReplicas=5", "--set", "autoscaling.keda.maxReplicas=2"}, "minReplicas must not exceed maxReplicas"},
 		{"bad nats url", []string{"--set", "nats.url=http://nats:4222"}, "/nats/url"},
+		{"bad cluster domain", []string{"--set", "nats.clusterDomain=Cluster_Local"}, "/nats/clusterDomain"},
+		{"hostProcess without build constraint", []string{"--set", "worker.hostProcess.enabled=true", "--set", "worker.windowsBuilds=null"}, "needs worker.windowsBuilds"},
+		{"hostProcess on Windows Server 2019", []string{"--set", "worker.hostProcess.enabled=true", "--set", "worker.windowsBuilds={10.0.17763,10.0.20348}"}, "worker.windowsBuilds 10.0.17763: HostProcess workers need the bind filter"},
 		{"nats subchart keys in this chart", []string{"--set", "nats.enabled=true"}, "additional properties 'enabled' not allowed"},
 	}
 	for _, tc := range cases {
@@ -678,8 +679,9 @@ func TestStackChart(t *testing.T) {
 	if !stackValues.boolean("nats.enabled") || !stackValues.boolean("nats.config.jetstream.enabled") {
 		t.Error("cimconv-stack must enable NATS with JetStream by default")
 	}
-	if !strings.HasPrefix(stackValues.str("cimconv.nats.url"), "nats://{{.Release.Name}}-nats:") {
-		t.Errorf("cimconv-stack cimconv.nats.url %q does not point at the bundled NATS service", stackValues.str("cimconv.nats.url"))
+	if stackValues.str("cimconv.nats.url") != "" || stackValues.str("cimconv.nats.service") != "{{.Release.Name}}-nats" {
+		t.Errorf("cimconv-stack cimconv.nats url %q, service %q: want no URL and the bundled NATS service {{.Release.Name}}-nats",
+			stackValues.str("cimconv.nats.url"), stackValues.str("cimconv.nats.service"))
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/cimconv/cimconv/internal/exe"
 	"github.com/cimconv/cimconv/internal/metrics"
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/service"
@@ -64,7 +65,8 @@ func converterBinary(t *testing.T) string {
 			return
 		}
 		converter.dir = dir
-		converter.path = filepath.Join(dir, "converter")
+		// The platform's name: on Windows os/exec finds converter.exe only.
+		converter.path = exe.Path(dir, "converter")
 		cmd := exec.Command("go", "build", "-o", converter.path, "github.com/cimconv/cimconv/cmd/converter")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

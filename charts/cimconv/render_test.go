@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	k8sjson "sigs.k8s.io/json"
 
+	"github.com/cimconv/cimconv/internal/exe"
 	"github.com/cimconv/cimconv/internal/service"
 	"sigs.k8s.io/yaml"
 )
@@ -33,7 +34,7 @@ func helmBinary(t *testing.T) string {
 	}
 	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
 		for _, dir := range filepath.SplitList(strings.TrimSpace(string(out))) {
-			p := filepath.Join(dir, "bin", "helm")
+			p := exe.Path(filepath.Join(dir, "bin"), "helm") // helm.exe on Windows
 			if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
 				return p
 			}

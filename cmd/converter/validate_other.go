@@ -25,6 +25,7 @@ the CIM with the pure-Go reader instead of the driver.`,
 		RunE: func(*cobra.Command, []string) error { return errValidateNeedsWindows },
 	}
 	cmd.Flags().StringSlice("layers", nil, "layer files, base first (repeat or comma-separate)")
+	cmd.Flags().String("root-digest", "", "root digest (hex) of a verified block CIM, as recorded by the builder; default: the digest sealed in the CIM")
 	cmd.Flags().Bool("json", false, "print JSON on stdout")
 	return cmd
 }

@@ -17,8 +17,9 @@ func init() { cimSubcommands = append(cimSubcommands, newCimValidateCmd) }
 
 func newCimValidateCmd(g *globalFlags) *cobra.Command {
 	var (
-		layers  []string
-		jsonOut bool
+		layers     []string
+		rootDigest string
+		jsonOut    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "validate CIM --layers LAYER...",
@@ -29,8 +30,12 @@ The CIM is mounted read-only on a new volume through hcsshim's pkg/cimfs (a
 forked CIM finds its parents' region files in its own directory), walked with
 backup semantics, compared exactly like ` + "`cim verify`" + ` does, and unmounted.
 Run it elevated: SeBackupPrivilege lets the walk read every file and its
-security descriptor. A block CIM can be validated only for a base layer (a
-block CIM with parents needs a merged mount, which is not implemented).
+security descriptor. Security descriptors are compared by owner, group and
+DACL (a layer carries no SACL). A block CIM can be validated only for a base
+layer (a block CIM with parents needs a merged mount, which is not
+implemented) and only where hcsshim says block CIMs mount (build >= 27766;
+verified block CIMs >= 27800): a host that can write but not mount them says
+so.
 A hcsshim-built chain whose layers carry delta hives shows merged
 Hives/*_BASE files, which differ from the layers' view by design.`,
 		Args: cobra.ExactArgs(1),
@@ -43,24 +48,35 @@ Hives/*_BASE files, which differ from the layers' view by design.`,
 				return err
 			}
 			defer log.Sync()
-			block, err := winvalidate.IsBlockCIM(args[0])
+			// CimFS gets absolute paths only, as hcsshim's callers give it.
+			cimPath, err := winvalidate.AbsCIMPath(args[0])
+			if err != nil {
+				return err
+			}
+			block, err := winvalidate.IsBlockCIM(cimPath)
 			if err != nil {
 				return err
 			}
 			if block && len(layers) > 1 {
-				return fmt.Errorf("%s is a block CIM: validating a block CIM with parents needs a merged mount, which is not implemented; validate the base layer alone", args[0])
+				return fmt.Errorf("%s is a block CIM: validating a block CIM with parents needs a merged mount, which is not implemented; validate the base layer alone", cimPath)
+			}
+			if rootDigest != "" && !block {
+				return fmt.Errorf("--root-digest: %s is a forked CIM; only block CIMs are verified", cimPath)
 			}
 			want, err := portable.ExpectedView(cmd.Context(), fileOpeners(layers))
 			if err != nil {
 				return err
 			}
-			got, err := winvalidate.MountedView(cmd.Context(), args[0])
+			got, err := winvalidate.MountedView(cmd.Context(), cimPath, winvalidate.WithRootDigest(rootDigest))
 			if err != nil {
 				return err
 			}
-			diffs := portable.CompareViews(want, got)
+			diffs, err := winvalidate.Compare(want, got)
+			if err != nil {
+				return err
+			}
 			if jsonOut {
-				if err := json.NewEncoder(os.Stdout).Encode(map[string]any{"cim": args[0], "mounted": true, "entries": len(got), "differences": diffs}); err != nil {
+				if err := json.NewEncoder(os.Stdout).Encode(map[string]any{"cim": cimPath, "mounted": true, "entries": len(got), "differences": diffs}); err != nil {
 					return err
 				}
 			} else {
@@ -69,15 +85,16 @@ Hives/*_BASE files, which differ from the layers' view by design.`,
 				}
 			}
 			if len(diffs) > 0 {
-				return &exitError{code: 2, err: fmt.Errorf("%s: mounted volume has %d differences from its layers", args[0], len(diffs))}
+				return &exitError{code: 2, err: fmt.Errorf("%s: mounted volume has %d differences from its layers", cimPath, len(diffs))}
 			}
 			if !jsonOut {
-				fmt.Printf("%s: mounted with CimFS, %d entries match the layers\n", args[0], len(got))
+				fmt.Printf("%s: mounted with CimFS, %d entries match the layers\n", cimPath, len(got))
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringSliceVar(&layers, "layers", nil, "layer files, base first (repeat or comma-separate)")
+	cmd.Flags().StringVar(&rootDigest, "root-digest", "", "root digest (hex) of a verified block CIM, as recorded by the builder; default: the digest sealed in the CIM")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON on stdout")
 	return cmd
 }

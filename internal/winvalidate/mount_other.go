@@ -11,6 +11,6 @@ import (
 )
 
 // MountedView needs CimFS: on this OS it returns ErrNeedsWindows.
-func MountedView(ctx context.Context, cimPath string) ([]fsview.Entry, error) {
+func MountedView(ctx context.Context, cimPath string, opts ...MountOption) ([]fsview.Entry, error) {
 	return nil, fmt.Errorf("%s: %w; this host runs %s", cimPath, ErrNeedsWindows, runtime.GOOS)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/Microsoft/go-winio"
 	"github.com/Microsoft/go-winio/pkg/guid"
+	"github.com/Microsoft/hcsshim/osversion"
 	"github.com/Microsoft/hcsshim/pkg/cimfs"
 	"golang.org/x/sys/windows"
 
@@ -25,32 +26,75 @@ type Mounted struct {
 	Volume string
 }
 
-// Mount mounts the CIM at cimPath read-only on a new volume. A forked CIM
-// (a .cim file) finds its parents' region files in its own directory. A
-// single-file block CIM (any other file) is mounted on its own, which is only
-// complete for a base layer: a block CIM with parents needs a merged mount,
-// which Mount does not do.
-func Mount(cimPath string) (*Mounted, error) {
-	if !cimfs.IsCimFSSupported() {
-		return nil, fmt.Errorf("mount %s: CimFS is not available on this host (need Windows Server 2022 10.0.20348.2031+ or build 26100+)", cimPath)
+// ProbeMountCaps reads hcsshim's CimFS capability checks on this host.
+func ProbeMountCaps() MountCaps {
+	v := osversion.Get()
+	rev, _ := osversion.BuildRevision()
+	return MountCaps{
+		Host:          fmt.Sprintf("%d.%d.%d.%d", v.MajorVersion, v.MinorVersion, v.Build, rev),
+		CimFS:         cimfs.IsCimFSSupported(),
+		BlockMount:    cimfs.IsBlockCimMountSupported(),
+		VerifiedMount: cimfs.IsVerifiedCimMountSupported(),
+		BlockWrite:    cimfs.IsBlockCimWriteSupported(),
+		VerifiedWrite: cimfs.IsVerifiedCimWriteSupported(),
 	}
-	block, err := IsBlockCIM(cimPath)
+}
+
+// Mount mounts the CIM at cimPath read-only on a new volume. The path is
+// made absolute first. A forked CIM (a .cim file) finds its parents' region
+// files in its own directory. A single-file block CIM (any other file) is
+// mounted on its own, which is only complete for a base layer: a block CIM
+// with parents needs a merged mount, which Mount does not do. A verified
+// block CIM is mounted with its root digest (WithRootDigest, or else the
+// digest sealed in the CIM when this host can mount verified CIMs), as
+// hcsshim does. Where this host cannot mount the kind of CIM, the error wraps
+// ErrMountUnsupported.
+func Mount(cimPath string, opts ...MountOption) (*Mounted, error) {
+	cfg, err := newMountConfig(opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", cimPath, err)
+	}
+	abs, err := AbsCIMPath(cimPath)
+	if err != nil {
+		return nil, err
+	}
+	block, err := IsBlockCIM(abs)
+	if err != nil {
+		return nil, err
+	}
+	caps := ProbeMountCaps()
+	// Refuse what this host cannot mount before any other CimFS call.
+	if _, err := planMount(abs, block, cfg.rootDigest != nil, caps); err != nil {
+		return nil, err
+	}
+	if block && cfg.rootDigest == nil && caps.VerifiedMount {
+		// A sealed (verified) block CIM records its root digest; an unsealed
+		// one makes this fail, and is mounted as a plain block CIM.
+		if d, err := cimfs.GetVerificationInfo(abs); err == nil {
+			cfg.rootDigest = d
+		}
+	}
+	method, err := planMount(abs, block, cfg.rootDigest != nil, caps)
 	if err != nil {
 		return nil, err
 	}
 	id, err := guid.NewV4()
 	if err != nil {
-		return nil, fmt.Errorf("mount %s: volume GUID: %w", cimPath, err)
+		return nil, fmt.Errorf("mount %s: volume GUID: %w", abs, err)
 	}
 	var vol string
-	if block {
-		// Mount joins the block file and the CIM name inside it.
-		vol, err = cimfs.Mount(cimPath+`\`+hcsshim.BlockCIMName, id, cimfs.CimMountSingleFileCim)
-	} else {
-		vol, err = cimfs.Mount(cimPath, id, cimfs.CimMountFlagNone)
+	switch method {
+	case mountVerifiedBlock:
+		bcim := &cimfs.BlockCIM{Type: cimfs.BlockCIMTypeSingleFile, BlockPath: abs, CimName: hcsshim.BlockCIMName}
+		vol, err = cimfs.MountVerifiedBlockCIM(bcim, cimfs.CimMountFlagNone, id, cfg.rootDigest)
+	case mountBlock:
+		// Mount splits the path again into the block file and the CIM name.
+		vol, err = cimfs.Mount(abs+`\`+hcsshim.BlockCIMName, id, cimfs.CimMountSingleFileCim)
+	default:
+		vol, err = cimfs.Mount(abs, id, cimfs.CimMountFlagNone)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("mount %s: %w", cimPath, err)
+		return nil, fmt.Errorf("mount %s (%s CIM): %w", abs, method, err)
 	}
 	return &Mounted{Volume: vol}, nil
 }
@@ -64,8 +108,8 @@ func (m *Mounted) Close() error {
 }
 
 // MountedView mounts the CIM, walks the volume and unmounts it.
-func MountedView(ctx context.Context, cimPath string) (_ []fsview.Entry, retErr error) {
-	m, err := Mount(cimPath)
+func MountedView(ctx context.Context, cimPath string, opts ...MountOption) (_ []fsview.Entry, retErr error) {
+	m, err := Mount(cimPath, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -78,16 +122,15 @@ func MountedView(ctx context.Context, cimPath string) (_ []fsview.Entry, retErr 
 }
 
 // View walks the tree at root (a mounted volume or a directory) with backup
-// semantics. It enables SeBackupPrivilege and SeSecurityPrivilege when the
-// process holds them (elevated administrator), so that every file and its
-// full security descriptor (with SACL) can be read regardless of ACLs.
+// semantics. It enables SeBackupPrivilege when the process holds it
+// (elevated administrator), so that every file can be read regardless of
+// ACLs. Files are opened with GENERIC_READ only, as hcsshim's layer exporter
+// opens them, so the security descriptors read carry owner, group and DACL
+// but no SACL — what a layer can carry (see Compare).
 func View(ctx context.Context, root string) ([]fsview.Entry, error) {
 	v := &winVolume{root: strings.TrimRight(root, `\`) + `\`}
 	if err := winio.EnableProcessPrivileges([]string{winio.SeBackupPrivilege}); err == nil {
 		v.backup = true
-	}
-	if err := winio.EnableProcessPrivileges([]string{winio.SeSecurityPrivilege}); err == nil {
-		v.sacl = true
 	}
 	return walk(ctx, v, isVolumeMetadata)
 }
@@ -99,8 +142,8 @@ func isVolumeMetadata(rel string) bool {
 }
 
 type winVolume struct {
-	root         string
-	backup, sacl bool
+	root   string
+	backup bool
 }
 
 func (v *winVolume) path(rel string) (string, error) {
@@ -132,15 +175,8 @@ func (v *winVolume) open(_ context.Context, rel string) (fileBasic, func() (*bac
 	if err != nil {
 		return fileBasic{}, nil, nil, err
 	}
-	access := uint32(windows.GENERIC_READ)
-	if v.sacl {
-		access |= windows.ACCESS_SYSTEM_SECURITY
-	}
 	share := uint32(windows.FILE_SHARE_READ | windows.FILE_SHARE_WRITE | windows.FILE_SHARE_DELETE)
-	f, err := winio.OpenForBackup(p, access, share, windows.OPEN_EXISTING)
-	if err != nil && v.sacl {
-		f, err = winio.OpenForBackup(p, windows.GENERIC_READ, share, windows.OPEN_EXISTING)
-	}
+	f, err := winio.OpenForBackup(p, windows.GENERIC_READ, share, windows.OPEN_EXISTING)
 	if err != nil {
 		if !v.backup {
 			err = fmt.Errorf("%w (run elevated so SeBackupPrivilege can bypass ACLs)", err)

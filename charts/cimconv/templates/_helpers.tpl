@@ -61,8 +61,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/*
+NATS URL: nats.url, or else the Service nats.service in the release namespace.
+HostProcess pods resolve names with the node's DNS, which does not search the
+cluster's domains, so with worker.hostProcess.enabled the name is fully
+qualified. Used by the shared ConfigMap, so the webhook gets the same URL.
+*/}}
 {{- define "cimconv.natsURL" -}}
-{{- tpl .Values.nats.url . }}
+{{- $n := .Values.nats -}}
+{{- if $n.url -}}
+{{- tpl $n.url . -}}
+{{- else if .Values.worker.hostProcess.enabled -}}
+{{- printf "nats://%s.%s.svc.%s:4222" (tpl $n.service .) .Release.Namespace $n.clusterDomain -}}
+{{- else -}}
+{{- printf "nats://%s:4222" (tpl $n.service .) -}}
+{{- end -}}
 {{- end }}
 
 {{/*

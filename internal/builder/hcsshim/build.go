@@ -246,9 +246,12 @@ func (b *hcsBuilder) BuildLayer(ctx context.Context, layer builder.LayerSource, 
 }
 
 // parentChain returns the parents' side directories and CIM paths, immediate
-// parent first, checking that the chain fits this build.
+// parent first, checking that the chain fits this build and that every
+// ancestor's CIM files are in dir (checkAncestorFiles).
 func (b *hcsBuilder) parentChain(parent *builder.BuiltLayer, dir string) (layerPaths, cimPaths []string, err error) {
+	depth := 0
 	for p := parent; p != nil; p = p.Parent {
+		depth++
 		if p.Format != b.cfg.format {
 			return nil, nil, fmt.Errorf("parent %s is a %s CIM; cannot build a %s CIM on it", p.ChainID, p.Format, b.cfg.format)
 		}
@@ -263,6 +266,9 @@ func (b *hcsBuilder) parentChain(parent *builder.BuiltLayer, dir string) (layerP
 			if err != nil || pd != dir {
 				return nil, nil, fmt.Errorf("parent %s CIM is in %s, not in %s: a CIM must be built beside its parent's", p.ChainID, p.CimDir, dir)
 			}
+		}
+		if err := checkAncestorFiles(p, depth, dir); err != nil {
+			return nil, nil, err
 		}
 		layerPaths = append(layerPaths, p.SideDir)
 		cimPaths = append(cimPaths, filepath.Join(p.CimDir, p.CimName))

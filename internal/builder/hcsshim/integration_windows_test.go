@@ -255,7 +255,12 @@ func TestIntegrationBlockBaseLayer(t *testing.T) {
 	if host.VerifiedCIMWrite && len(l.IntegrityDigest) != 64 {
 		t.Errorf("IntegrityDigest = %q", l.IntegrityDigest)
 	}
-	got, err := winvalidate.MountedView(context.Background(), filepath.Join(l.CimDir, l.CimName))
+	// hcsshim writes block CIMs where it cannot mount them (cimwriter.dll on
+	// builds below 27766): the build above is checked, the mount skipped.
+	got, err := winvalidate.MountedView(context.Background(), filepath.Join(l.CimDir, l.CimName), winvalidate.WithRootDigest(l.IntegrityDigest))
+	if errors.Is(err, winvalidate.ErrMountUnsupported) {
+		t.Skipf("built; cannot mount here: %v", err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +270,11 @@ func TestIntegrationBlockBaseLayer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range portable.CompareViews(want, got) {
+	diffs, err := winvalidate.Compare(want, got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range diffs {
 		t.Error(d)
 	}
 }
