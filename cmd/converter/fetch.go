@@ -17,12 +17,13 @@ func newFetchCmd(g *globalFlags) *cobra.Command {
 		rf       registryFlags
 		tf       trustFlags
 		dest     string
+		root     string
 		osBuild  string
 		platform string
 		jsonOut  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "fetch IMAGE --dest DIR",
+		Use:   "fetch IMAGE --dest DIR | --root SNAPSHOTTER_ROOT",
 		Short: "Node side: fetch an image's pre-built CIM chain and lay it out in DIR",
 		Long: `Find IMAGE's cimconv artifact through the referrers API (or the fallback tag), verify
 the candidates compatible with --os-build newest first and take the first one signed by a
@@ -34,11 +35,15 @@ the chain out:
 
 The chain is checked to open with the CIM reader before it is placed. Unsigned, untrusted
 or unbound artifacts are refused with the reason; --trust-unsigned (development only) skips
-the signature check.`,
+the signature check.
+
+With --root, the chain goes into the layer cache of "converter snapshotter --root"
+instead, after the checks the snapshotter's fast path makes (the same trust policy), so
+a later pull places every layer without the registry.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if dest == "" {
-				return fmt.Errorf("--dest is required")
+			if dest == "" && root == "" {
+				return fmt.Errorf("--dest or --root is required")
 			}
 			log, err := g.logger()
 			if err != nil {
@@ -55,6 +60,11 @@ the signature check.`,
 			ver, err := tf.verifier(reg, log)
 			if err != nil {
 				return err
+			}
+			if root != "" {
+				if err := warm(cmd, reg, ver, args[0], root, osBuild, *p, jsonOut); err != nil || dest == "" {
+					return err
+				}
 			}
 			res, err := fetch.New(reg, log).Fetch(cmd.Context(), args[0], fetch.Options{Dest: dest, NodeBuild: osBuild, Platform: *p, Verifier: ver})
 			if err != nil {
@@ -79,6 +89,7 @@ the signature check.`,
 	rf.register(cmd.Flags())
 	tf.register(cmd.Flags())
 	cmd.Flags().StringVar(&dest, "dest", "", "directory to lay the CIM chain out in")
+	cmd.Flags().StringVar(&root, "root", "", `warm the layer cache of "converter snapshotter --root" instead`)
 	cmd.Flags().StringVar(&osBuild, "os-build", "", "the node's Windows build (e.g. 20348 or 10.0.20348.2340); default: any")
 	cmd.Flags().StringVar(&platform, "platform", "windows/amd64", "os/architecture")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the result as JSON on stdout")

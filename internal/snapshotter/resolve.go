@@ -1,0 +1,277 @@
+package snapshotter
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/builder"
+	"github.com/cimconv/cimconv/internal/registry"
+	"github.com/cimconv/cimconv/internal/trust"
+)
+
+// resolver finds and verifies artifacts; the Snapshotter and Warm share it.
+type resolver struct {
+	reg       *registry.Client
+	verifier  trust.Verifier
+	nodeBuild string
+	formats   []string
+	mirrors   map[string][]string
+}
+
+// anonymous is a keychain with no credentials.
+type anonymous struct{}
+
+func (anonymous) Resolve(authn.Resource) (authn.Authenticator, error) { return authn.Anonymous, nil }
+
+// resolved is a verified artifact for one image manifest: every binding
+// between the artifact and the image has been checked.
+type resolved struct {
+	subject  name.Digest   // the image manifest, in the repository it was found in
+	artifact v1.Descriptor // the artifact manifest
+	cfg      *artifact.Config
+	blobs    []v1.Descriptor // the artifact's layer blobs, base first
+	layers   []string        // the image manifest's layer digests, base first
+	chainIDs []string        // the image's chainIDs, base first
+	trust    *trust.Result
+}
+
+// layerIndex finds the layer of the image with this layer digest and chainID.
+func (r *resolved) layerIndex(layerDigest, chainID string) (int, error) {
+	for i, d := range r.layers {
+		if d == layerDigest {
+			if r.chainIDs[i] != chainID {
+				return 0, fall(ReasonBinding, "layer %s is at position %d with chainID %s, containerd asked for %s", layerDigest, i, r.chainIDs[i], chainID)
+			}
+			return i, nil
+		}
+	}
+	return 0, fall(ReasonBinding, "layer %s is not in manifest %s", layerDigest, r.subject.DigestStr())
+}
+
+// candidateRepos lists where to look for repo's artifacts: the configured
+// mirrors first, then the repository itself.
+func (s *resolver) candidateRepos(repo name.Repository) []name.Repository {
+	var out []name.Repository
+	for _, m := range s.mirrors[repo.RegistryStr()] {
+		if r, err := name.NewRepository(m+"/"+repo.RepositoryStr(), name.Insecure); err == nil {
+			out = append(out, r)
+		}
+	}
+	return append(out, repo)
+}
+
+// resolve finds and verifies the cimconv artifact of manifest (in imageRef's
+// repository, or a mirror).
+func (s *resolver) resolve(ctx context.Context, imageRef, manifest string) (*resolved, error) {
+	ref, err := name.ParseReference(imageRef, name.WeakValidation)
+	if err != nil {
+		return nil, fall(ReasonBinding, "image reference %q: %v", imageRef, err)
+	}
+	if _, err := v1.NewHash(manifest); err != nil {
+		return nil, fall(ReasonBinding, "manifest digest %q: %v", manifest, err)
+	}
+	var last error
+	for _, repo := range s.candidateRepos(ref.Context()) {
+		r, err := s.resolveIn(ctx, repo, manifest)
+		if err == nil {
+			return r, nil
+		}
+		last = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, last
+}
+
+func (s *resolver) resolveIn(ctx context.Context, repo name.Repository, manifest string) (*resolved, error) {
+	subject := repo.Digest(manifest)
+	// The image manifest and config give the layer digests and diffIDs the
+	// artifact must be bound to.
+	raw, _, err := s.reg.FetchManifest(ctx, subject)
+	if err != nil {
+		return nil, err
+	}
+	var im v1.Manifest
+	if err := json.Unmarshal(raw, &im); err != nil {
+		return nil, fall(ReasonBinding, "manifest %s: %v", manifest, err)
+	}
+	if len(im.Layers) == 0 {
+		return nil, fall(ReasonBinding, "manifest %s is not an image manifest", manifest)
+	}
+	cfgRaw, err := s.readBlob(ctx, repo, im.Config, 4<<20)
+	if err != nil {
+		return nil, err
+	}
+	var ic v1.ConfigFile
+	if err := json.Unmarshal(cfgRaw, &ic); err != nil {
+		return nil, fall(ReasonBinding, "image config %s: %v", im.Config.Digest, err)
+	}
+	if len(ic.RootFS.DiffIDs) != len(im.Layers) {
+		return nil, fall(ReasonBinding, "image config lists %d diffIDs for %d layers", len(ic.RootFS.DiffIDs), len(im.Layers))
+	}
+	r := &resolved{subject: subject}
+	parent := ""
+	for i, l := range im.Layers {
+		r.layers = append(r.layers, l.Digest.String())
+		parent = builder.ChainID(parent, ic.RootFS.DiffIDs[i].String())
+		r.chainIDs = append(r.chainIDs, parent)
+	}
+
+	descs, err := s.reg.Referrers(ctx, subject, artifact.ArtifactType)
+	if err != nil {
+		return nil, err
+	}
+	if len(descs) == 0 {
+		return nil, fall(ReasonNoArtifact, "no cimconv artifact refers to %s", subject)
+	}
+	var cands []artifact.Candidate
+	for _, d := range descs {
+		if f := d.Annotations[artifact.AnnotationCimFormat]; f != "" && !slices.Contains(s.formats, f) {
+			continue
+		}
+		cands = append(cands, artifact.Candidate{Digest: d.Digest.String(), Annotations: d.Annotations})
+	}
+	ranked := artifact.Rank(cands, s.nodeBuild)
+	if len(ranked) == 0 {
+		return nil, fall(ReasonIncompatible, "%d artifacts for %s, none usable with node build %q and CIM formats %v", len(descs), subject, s.nodeBuild, s.formats)
+	}
+	// Candidates are verified newest first and the first trusted one is
+	// used: their annotations are unsigned, so anyone who can push could
+	// rank junk first; junk costs a refusal, not the fast path.
+	var (
+		chosen artifact.Candidate
+		am     v1.Manifest
+		first  error
+		found  bool
+	)
+	for i, c := range ranked {
+		if i >= maxCandidates {
+			break
+		}
+		adesc := descs[slices.IndexFunc(descs, func(d v1.Descriptor) bool { return d.Digest.String() == c.Digest })]
+		if adesc.MediaType == "" {
+			adesc.MediaType = types.OCIManifestSchema1
+		}
+		res, m, err := s.verifyCandidate(ctx, repo, subject, adesc)
+		if err != nil {
+			var ft *fallThrough
+			if !errors.Is(err, trust.ErrUntrusted) && !(errors.As(err, &ft) && ft.reason == ReasonBinding) {
+				return nil, err // the registry failed: say so, do not try on
+			}
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		chosen, am, found = c, m, true
+		r.trust, r.artifact = res, adesc
+		break
+	}
+	if !found {
+		more := ""
+		if len(ranked) > maxCandidates {
+			more = fmt.Sprintf(" (%d more not examined)", len(ranked)-maxCandidates)
+		}
+		return nil, fmt.Errorf("no usable artifact among %d for %s%s; newest: %w", min(len(ranked), maxCandidates), manifest, more, first)
+	}
+
+	if string(am.Config.MediaType) != artifact.ArtifactType {
+		return nil, fall(ReasonBinding, "artifact %s: config media type %s", chosen.Digest, am.Config.MediaType)
+	}
+	acRaw, err := s.readBlob(ctx, repo, am.Config, 16<<20)
+	if err != nil {
+		return nil, err
+	}
+	var cfg artifact.Config
+	if err := json.Unmarshal(acRaw, &cfg); err != nil {
+		return nil, fall(ReasonDigest, "artifact %s config: %v", chosen.Digest, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fall(ReasonDigest, "artifact %s: %v", chosen.Digest, err)
+	}
+	if !slices.Contains(s.formats, cfg.Format) {
+		return nil, fall(ReasonIncompatible, "artifact %s holds %q CIMs, this snapshotter uses %v", chosen.Digest, cfg.Format, s.formats)
+	}
+	if !artifact.Compatible(cfg.WindowsBuild, s.nodeBuild) {
+		return nil, fall(ReasonIncompatible, "artifact %s was built for Windows %s, node is %s", chosen.Digest, cfg.WindowsBuild, s.nodeBuild)
+	}
+	if len(cfg.Layers) != len(am.Layers) || len(cfg.Layers) != len(im.Layers) {
+		return nil, fall(ReasonBinding, "artifact %s: %d blobs, config lists %d layers, image has %d", chosen.Digest, len(am.Layers), len(cfg.Layers), len(im.Layers))
+	}
+	for i, l := range cfg.Layers {
+		switch {
+		case l.SourceDigest != r.layers[i]:
+			return nil, fall(ReasonBinding, "artifact %s: layer %d source %s, image has %s", chosen.Digest, i, l.SourceDigest, r.layers[i])
+		case l.DiffID != ic.RootFS.DiffIDs[i].String():
+			return nil, fall(ReasonBinding, "artifact %s: layer %d diffID %s, image has %s", chosen.Digest, i, l.DiffID, ic.RootFS.DiffIDs[i])
+		case l.ChainID != r.chainIDs[i]:
+			return nil, fall(ReasonBinding, "artifact %s: layer %d chainID %s, image has %s", chosen.Digest, i, l.ChainID, r.chainIDs[i])
+		case string(am.Layers[i].MediaType) != artifact.LayerMediaType:
+			return nil, fall(ReasonBinding, "artifact %s: layer %d media type %s", chosen.Digest, i, am.Layers[i].MediaType)
+		}
+		if RegionSet(l) == "" {
+			return nil, fall(ReasonIncompatible, "artifact %s: layer %d has no region files", chosen.Digest, i)
+		}
+	}
+	r.cfg = &cfg
+	r.blobs = am.Layers
+	return r, nil
+}
+
+// maxCandidates bounds the artifacts of one manifest verified before the
+// layer falls through (each costs a manifest and a signature lookup).
+const maxCandidates = 64
+
+// verifyCandidate fetches an artifact manifest, checks it is a cimconv
+// artifact of manifest and asks the verifier whether it may be used.
+func (s *resolver) verifyCandidate(ctx context.Context, repo name.Repository, subject name.Digest, adesc v1.Descriptor) (*trust.Result, v1.Manifest, error) {
+	var am v1.Manifest
+	araw, _, err := s.reg.FetchManifest(ctx, repo.Digest(adesc.Digest.String()))
+	if err != nil {
+		return nil, am, err
+	}
+	if err := json.Unmarshal(araw, &am); err != nil {
+		return nil, am, fall(ReasonBinding, "artifact %s: %v", adesc.Digest, err)
+	}
+	if am.ArtifactType != artifact.ArtifactType || am.Subject == nil || am.Subject.Digest.String() != subject.DigestStr() {
+		return nil, am, fall(ReasonBinding, "artifact %s is not a cimconv artifact for %s", adesc.Digest, subject.DigestStr())
+	}
+	// Trust before anything of the artifact is used.
+	res, err := s.verifier.Verify(ctx, trust.Request{Subject: subject, Artifact: adesc, Manifest: araw})
+	if err != nil {
+		return nil, am, fmt.Errorf("artifact %s: %w", adesc.Digest, err)
+	}
+	return res, am, nil
+}
+
+func (s *resolver) readBlob(ctx context.Context, repo name.Repository, d v1.Descriptor, limit int64) ([]byte, error) {
+	if d.Size > limit {
+		return nil, fall(ReasonBinding, "blob %s of %d bytes is too large", d.Digest, d.Size)
+	}
+	rc, err := s.reg.FetchBlob(ctx, repo, d)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, io.LimitReader(rc, limit+1)); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), rc.Close()
+}
+
+// chainHex is a chainID without its algorithm.
+func chainHex(chainID string) string { return strings.TrimPrefix(chainID, "sha256:") }

@@ -1,0 +1,111 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/metrics"
+)
+
+func TestCheckParent(t *testing.T) {
+	parent := func(ref, rs string) *snapshots.Info {
+		return &snapshots.Info{Name: "p", Labels: map[string]string{LabelSnapshotRef: ref, LabelRegionSet: rs}}
+	}
+	cases := []struct {
+		name      string
+		parent    *snapshots.Info
+		wantChain string
+		wantRS    string
+		reason    string // "" = allowed
+	}{
+		{"base, no parent", nil, "", "", ""},
+		{"base given a parent", parent("sha256:a", "g"), "", "", ReasonBinding},
+		{"child without parent", nil, "sha256:a", "g", ReasonBinding},
+		{"parent is another layer", parent("sha256:b", "g"), "sha256:a", "g", ReasonBinding},
+		{"parent imported by containerd", parent("sha256:a", ""), "sha256:a", "g", ReasonParent},
+		{"parent from another build", parent("sha256:a", "h"), "sha256:a", "g", ReasonParent},
+		{"parent the child was forked from", parent("sha256:a", "g"), "sha256:a", "g", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkParent(tc.parent, tc.wantChain, tc.wantRS)
+			var ft *fallThrough
+			switch {
+			case tc.reason == "" && err != nil:
+				t.Fatalf("checkParent = %v, want allowed", err)
+			case tc.reason != "" && (!errors.As(err, &ft) || ft.reason != tc.reason):
+				t.Fatalf("checkParent = %v, want reason %s", err, tc.reason)
+			}
+		})
+	}
+}
+
+func TestRegionSet(t *testing.T) {
+	lc := artifact.LayerConfig{CimFiles: []string{"a.cim", "objectid_1234-ab_0", "region_1234-ab_0", "region_1234-ab_1"}}
+	if got := RegionSet(lc); got != "1234-ab" {
+		t.Fatalf("RegionSet = %q", got)
+	}
+	if got := RegionSet(artifact.LayerConfig{CimFiles: []string{"a.cim"}}); got != "" {
+		t.Fatalf("RegionSet without region files = %q", got)
+	}
+}
+
+func TestMountShape(t *testing.T) {
+	ms := cimfsMounts("/r", "3", []string{"2", "1"}, false)
+	m, err := ParseCimFSMount(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Source != "/r/snapshots/3" || m.CimPath != "/r/snapshots/cim-layers/3.cim" || m.ReadOnly ||
+		len(m.ParentPaths) != 2 || m.ParentPaths[0] != "/r/snapshots/2" || m.ParentCimPaths[1] != "/r/snapshots/cim-layers/1.cim" {
+		t.Fatalf("parsed %+v from %+v", m, ms)
+	}
+	if ms[0].Options[0] != "rw" {
+		t.Fatalf("options %v", ms[0].Options)
+	}
+	if _, err := ParseCimFSMount(nil); err == nil {
+		t.Fatal("no mounts parsed")
+	}
+}
+
+// TestUntrustedFallsThrough: without a verifier the fast path never runs;
+// the layer gets the inner snapshotter's writable extraction snapshot.
+func TestUntrustedFallsThrough(t *testing.T) {
+	root := t.TempDir()
+	inner, err := NewCimFS(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m := metrics.NewSnapshotter(reg)
+	s, err := New(inner, root, WithMetrics(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	labels := map[string]string{LabelSnapshotRef: "sha256:" + hex64, LabelImageRef: "127.0.0.1:1/x:y", LabelManifestDigest: "sha256:" + hex64, LabelLayerDigest: "sha256:" + hex64}
+	ms, err := s.Prepare(context.Background(), "extract-1 sha256:"+hex64, "", snapshots.WithLabels(labels))
+	if err != nil {
+		t.Fatalf("Prepare = %v, want the normal path", err)
+	}
+	if pm, err := ParseCimFSMount(ms); err != nil || pm.ReadOnly {
+		t.Fatalf("mounts %+v (%v): want a writable CimFS extraction snapshot", ms, err)
+	}
+	want := `
+# HELP cimconv_snapshotter_fallthrough_total Layers handed back to containerd's normal fetch and import, by reason.
+# TYPE cimconv_snapshotter_fallthrough_total counter
+cimconv_snapshotter_fallthrough_total{reason="untrusted"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), metrics.SnapshotterFallThroughTotal); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const hex64 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
