@@ -153,6 +153,12 @@ func checkWorker(t *testing.T, r *rendered, v values) {
 		} else if cfg.DockerConfig != "" {
 			t.Errorf("worker docker-config %q without registryCredentials.secretName", cfg.DockerConfig)
 		}
+		// The signing key: a file of the signing Secret, workers only.
+		if name := v.str("signing.secretName"); name != "" {
+			secretFile(t, "worker signing-key", cfg.SigningKey, name, v.str("signing.key"))
+		} else if cfg.SigningKey != "" {
+			t.Errorf("worker signing-key %q without signing.secretName", cfg.SigningKey)
+		}
 		checkLoadedNATS(t, cfg, v)
 	}
 
@@ -291,6 +297,9 @@ func checkWebhook(t *testing.T, r *rendered, v values) {
 		}
 		if cfg.WebhookInsecureNoAuth {
 			t.Error("webhook-insecure-no-auth set in a cluster")
+		}
+		if cfg.SigningKey != "" {
+			t.Errorf("webhook pods get the signing key %q; only workers sign", cfg.SigningKey)
 		}
 		secret := v.str("webhook.auth.secretName")
 		var token, hmacSecret string
