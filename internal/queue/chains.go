@@ -142,6 +142,11 @@ func (c *Chains) Claim(ctx context.Context, chainID, worker string, ttl time.Dur
 			return nil, nil, fmt.Errorf("claim %s: %w", chainID, err)
 		}
 		cur, stale := c.judge(key, e, ttl)
+		if cur.Token == h.Token {
+			// Ours: an earlier try's write landed although its answer was
+			// lost in an outage (see ridingKV).
+			return c.held(chainID, key, h, e.Revision()), nil, nil
+		}
 		if !stale {
 			return nil, &cur, nil
 		}
@@ -236,6 +241,17 @@ func (cl *Claim) Renew(ctx context.Context) error {
 	h.Expires = cl.c.now().Add(h.TTL).UTC()
 	val, _ := json.Marshal(h)
 	rev, err := cl.c.kv.Update(ctx, cl.key, val, cl.rev)
+	if err != nil && revisionConflict(err) {
+		// A retried renewal whose first write landed (its answer lost in
+		// an outage) conflicts with itself: the claim is still ours if it
+		// carries our token.
+		if e, gerr := cl.c.kv.Get(ctx, cl.key); gerr == nil {
+			var cur ClaimHolder
+			if json.Unmarshal(e.Value(), &cur) == nil && cur.Token == h.Token {
+				rev, err = e.Revision(), nil
+			}
+		}
+	}
 	if err != nil {
 		if revisionConflict(err) || errors.Is(err, jetstream.ErrKeyNotFound) {
 			cl.lost = fmt.Errorf("claim %s: %w", cl.chainID, ErrClaimLost)

@@ -215,7 +215,7 @@ func (d *Delivery) Requeue(ctx context.Context) error {
 	if !d.settle() {
 		return errors.New("delivery already settled")
 	}
-	ack, err := d.q.js.Publish(ctx, SubjectRequest, d.msg.Data(), jetstream.WithMsgID("requeue-"+strconv.FormatUint(d.Seq, 10)))
+	ack, err := d.q.publish(ctx, SubjectRequest, d.msg.Data(), jetstream.WithMsgID("requeue-"+strconv.FormatUint(d.Seq, 10)))
 	if err != nil {
 		_ = d.msg.Nak()
 		return fmt.Errorf("requeue request #%d: %w", d.Seq, err)

@@ -98,7 +98,7 @@ func (q *Queue) Replay(ctx context.Context, seq uint64) error {
 		return err
 	}
 	// A replay of one dead letter is itself idempotent.
-	ack, err := q.js.Publish(ctx, SubjectRequest, d.Raw, jetstream.WithMsgID("replay-"+strconv.FormatUint(seq, 10)))
+	ack, err := q.publish(ctx, SubjectRequest, d.Raw, jetstream.WithMsgID("replay-"+strconv.FormatUint(seq, 10)))
 	if err != nil {
 		return fmt.Errorf("replay dead letter #%d: %w", seq, err)
 	}

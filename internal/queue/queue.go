@@ -51,6 +51,7 @@ type config struct {
 	replicas        int
 	provision       bool
 	logger          *zap.Logger
+	outage          time.Duration
 }
 
 // Option configures Open.
@@ -115,6 +116,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Queue, error) {
 		replicas:        1,
 		provision:       true,
 		logger:          zap.NewNop(),
+		outage:          DefaultOutageTolerance,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -144,8 +146,14 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Bucket reads and writes ride through leader elections and reconnects.
+	r := q.rider()
+	q.status = &ridingKV{KeyValue: q.status, r: r}
+	q.chains = &ridingKV{KeyValue: q.chains, r: r}
 	return q, nil
 }
+
+func (q *Queue) rider() rider { return rider{bound: q.cfg.outage, log: q.log} }
 
 func (q *Queue) streamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
@@ -314,7 +322,7 @@ func (q *Queue) submit(ctx context.Context, req Request, msgID string) (uint64, 
 	if msgID == "" {
 		msgID = key
 	}
-	ack, err := q.js.Publish(ctx, SubjectRequest, body, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName))
+	ack, err := q.publish(ctx, SubjectRequest, body, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName))
 	if err != nil {
 		return 0, false, fmt.Errorf("queue: submit %s: %w", req.Image, err)
 	}
@@ -470,10 +478,20 @@ func (q *Queue) publishJSON(ctx context.Context, subject, msgID string, v any) e
 	if err != nil {
 		return err
 	}
-	var opts []jetstream.PublishOpt
-	if msgID != "" {
-		opts = append(opts, jetstream.WithMsgID(msgID))
+	if msgID == "" {
+		_, err = q.js.Publish(ctx, subject, b)
+		return err
 	}
-	_, err = q.js.Publish(ctx, subject, b, opts...)
+	_, err = q.publish(ctx, subject, b, jetstream.WithMsgID(msgID))
 	return err
+}
+
+// publish publishes a message that carries a message id (so a retry after a
+// lost answer is deduplicated), riding through an outage.
+func (q *Queue) publish(ctx context.Context, subject string, data []byte, opts ...jetstream.PublishOpt) (ack *jetstream.PubAck, err error) {
+	err = q.rider().do(ctx, "publish "+subject, func(ctx context.Context) error {
+		ack, err = q.js.Publish(ctx, subject, data, opts...)
+		return err
+	})
+	return ack, err
 }

@@ -474,6 +474,9 @@ func TestStatusNeverRegresses(t *testing.T) {
 		{Status{State: StateRunning, Key: "k", Seq: 5, Attempts: 2}, StateQueued},  // late running of that attempt
 		{Status{State: StateSucceeded, Key: "k", Seq: 5, Attempts: 3}, StateSucceeded},
 		{Status{State: StateQueued, Key: "k", Seq: 5}, StateSucceeded}, // late queued
+		// the final state of an older attempt, landing late (its delivery
+		// was redelivered while it waited out a NATS election)
+		{Status{State: StateDead, Key: "k", Seq: 5, Attempts: 2}, StateSucceeded},
 		{Status{State: StateRunning, Key: "k", Seq: 5, Attempts: 4}, StateSucceeded},
 		{Status{State: StateRunning, Key: "old", Seq: 3}, StateSucceeded},
 		{Status{State: StateQueued, Key: "k2", Seq: 9}, StateQueued}, // newer request

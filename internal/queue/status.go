@@ -110,13 +110,17 @@ func rank(st Status) int {
 // states only move forward. A newer request (higher Seq) always wins; within
 // one request a later delivery attempt wins, and within one attempt the state
 // must not go back (a late "queued" from submit never hides "running"); a
-// final state is only replaced by a final state.
+// final state is only replaced by a final state of the same or a later
+// attempt.
 func Supersedes(old, st Status) bool {
 	if st.Seq != old.Seq {
 		return st.Seq > old.Seq
 	}
 	if old.State.Final() {
-		return st.State.Final()
+		// Only by a final state, and not by an older attempt's (a
+		// delivery redelivered while its first worker still ran, e.g.
+		// through a NATS election, finishes twice).
+		return st.State.Final() && st.Attempts >= old.Attempts
 	}
 	if st.Attempts != old.Attempts {
 		return st.Attempts > old.Attempts

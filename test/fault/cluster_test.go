@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,8 +34,7 @@ func TestNATSClusterFailover(t *testing.T) {
 			http.Header{"Authorization": {"Bearer " + token}}),
 		registrytest.WithMiddleware(th.middleware))
 	e := &env{t: t, logs: logs, natsURL: clusterURL(nodes), replicas: 3, registry: host, knobs: defaultKnobs}
-	e.startWorker("worker-a")
-	e.startWorker("worker-b")
+	workers := []*proc{e.startWorker("worker-a"), e.startWorker("worker-b")}
 	hook := e.startWebhook("webhook", token, hookPort)
 	c := newClient(t, e.natsURL)
 	rec := newRecorder(t, c)
@@ -148,8 +148,21 @@ func TestNATSClusterFailover(t *testing.T) {
 		sum.recover = max(sum.recover, d)
 	}
 	sum.artifacts, sum.duplicates, _ = auditImages(t, ims)
-	sum.extra = fmt.Sprintf("killed leader %s, then follower %s; elections %v; webhook reconnects %d",
-		old.serverName, follower.serverName, elections, len(hook.grep("reconnected")))
+	// An election is not a failed attempt: the queue's operations wait for
+	// the new leader (before, each delivery that met one failed at once with
+	// "no response from stream", and one request was dead-lettered).
+	var retries, rides int
+	for _, w := range workers {
+		for _, l := range w.grep("conversion failed; will retry", "dead-lettering", "conversion failed; dead-lettered") {
+			retries++
+			if strings.Contains(l, "no response from stream") || strings.Contains(l, "NATS unavailable") || strings.Contains(l, "no responders") {
+				t.Errorf("%s: a delivery failed because NATS was electing a leader: %s", w.name, l)
+			}
+		}
+		rides += len(w.grep("NATS cannot answer"))
+	}
+	sum.extra = fmt.Sprintf("killed leader %s, then follower %s; elections %v; webhook reconnects %d; operations that waited for NATS %d; failed attempts %d",
+		old.serverName, follower.serverName, elections, len(hook.grep("reconnected")), rides, retries)
 	for _, v := range rec.violations() {
 		t.Errorf("status not monotonic: %s", v)
 	}

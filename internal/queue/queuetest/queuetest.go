@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,8 +36,12 @@ type Server struct {
 	tb  testing.TB
 	bin string // external: the nats-server binary; "" for embedded
 	emb *server.Server
-	cmd *exec.Cmd
-	out *os.File
+	// cluster members (embedded only): name, route port, the peers' routes
+	name        string
+	clusterPort int
+	routes      []*url.URL
+	cmd         *exec.Cmd
+	out         *os.File
 }
 
 // Embedded starts an in-process nats-server with JetStream on a free
@@ -47,6 +52,41 @@ func Embedded(tb testing.TB) *Server {
 	s.Start()
 	tb.Cleanup(s.Stop)
 	return s
+}
+
+// Cluster starts n in-process servers routed into one JetStream cluster
+// (n >= 3 for replicated streams), each with its own client port and store,
+// and waits until JetStream answers on all of them. Stop and Start on a
+// member restart it in place; all stop when the test ends.
+func Cluster(tb testing.TB, n int) []*Server {
+	tb.Helper()
+	members := make([]*Server, n)
+	var routes []*url.URL
+	for i := range members {
+		members[i] = &Server{tb: tb, Dir: tb.TempDir(), Port: FreePort(tb), Version: server.VERSION,
+			name: "queuetest-" + strconv.Itoa(i), clusterPort: FreePort(tb)}
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: "127.0.0.1:" + strconv.Itoa(members[i].clusterPort)})
+	}
+	done := make(chan struct{}, n)
+	for _, m := range members {
+		m.routes = routes
+		tb.Cleanup(m.Stop)
+		// JetStream answers only once the cluster has a meta leader, so
+		// the members start together.
+		go func() { defer func() { done <- struct{}{} }(); m.Start() }()
+	}
+	for range members {
+		<-done
+	}
+	return members
+}
+
+// Name is the server's name (cluster members: queuetest-<i>).
+func (s *Server) Name() string {
+	if s.name == "" {
+		return "queuetest"
+	}
+	return s.name
 }
 
 // External starts bin (a nats-server binary) as a separate process with
@@ -89,10 +129,16 @@ func (s *Server) Start() {
 	s.tb.Helper()
 	s.URL = "nats://127.0.0.1:" + strconv.Itoa(s.Port)
 	if s.bin == "" {
-		srv, err := server.NewServer(&server.Options{
+		opts := &server.Options{
 			ServerName: "queuetest", Host: "127.0.0.1", Port: s.Port,
 			JetStream: true, StoreDir: s.Dir, NoSigs: true, NoLog: true,
-		})
+		}
+		if s.clusterPort != 0 {
+			opts.ServerName = s.name
+			opts.Cluster = server.ClusterOpts{Name: "queuetest", Host: "127.0.0.1", Port: s.clusterPort}
+			opts.Routes = s.routes
+		}
+		srv, err := server.NewServer(opts)
 		if err != nil {
 			s.tb.Fatal(err)
 		}
