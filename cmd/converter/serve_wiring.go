@@ -22,7 +22,7 @@ func init() {
 
 func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger) (worker.Converter, error) {
 	rf := registryFlags{insecure: cfg.InsecureRegistries, dockerConfig: cfg.DockerConfig}
-	bf := buildFlags{builder: cfg.Builder, format: cfg.CimFormat, cacheDir: cfg.CacheDir, workDir: cfg.WorkDir}
+	bf := buildFlags{builder: cfg.Builder, format: cfg.CimFormat, hiveMerge: cfg.HiveMerge, cacheDir: cfg.CacheDir, workDir: cfg.WorkDir}
 	if bf.cacheDir == "" {
 		bf.cacheDir = filepath.Join(cfg.DataDir, "chains")
 	}

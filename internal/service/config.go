@@ -48,6 +48,7 @@ type Config struct {
 	Role         string `yaml:"role" help:"what this process runs: all, worker (conversions only) or webhook (webhook receiver only)"`
 	Builder      string `yaml:"builder" help:"CIM builder: auto, portable (experimental, every OS) or hcsshim (Windows)"`
 	CimFormat    string `yaml:"cim-format" help:"CIM format for the hcsshim builder: forked or block"`
+	HiveMerge    string `yaml:"hive-merge" help:"delta registry hives on the portable builder: portable (merge in pure Go, never compared with Windows' offreg) or refuse (dead-letter such layers)"`
 	SigningKey   string `yaml:"signing-key" help:"PEM private key (PKCS#8, ECDSA P-256/P-384 or Ed25519) that signs every pushed artifact (Sigstore bundle referrer); empty: unsigned"`
 	CacheDir     string `yaml:"cache-dir" help:"local chain cache directory (default: data-dir/chains)"`
 	WorkDir      string `yaml:"work-dir" help:"directory chains are built in (default: data-dir/work)"`
@@ -71,6 +72,7 @@ func DefaultConfig() Config {
 		Role:             RoleAll,
 		Builder:          "auto",
 		CimFormat:        "forked",
+		HiveMerge:        "portable",
 		AckWait:          2 * time.Minute,
 		MaxDeliver:       5,
 		DuplicateWindow:  10 * time.Minute,
@@ -297,6 +299,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("claim-ttl %v: must be at least 1s (renewals run at a third of it)", c.ClaimTTL)
 	case c.EmbeddedNATSPort < 0 || c.EmbeddedNATSPort > 65535:
 		return fmt.Errorf("embedded-nats-port %d: out of range", c.EmbeddedNATSPort)
+	case c.HiveMerge != "portable" && c.HiveMerge != "refuse":
+		return fmt.Errorf("hive-merge %q: want portable or refuse", c.HiveMerge)
 	case c.Role != RoleAll && c.Role != RoleWorker && c.Role != RoleWebhook:
 		return fmt.Errorf("role %q: want all, worker or webhook", c.Role)
 	case c.Dev && c.NATSURL != "":

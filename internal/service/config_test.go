@@ -104,6 +104,7 @@ func TestConfigErrors(t *testing.T) {
 		{"replicas without a cluster", "nats-replicas: 3\n", nil, []string{"nats-replicas 3", "single node"}},
 		{"claim ttl too short", "claim-ttl: 100ms\n", nil, []string{"claim-ttl 100ms"}},
 		{"settle timeout zero", "settle-timeout: 0s\n", nil, []string{"settle-timeout"}},
+		{"unknown hive merge", "", map[string]string{"CIMCONV_HIVE_MERGE": "offreg"}, []string{"hive-merge \"offreg\"", "portable or refuse"}},
 		{"bad allowed registry", "", map[string]string{"CIMCONV_ALLOWED_REGISTRIES": "registry.example.com,https://x.example"}, []string{"allowed-registries", "https://x.example", "not a URL"}},
 	}
 	for _, tt := range tests {
