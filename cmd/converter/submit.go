@@ -34,13 +34,18 @@ func (f *natsClientFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.creds, "nats-creds", envOr("CIMCONV_NATS_CREDS", ""), "NATS credentials file (CIMCONV_NATS_CREDS)")
 }
 
+// cliOutageTolerance bounds how long a client command retries while the
+// NATS cluster cannot answer (an election): a person at a terminal gets a
+// clear "NATS unavailable" error instead of the workers' two-minute wait.
+const cliOutageTolerance = 15 * time.Second
+
 // open binds to the provisioned queue without changing it.
 func (f *natsClientFlags) open(ctx context.Context, log *zap.Logger) (*queue.Queue, *nats.Conn, error) {
 	nc, err := queue.Connect(ctx, f.url, queue.WithName("cimconv-cli"), queue.WithCredsFile(f.creds), queue.WithConnLogger(log))
 	if err != nil {
 		return nil, nil, err
 	}
-	q, err := queue.Open(ctx, nc, queue.WithProvision(false), queue.WithLogger(log))
+	q, err := queue.Open(ctx, nc, queue.WithProvision(false), queue.WithLogger(log), queue.WithOutageTolerance(cliOutageTolerance))
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

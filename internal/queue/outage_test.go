@@ -180,12 +180,13 @@ func TestClaimWriteWithLostAnswerIsStillOurs(t *testing.T) {
 	}
 }
 
-// In a 3-node cluster that loses the leader of the chains bucket and one
-// more member, the bucket's stream has no leader: every write answers "no
-// response from stream" at once. Before, a conversion that met this failed
-// its delivery right away, and a few elections dead-lettered it (the fault
-// suite's cluster failover). Now the claim waits for a leader.
-func TestClaimWaitsForALeader(t *testing.T) {
+// leaderless opens a queue (R3, outage tolerance as given) on an
+// in-process 3-node cluster, stops the chains bucket's leader and one more
+// member, and returns once the client is on the survivor and the bucket
+// answers "no response from stream". restart brings the stopped follower
+// back (a quorum again).
+func leaderless(t *testing.T, opts ...Option) (q *Queue, restart func()) {
+	t.Helper()
 	members := queuetest.Cluster(t, 3)
 	urls := make([]string, len(members))
 	byName := map[string]*queuetest.Server{}
@@ -193,9 +194,7 @@ func TestClaimWaitsForALeader(t *testing.T) {
 		urls[i] = m.URL
 		byName[m.Name()] = m
 	}
-	q := openOn(t, strings.Join(urls, ","), WithReplicas(3), WithLogger(zaptest.NewLogger(t)))
-	// The conversion path's contexts have no deadline: each request gets
-	// the client's default timeout.
+	q = openOn(t, strings.Join(urls, ","), append([]Option{WithReplicas(3), WithLogger(zaptest.NewLogger(t))}, opts...)...)
 	ctx := context.Background()
 	info, err := q.js.Stream(ctxT(t), "KV_"+ChainsBucket)
 	if err != nil {
@@ -231,8 +230,21 @@ func TestClaimWaitsForALeader(t *testing.T) {
 		_, err := q.js.Publish(pctx, "$KV."+ChainsBucket+".probe", nil)
 		return errors.Is(err, jetstream.ErrNoStreamResponse)
 	})
+	return q, other.Start
+}
+
+// In a 3-node cluster that loses the leader of the chains bucket and one
+// more member, the bucket's stream has no leader: every write answers "no
+// response from stream" at once. Before, a conversion that met this failed
+// its delivery right away, and a few elections dead-lettered it (the fault
+// suite's cluster failover). Now the claim waits for a leader.
+func TestClaimWaitsForALeader(t *testing.T) {
+	q, restart := leaderless(t)
+	// The conversion path's contexts have no deadline: each request gets
+	// the client's default timeout.
+	ctx := context.Background()
 	away := 3 * time.Second
-	back := time.AfterFunc(away, other.Start)
+	back := time.AfterFunc(away, restart)
 	defer back.Stop()
 	start := time.Now()
 
@@ -246,5 +258,19 @@ func TestClaimWaitsForALeader(t *testing.T) {
 	}
 	if err := q.UpdateStatus(ctx, pinned, Status{State: StateRunning, Image: pinned}); err != nil {
 		t.Fatalf("status write after the election: %v", err)
+	}
+}
+
+// The tolerance bounds the wait: past it, a leaderless bucket's error is
+// ErrUnavailable and says for how long NATS could not answer (the CLIs use a
+// short bound, so a person at a terminal is not kept waiting two minutes).
+func TestOutageToleranceBoundsTheWait(t *testing.T) {
+	q, _ := leaderless(t, WithOutageTolerance(2*time.Second))
+	_, _, err := q.Chains().Claim(context.Background(), chainID, "worker-a", time.Minute)
+	if err == nil {
+		t.Fatal("claim succeeded on a bucket without a leader")
+	}
+	if !errdefs.IsUnavailable(err) || !errors.Is(err, jetstream.ErrNoStreamResponse) || !strings.Contains(err.Error(), "NATS unavailable for") {
+		t.Fatalf("err = %v; want ErrUnavailable wrapping the last answer, saying how long NATS was unavailable", err)
 	}
 }
