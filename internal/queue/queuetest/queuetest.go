@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Server is a NATS server with JetStream for one test: embedded in the test
@@ -78,7 +79,40 @@ func Cluster(tb testing.TB, n int) []*Server {
 	for range members {
 		<-done
 	}
+	waitPlacement(tb, members[0].URL, min(n, 5))
 	return members
+}
+
+// waitPlacement waits until the cluster can place a stream with the given
+// replicas: JetStream answers on every member before the meta leader has
+// seen every peer ("no suitable peers for placement, peer offline").
+func waitPlacement(tb testing.TB, url string, replicas int) {
+	tb.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "QUEUETEST_PLACEMENT", Subjects: []string{"queuetest.placement"}, Replicas: replicas})
+		if err == nil {
+			err = js.DeleteStream(ctx, "QUEUETEST_PLACEMENT")
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("cluster cannot place a %d-replica stream within 60 s: %v", replicas, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // Name is the server's name (cluster members: queuetest-<i>).
