@@ -244,8 +244,14 @@ func TestClaimWaitsForALeader(t *testing.T) {
 	// the client's default timeout.
 	ctx := context.Background()
 	away := 3 * time.Second
-	back := time.AfterFunc(away, restart)
-	defer back.Stop()
+	restarted := make(chan struct{})
+	go func() {
+		defer close(restarted)
+		time.Sleep(away)
+		restart()
+	}()
+	// The restart reports to t: it must end before the test does.
+	defer func() { <-restarted }()
 	start := time.Now()
 
 	cl, _, err := q.Chains().Claim(ctx, chainID, "worker-a", time.Minute)

@@ -196,7 +196,11 @@ func (s *Server) Start() {
 		}
 		s.cmd, s.out = cmd, f
 	}
-	if err := s.waitJetStream(15 * time.Second); err != nil {
+	limit := 15 * time.Second
+	if s.clusterPort != 0 {
+		limit = 60 * time.Second // a restarted member catches up with the cluster first
+	}
+	if err := s.waitJetStream(limit); err != nil {
 		s.Stop()
 		s.tb.Fatalf("nats-server %s on %s: %v (log: %s)", s.Version, s.URL, err, s.logPath())
 	}
