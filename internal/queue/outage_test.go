@@ -194,7 +194,22 @@ func leaderless(t *testing.T, opts ...Option) (q *Queue, restart func()) {
 		urls[i] = m.URL
 		byName[m.Name()] = m
 	}
-	q = openOn(t, strings.Join(urls, ","), append([]Option{WithReplicas(3), WithLogger(zaptest.NewLogger(t))}, opts...)...)
+	// Right after start the meta leader may still count a member offline
+	// ("no suitable peers for placement"): provisioning is idempotent, so
+	// try again until it places the R3 stream and buckets.
+	nc := queuetest.Connect(t, strings.Join(urls, ","))
+	opts = append([]Option{WithAckWait(2 * time.Second), WithReplicas(3), WithLogger(zaptest.NewLogger(t))}, opts...)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var err error
+		if q, err = Open(ctxT(t), nc, opts...); err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "no suitable peers") || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 	ctx := context.Background()
 	info, err := q.js.Stream(ctxT(t), "KV_"+ChainsBucket)
 	if err != nil {
