@@ -428,11 +428,24 @@ func (h *Handler) process(ctx context.Context, log *zap.Logger, endpoint string,
 		}
 		// Reserve the event id before submitting, so a registry retrying an
 		// envelope (or two concurrent deliveries) queues each event once.
+		// A retry that arrives while an earlier delivery of the same event
+		// is still being queued waits for it: answering "duplicate" then
+		// would lose the event if the earlier one fails (a registry that
+		// times out a slow delivery retries at once).
 		key := ""
 		if ev.ID != "" {
 			key = endpoint + "\x00" + ev.Registry + "\x00" + ev.ID
-			now := h.cfg.now()
-			if !h.seen.addIfAbsent(key, now, now.Add(h.cfg.dedupeWindow)) {
+			dup, werr := h.seen.reserve(ctx, key, h.cfg.now, h.cfg.dedupeWindow)
+			if werr != nil {
+				resp.Failed++
+				h.cfg.count(endpoint, OutcomeError)
+				l.Error("webhook event not queued", zap.Error(werr))
+				if firstErr == "" {
+					firstErr = fmt.Sprintf("queueing %s: %v", ev.Ref(), werr)
+				}
+				continue
+			}
+			if dup {
 				resp.Duplicates++
 				h.cfg.count(endpoint, OutcomeDuplicate)
 				l.Debug("webhook event duplicate")
@@ -440,15 +453,15 @@ func (h *Handler) process(ctx context.Context, log *zap.Logger, endpoint string,
 			}
 		}
 		err := h.sink.Submit(ctx, ev)
+		if key != "" {
+			h.seen.settle(key, err == nil || errors.Is(err, ErrDuplicate))
+		}
 		switch {
 		case errors.Is(err, ErrDuplicate):
 			resp.Duplicates++
 			h.cfg.count(endpoint, OutcomeDuplicate)
 			l.Debug("webhook event duplicate (sink)")
 		case err != nil:
-			if key != "" {
-				h.seen.remove(key) // not queued: the retry must go through
-			}
 			resp.Failed++
 			h.cfg.count(endpoint, OutcomeError)
 			l.Error("webhook event not queued", zap.Error(err))
@@ -537,6 +550,8 @@ type expirySet struct {
 	m     map[string]time.Time
 	order []expiryEntry // insertion order; entries superseded in m are skipped
 	max   int
+	// pending: keys reserved by a delivery still being queued (reserve).
+	pending map[string]chan struct{}
 }
 
 type expiryEntry struct {
@@ -553,6 +568,10 @@ func newExpirySet(max int) *expirySet {
 func (s *expirySet) addIfAbsent(k string, now, exp time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.addLocked(k, now, exp)
+}
+
+func (s *expirySet) addLocked(k string, now, exp time.Time) bool {
 	if old, ok := s.m[k]; ok && now.Before(old) {
 		return false
 	}
@@ -573,6 +592,49 @@ func (s *expirySet) addIfAbsent(k string, now, exp time.Time) bool {
 		s.order = s.order[1:]
 	}
 	return true
+}
+
+// reserve reserves k for one delivery (dup false) unless a live entry says
+// it was queued already (dup true). While another delivery of k is still
+// pending it waits for that one to settle (or ctx to end: err).
+func (s *expirySet) reserve(ctx context.Context, k string, now func() time.Time, window time.Duration) (dup bool, err error) {
+	for {
+		s.mu.Lock()
+		if wait, ok := s.pending[k]; ok {
+			s.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return false, fmt.Errorf("waiting for an earlier delivery of the same event: %w", ctx.Err())
+			}
+		}
+		t := now()
+		if !s.addLocked(k, t, t.Add(window)) {
+			s.mu.Unlock()
+			return true, nil
+		}
+		if s.pending == nil {
+			s.pending = map[string]chan struct{}{}
+		}
+		s.pending[k] = make(chan struct{})
+		s.mu.Unlock()
+		return false, nil
+	}
+}
+
+// settle ends the pending delivery of k: kept when queued, forgotten when
+// not (so the registry's retry goes through).
+func (s *expirySet) settle(k string, queued bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ch, ok := s.pending[k]; ok {
+		close(ch)
+		delete(s.pending, k)
+	}
+	if !queued {
+		delete(s.m, k)
+	}
 }
 
 func (s *expirySet) remove(k string) {

@@ -16,6 +16,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -875,6 +876,49 @@ func TestDuplicateEnvelope(t *testing.T) {
 	}
 	if got := c.snapshot(); !reflect.DeepEqual(got, map[string]int{"distribution/accepted": 1, "distribution/duplicate": 1}) {
 		t.Errorf("counter = %v", got)
+	}
+}
+
+// A registry times out a slow delivery and retries at once (distribution's
+// default is 1 s). The retry must not be answered "duplicate" while the
+// first delivery is still being queued: when that one then fails, nobody
+// would queue the event (seen in the fault suite's cluster failover, where
+// queueing waits out a NATS election).
+func TestRetryWhileEarlierDeliveryIsPending(t *testing.T) {
+	c := &counter{}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	sink := &recordingSink{fail: func(Event) error {
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-release // the first delivery is slow, then fails
+			return errors.New("nats: no response from stream")
+		}
+		return nil
+	}}
+	h, err := New(sink, baseOptions(c)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := fixture(t, "distribution_push.json")
+	first := make(chan *httptest.ResponseRecorder)
+	go func() { first <- do(h, "/webhooks/distribution", body, nil) }()
+	<-entered
+	second := make(chan *httptest.ResponseRecorder)
+	go func() { second <- do(h, "/webhooks/distribution", body, nil) }()
+	select {
+	case rec := <-second:
+		t.Fatalf("the retry was answered while the first delivery was pending: %d %s", rec.Code, rec.Body.String())
+	case <-time.After(100 * time.Millisecond):
+	}
+	// recordingSink holds its lock while fail runs: release outside it.
+	close(release)
+	if rec := <-first; rec.Code != 503 {
+		t.Errorf("first delivery: %d %s, want 503", rec.Code, rec.Body.String())
+	}
+	checkResponse(t, <-second, 200, response{Accepted: 1})
+	if n := len(sink.got()); n != 1 {
+		t.Errorf("queued %d events, want 1", n)
 	}
 }
 
