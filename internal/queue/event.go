@@ -78,6 +78,12 @@ func (r Request) Normalize() (Request, error) {
 	if _, err := name.ParseReference(r.Image); err != nil {
 		return r, fmt.Errorf("%w: image %q: %v", ErrInvalidRequest, r.Image, err)
 	}
+	// "sha256:0" parses as docker.io/library/sha256:0, but status lookups
+	// read a leading digest algorithm as a digest: refuse what would have
+	// no status key rather than convert an image nobody can ask about.
+	if _, err := StatusKey(r.Image); err != nil {
+		return r, err
+	}
 	if r.Tag != "" {
 		if _, err := name.NewTag("example.invalid/x:"+r.Tag, name.StrictValidation); err != nil {
 			return r, fmt.Errorf("%w: tag %q: %v", ErrInvalidRequest, r.Tag, err)

@@ -48,6 +48,7 @@ func TestDecodeRequestErrors(t *testing.T) {
 		{"no data", `{"specversion":"1.0","type":"io.cimconv.convert.requested"}`, "no data"},
 		{"empty image", `{"specversion":"1.0","type":"io.cimconv.convert.requested","data":{"image":" "}}`, "image is empty"},
 		{"bad image", `{"specversion":"1.0","type":"io.cimconv.convert.requested","data":{"image":"a b"}}`, "image \"a b\""},
+		{"image that reads as a malformed digest", `{"specversion":"1.0","type":"io.cimconv.convert.requested","data":{"image":"sha256:0"}}`, "malformed sha256 digest"},
 		{"bad platform", `{"specversion":"1.0","type":"io.cimconv.convert.requested","data":{"image":"x/y","platform":"windows"}}`, "platform"},
 		{"bad builder", `{"specversion":"1.0","type":"io.cimconv.convert.requested","data":{"image":"x/y","builder":"magic"}}`, "builder"},
 		{"future schema", `{"specversion":"1.0","type":"io.cimconv.convert.requested","data":{"image":"x/y","schemaVersion":99}}`, "schemaVersion 99"},
@@ -155,6 +156,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"specversion":"1.0","type":"io.cimconv.convert.requested","data":{"image":"a/b:c","platform":"windows/amd64"}}`))
 	f.Add([]byte(`{"specversion":"1.0","type":"io.cimconv.convert.requested","data":null}`))
 	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"specversion":"1.0","type":"io.cimconv.convert.requested","data":{"image":"sha256:0"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := DecodeRequest(b)
 		if err != nil {
