@@ -432,27 +432,25 @@ func (h *Handler) process(ctx context.Context, log *zap.Logger, endpoint string,
 		// is still being queued waits for it: answering "duplicate" then
 		// would lose the event if the earlier one fails (a registry that
 		// times out a slow delivery retries at once).
+		var err error
 		key := ""
 		if ev.ID != "" {
 			key = endpoint + "\x00" + ev.Registry + "\x00" + ev.ID
-			dup, werr := h.seen.reserve(ctx, key, h.cfg.now, h.cfg.dedupeWindow)
-			if werr != nil {
-				resp.Failed++
-				h.cfg.count(endpoint, OutcomeError)
-				l.Error("webhook event not queued", zap.Error(werr))
-				if firstErr == "" {
-					firstErr = fmt.Sprintf("queueing %s: %v", ev.Ref(), werr)
-				}
-				continue
-			}
+			var dup bool
+			dup, err = h.seen.reserve(ctx, key, h.cfg.now, h.cfg.dedupeWindow)
 			if dup {
 				resp.Duplicates++
 				h.cfg.count(endpoint, OutcomeDuplicate)
 				l.Debug("webhook event duplicate")
 				continue
 			}
+			if err != nil {
+				key = "" // nothing reserved, nothing to settle
+			}
 		}
-		err := h.sink.Submit(ctx, ev)
+		if err == nil {
+			err = h.sink.Submit(ctx, ev)
+		}
 		if key != "" {
 			h.seen.settle(key, err == nil || errors.Is(err, ErrDuplicate))
 		}
