@@ -472,14 +472,11 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// publishJSON publishes v as JSON with an optional message id.
+// publishJSON publishes v as JSON under msgID, riding through an outage (the id
+// deduplicates a retry whose answer was lost, so it is required).
 func (q *Queue) publishJSON(ctx context.Context, subject, msgID string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return err
-	}
-	if msgID == "" {
-		_, err = q.js.Publish(ctx, subject, b)
 		return err
 	}
 	_, err = q.publish(ctx, subject, b, jetstream.WithMsgID(msgID))
