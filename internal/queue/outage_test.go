@@ -196,7 +196,8 @@ func leaderless(t *testing.T, opts ...Option) (q *Queue, restart func()) {
 	}
 	// Right after start the meta leader may still count a member offline
 	// ("no suitable peers for placement"): provisioning is idempotent, so
-	// try again until it places the R3 stream and buckets.
+	// try again until it places the R3 stream and buckets (a real failure
+	// still ends the test, after 60 s, with the last error).
 	nc := queuetest.Connect(t, strings.Join(urls, ","))
 	opts = append([]Option{WithAckWait(2 * time.Second), WithReplicas(3), WithLogger(zaptest.NewLogger(t))}, opts...)
 	deadline := time.Now().Add(60 * time.Second)
@@ -205,9 +206,10 @@ func leaderless(t *testing.T, opts ...Option) (q *Queue, restart func()) {
 		if q, err = Open(ctxT(t), nc, opts...); err == nil {
 			break
 		}
-		if !strings.Contains(err.Error(), "no suitable peers") || time.Now().After(deadline) {
-			t.Fatal(err)
+		if time.Now().After(deadline) {
+			t.Fatalf("provisioning the R3 stream and buckets for 60 s: %v", err)
 		}
+		t.Logf("provisioning the fresh cluster (will retry): %v", err)
 		time.Sleep(250 * time.Millisecond)
 	}
 	ctx := context.Background()
@@ -219,19 +221,13 @@ func leaderless(t *testing.T, opts ...Option) (q *Queue, restart func()) {
 	if leader == nil {
 		t.Fatalf("chains bucket leader %q is not a member", info.CachedInfo().Cluster.Leader)
 	}
-	var other *queuetest.Server
+	var rest []*queuetest.Server
 	for _, m := range members {
 		if m != leader {
-			other = m
-			break
+			rest = append(rest, m)
 		}
 	}
-	var survivor *queuetest.Server
-	for _, m := range members {
-		if m != leader && m != other {
-			survivor = m
-		}
-	}
+	other, survivor := rest[0], rest[1]
 	leader.Stop()
 	other.Stop()
 	// On the survivor, so the claim meets the leaderless stream rather

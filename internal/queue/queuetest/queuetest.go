@@ -18,7 +18,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Server is a NATS server with JetStream for one test: embedded in the test
@@ -59,6 +58,11 @@ func Embedded(tb testing.TB) *Server {
 // (n >= 3 for replicated streams), each with its own client port and store,
 // and waits until JetStream answers on all of them. Stop and Start on a
 // member restart it in place; all stop when the test ends.
+//
+// JetStream answers on every member before the meta leader has seen every
+// peer, so creating a replicated stream right away can fail with "no
+// suitable peers for placement": callers retry their (idempotent)
+// provisioning.
 func Cluster(tb testing.TB, n int) []*Server {
 	tb.Helper()
 	members := make([]*Server, n)
@@ -79,40 +83,7 @@ func Cluster(tb testing.TB, n int) []*Server {
 	for range members {
 		<-done
 	}
-	waitPlacement(tb, members[0].URL, min(n, 5))
 	return members
-}
-
-// waitPlacement waits until the cluster can place a stream with the given
-// replicas: JetStream answers on every member before the meta leader has
-// seen every peer ("no suitable peers for placement, peer offline").
-func waitPlacement(tb testing.TB, url string, replicas int) {
-	tb.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "QUEUETEST_PLACEMENT", Subjects: []string{"queuetest.placement"}, Replicas: replicas})
-		if err == nil {
-			err = js.DeleteStream(ctx, "QUEUETEST_PLACEMENT")
-		}
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("cluster cannot place a %d-replica stream within 60 s: %v", replicas, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // Name is the server's name (cluster members: queuetest-<i>).
