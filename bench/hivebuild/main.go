@@ -23,7 +23,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,7 +30,6 @@ import (
 
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/builder/portable"
-	"github.com/cimconv/cimconv/internal/hive"
 	"github.com/cimconv/cimconv/internal/hive/hivegen"
 	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
@@ -66,32 +64,18 @@ func run(baseMB, deltaMB, appFiles, appMB, rounds int) error {
 	baseTar := base.Bytes(fixture.Uncompressed)
 
 	app := fixture.NewLayer()
-	rng := rand.New(rand.NewPCG(2, 3))
 	per := appMB << 20 / appFiles
 	for i := range appFiles {
-		b := make([]byte, per)
-		for j := 0; j < len(b); j += 8 {
-			v := rng.Uint64()
-			for k := 0; k < 8 && j+k < len(b); k++ {
-				b[j+k] = byte(v >> (8 * k))
-			}
-		}
-		app.File(fmt.Sprintf("Files/Program Files/App/d%03d/f%05d.bin", i/100, i), b)
+		p := fmt.Sprintf("Files/Program Files/App/d%03d/f%05d.bin", i/100, i)
+		app.File(p, fixture.PE(p, per)) // incompressible, like real binaries
 	}
 	app.Dir("Hives")
-	for _, d := range []struct{ file, hive string }{
-		{"DefaultUser_Delta", "DEFAULT"}, {"Sam_Delta", "SAM"}, {"Security_Delta", "SECURITY"},
-		{"Software_Delta", "SOFTWARE"}, {"System_Delta", "SYSTEM"},
-	} {
-		root := hivegen.Delta(d.hive, 1)
-		if d.hive == "SOFTWARE" {
+	for _, d := range fixture.DeltaHives {
+		root := hivegen.Delta(d.Hive, 1)
+		if d.Hive == "SOFTWARE" {
 			root = softDelta
 		}
-		b, err := hive.Marshal(root, hive.WithLayered())
-		if err != nil {
-			return fmt.Errorf("delta %s: %w", d.file, err)
-		}
-		app.File("Hives/"+d.file, b, fixture.WithSD(fixture.SDSystemOnly))
+		app.File("Hives/"+d.File, fixture.RegistryDelta(root), fixture.WithSD(fixture.SDSystemOnly))
 	}
 	appTar := app.Bytes(fixture.Uncompressed)
 	fmt.Printf("base layer %.1f MiB (SOFTWARE %d MiB), app layer %.1f MiB (%d files, Software_Delta %d MiB)\n",
