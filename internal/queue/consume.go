@@ -215,12 +215,12 @@ func (d *Delivery) Requeue(ctx context.Context) error {
 	if !d.settle() {
 		return errors.New("delivery already settled")
 	}
-	ack, err := d.q.publish(ctx, SubjectRequest, d.msg.Data(), jetstream.WithMsgID("requeue-"+strconv.FormatUint(d.Seq, 10)))
+	ack, stored, err := d.q.publish(ctx, SubjectRequest, d.msg.Data(), jetstream.WithMsgID("requeue-"+strconv.FormatUint(d.Seq, 10)))
 	if err != nil {
 		_ = d.msg.Nak()
 		return fmt.Errorf("requeue request #%d: %w", d.Seq, err)
 	}
-	if d.ParseError == nil && !ack.Duplicate {
+	if d.ParseError == nil && stored {
 		_ = d.q.UpdateStatus(ctx, d.Request.Image, Status{State: StateQueued, Image: d.Request.Image, Key: d.Key(), Seq: ack.Sequence,
 			LastError: "requeued: interrupted by a worker shutdown on its last delivery"})
 	}

@@ -98,11 +98,11 @@ func (q *Queue) Replay(ctx context.Context, seq uint64) error {
 		return err
 	}
 	// A replay of one dead letter is itself idempotent.
-	ack, err := q.publish(ctx, SubjectRequest, d.Raw, jetstream.WithMsgID("replay-"+strconv.FormatUint(seq, 10)))
+	ack, stored, err := q.publish(ctx, SubjectRequest, d.Raw, jetstream.WithMsgID("replay-"+strconv.FormatUint(seq, 10)))
 	if err != nil {
 		return fmt.Errorf("replay dead letter #%d: %w", seq, err)
 	}
-	if d.Request != nil && !ack.Duplicate {
+	if d.Request != nil && stored {
 		_ = q.UpdateStatus(ctx, d.Request.Image, Status{State: StateQueued, Image: d.Request.Image, Key: d.Request.IdempotencyKey(), Seq: ack.Sequence})
 	}
 	if err := q.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -291,3 +291,49 @@ func TestOutageToleranceBoundsTheWait(t *testing.T) {
 		t.Fatalf("err = %v; want ErrUnavailable wrapping the last answer, saying how long NATS was unavailable", err)
 	}
 }
+
+// lostAnswer is JetStream whose first publish is stored by the server but
+// whose answer is lost (a reconnect between the store and the ack).
+type lostAnswer struct {
+	jetstream.JetStream
+	lost atomic.Int32
+}
+
+func (j *lostAnswer) Publish(ctx context.Context, subj string, data []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	ack, err := j.JetStream.Publish(ctx, subj, data, opts...)
+	if err == nil && j.lost.Add(1) == 1 {
+		return nil, nats.ErrTimeout
+	}
+	return ack, err
+}
+
+// A submit whose first answer was lost finds its own message on the retry
+// ("duplicate"): it is queued by this call, so it says so and writes the
+// queued status; only a submit that found someone else's message is a
+// duplicate. Before: dup=true and no status until a worker started.
+func TestSubmitAfterALostAnswerIsNotADuplicate(t *testing.T) {
+	q, _ := openQueue(t, WithLogger(zaptest.NewLogger(t)))
+	ctx := ctxT(t)
+	q.js = &lostAnswer{JetStream: q.js}
+	dup, err := q.Submit(ctx, Request{Image: pinned})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dup {
+		t.Error("submit whose own first try landed reported a duplicate")
+	}
+	if n := countOn(t, q, SubjectRequest); n != 1 {
+		t.Errorf("%d requests in the stream, want 1", n)
+	}
+	st, err := q.Status(ctx, pinned)
+	if err != nil {
+		t.Fatalf("no status after the submit: %v", err)
+	}
+	if st.State != StateQueued {
+		t.Errorf("status %s, want queued", st.State)
+	}
+	// Someone else's submit of the same image, answered at once, is one.
+	if dup, err := q.Submit(ctx, Request{Image: pinned, Source: "other"}); err != nil || !dup {
+		t.Errorf("second submit: dup=%v err=%v, want a duplicate", dup, err)
+	}
+}

@@ -303,7 +303,8 @@ func (q *Queue) Ready(ctx context.Context) error {
 
 // Submit publishes req on cimconv.requests with its idempotency key as
 // Nats-Msg-Id. dup is true when the key was already seen within the
-// duplicate window: nothing new is queued.
+// duplicate window: nothing new is queued. (A retry that finds its own first
+// try, whose answer was lost, is not a duplicate: see publish.)
 func (q *Queue) Submit(ctx context.Context, req Request) (dup bool, err error) {
 	_, dup, err = q.submit(ctx, req, "")
 	return dup, err
@@ -322,11 +323,11 @@ func (q *Queue) submit(ctx context.Context, req Request, msgID string) (uint64, 
 	if msgID == "" {
 		msgID = key
 	}
-	ack, err := q.publish(ctx, SubjectRequest, body, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName))
+	ack, stored, err := q.publish(ctx, SubjectRequest, body, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName))
 	if err != nil {
 		return 0, false, fmt.Errorf("queue: submit %s: %w", req.Image, err)
 	}
-	if ack.Duplicate {
+	if !stored {
 		return ack.Sequence, true, nil
 	}
 	for _, img := range req.StatusImages() {
@@ -479,16 +480,26 @@ func (q *Queue) publishJSON(ctx context.Context, subject, msgID string, v any) e
 	if err != nil {
 		return err
 	}
-	_, err = q.publish(ctx, subject, b, jetstream.WithMsgID(msgID))
+	_, _, err = q.publish(ctx, subject, b, jetstream.WithMsgID(msgID))
 	return err
 }
 
 // publish publishes a message that carries a message id (so a retry after a
-// lost answer is deduplicated), riding through an outage.
-func (q *Queue) publish(ctx context.Context, subject string, data []byte, opts ...jetstream.PublishOpt) (ack *jetstream.PubAck, err error) {
+// lost answer is deduplicated), riding through an outage. stored says this
+// call put the message on the stream: a fresh message, or a duplicate
+// answered to a retry, since the earlier try whose answer was lost most
+// likely stored it (a genuine duplicate arriving just then is taken as
+// ours: its queued status is written again, which the status order keeps
+// from overwriting later states).
+func (q *Queue) publish(ctx context.Context, subject string, data []byte, opts ...jetstream.PublishOpt) (ack *jetstream.PubAck, stored bool, err error) {
+	tries := 0
 	err = q.rider().do(ctx, "publish "+subject, func(ctx context.Context) error {
+		tries++
 		ack, err = q.js.Publish(ctx, subject, data, opts...)
 		return err
 	})
-	return ack, err
+	if err != nil {
+		return nil, false, err
+	}
+	return ack, !ack.Duplicate || tries > 1, nil
 }
