@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cimconv/cimconv/internal/exe"
 	"github.com/cimconv/cimconv/internal/trust/trusttest"
 )
 
@@ -23,7 +24,7 @@ func cosignPath(t *testing.T) string {
 		cands = append(cands, p)
 	}
 	if home, err := os.UserHomeDir(); err == nil {
-		cands = append(cands, filepath.Join(home, ".cache", "cimconv-ci", "bin", "cosign"))
+		cands = append(cands, exe.Path(filepath.Join(home, ".cache", "cimconv-ci", "bin"), "cosign"))
 	}
 	for _, c := range cands {
 		if c == "" {
