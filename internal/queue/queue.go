@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/cimconv/cimconv/internal/errdefs"
 )
 
 // Names of the JetStream objects cimconv provisions.
@@ -29,7 +31,8 @@ const (
 // Sentinel errors callers decide on.
 var (
 	// ErrNotFound: no status, dead letter or chain value under that name.
-	ErrNotFound = errors.New("not found")
+	// It is errdefs.ErrNotFound, the one not-found kind of every package.
+	ErrNotFound = errdefs.ErrNotFound
 	// ErrStreamMismatch: an existing CIMCONV stream has settings that cannot
 	// be updated in place (e.g. memory storage).
 	ErrStreamMismatch = errors.New("existing stream is incompatible")

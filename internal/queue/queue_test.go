@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/queue/queuetest"
 )
 
@@ -493,8 +494,8 @@ func TestStatusNeverRegresses(t *testing.T) {
 			t.Errorf("step %d: state %s, want %s", i, got.State, s.want)
 		}
 	}
-	if _, err := q.Status(ctx, "registry.example/other:1"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("unknown image: err = %v, want ErrNotFound", err)
+	if _, err := q.Status(ctx, "registry.example/other:1"); !errors.Is(err, ErrNotFound) || !errdefs.IsNotFound(err) {
+		t.Errorf("unknown image: err = %v, want ErrNotFound of kind errdefs.ErrNotFound", err)
 	}
 }
 
