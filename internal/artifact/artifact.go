@@ -183,6 +183,13 @@ func Choose(cands []Candidate, nodeBuild string) (Candidate, bool) {
 	return r[0], true
 }
 
+// MaxCandidates bounds the artifacts of one image a node verifies, in Rank
+// order, before it gives up: anyone who can push can plant newer junk, and
+// each refused candidate costs about two registry requests (four when it is
+// signed by an untrusted key), so this bounds the cost of finding the
+// genuine artifact behind up to MaxCandidates-1 planted ones.
+const MaxCandidates = 4096
+
 // Rank returns the candidates compatible with nodeBuild, newest first (by
 // their created annotation, then digest). A node verifies them in this
 // order and takes the first trusted one: annotations are unsigned, so the

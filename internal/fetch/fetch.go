@@ -83,8 +83,8 @@ func New(reg *registry.Client, log *zap.Logger) *Fetcher {
 }
 
 // DefaultMaxCandidates bounds the artifacts of one image verified before
-// giving up (each unsigned one costs two registry requests).
-const DefaultMaxCandidates = 4096
+// giving up (artifact.MaxCandidates).
+const DefaultMaxCandidates = artifact.MaxCandidates
 
 // Found is the trusted artifact Find chose, with the candidates it refused.
 type Found struct {

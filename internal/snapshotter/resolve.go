@@ -232,8 +232,11 @@ func (s *resolver) resolveIn(ctx context.Context, repo name.Repository, manifest
 }
 
 // maxCandidates bounds the artifacts of one manifest verified before the
-// layer falls through (each costs a manifest and a signature lookup).
-const maxCandidates = 64
+// layer falls through: the same bound as converter fetch, so the genuine
+// artifact is found behind as many planted newer ones (it was 64, so 64
+// planted artifacts took a node's fast path away). The lookup runs once per
+// image, its cost bounded by the fast path's timeout.
+const maxCandidates = artifact.MaxCandidates
 
 // verifyCandidate fetches an artifact manifest, checks it is a cimconv
 // artifact of manifest and asks the verifier whether it may be used.
