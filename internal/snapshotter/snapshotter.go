@@ -402,7 +402,13 @@ func (s *Snapshotter) resolveShared(ctx context.Context, imageRef, manifest stri
 	}
 	s.mu.Unlock()
 	ch := s.sf.DoChan(key, func() (any, error) {
-		r, err := s.resolve(ctx, imageRef, manifest)
+		// The lookup serves every layer of the manifest, so the caller
+		// that started it must not end it for the others by going away
+		// (its result would be cached as the image's answer): it runs
+		// detached, bounded by the fast-path timeout.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+		defer cancel()
+		r, err := s.resolve(rctx, imageRef, manifest)
 		ttl := s.positiveTTL
 		if err != nil {
 			ttl = s.negativeTTL
