@@ -1,5 +1,5 @@
 // Command hivebuild measures what the portable hive merge adds to the build
-// of an app layer (issue 11: at most 10%), for bench/hive-build.sh.
+// of an app layer (issue 11: at most 10%); run it as `go run ./bench/hivebuild`.
 //
 // It generates, in memory and deterministically, a base layer whose SOFTWARE
 // hive is SOFTWARE-sized (hivegen.Large, default 100 MiB; the other four
