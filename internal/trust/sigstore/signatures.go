@@ -51,14 +51,20 @@ func (v *Verifier) signature(ctx context.Context, repo name.Repository, ad v1.Ha
 	sort.SliceStable(descs, func(i, j int) bool {
 		return trusted[descs[i].Annotations[AnnotationKeyID]] && !trusted[descs[j].Annotations[AnnotationKeyID]]
 	})
-	// Every bundle naming a trusted key id is examined (junk that copies the
-	// id costs two requests each, and cannot hide the genuine one), and at
-	// most maxSignatures others (signatures made by cosign carry no id).
-	n := 0
-	for n < len(descs) && trusted[descs[n].Annotations[AnnotationKeyID]] {
-		n++
+	// Bundles naming a trusted key id are examined, up to maxClaimed (junk
+	// that copies the id costs two requests each), then at most
+	// maxSignatures others (signatures made by cosign carry no id).
+	total := len(descs)
+	claimed := 0
+	for claimed < len(descs) && trusted[descs[claimed].Annotations[AnnotationKeyID]] {
+		claimed++
 	}
-	n = min(len(descs), n+v.maxSignatures)
+	if claimed > v.maxClaimed {
+		// Only the bound's worth of the claiming ones, then the others.
+		descs = append(descs[:v.maxClaimed:v.maxClaimed], descs[claimed:]...)
+		claimed = v.maxClaimed
+	}
+	n := min(len(descs), claimed+v.maxSignatures)
 	var reasons []string
 	claimedTrusted := false
 	for _, d := range descs[:n] {
@@ -110,8 +116,8 @@ func (v *Verifier) signature(ctx context.Context, repo name.Repository, ad v1.Ha
 		}
 	}
 	more := ""
-	if len(descs) > n {
-		more = fmt.Sprintf(" (examined %d of %d signature referrers)", n, len(descs))
+	if total > n {
+		more = fmt.Sprintf(" (examined %d of %d signature referrers)", n, total)
 	}
 	reason := trust.ErrUnknownKey
 	switch {
@@ -121,7 +127,7 @@ func (v *Verifier) signature(ctx context.Context, repo name.Repository, ad v1.Ha
 		reason = trust.ErrUnsigned
 	}
 	return "", "", nil, fmt.Errorf("%w: %d signature referrers of %s, none verifies with trusted keys %s%s: %s",
-		reason, len(descs), ad, strings.Join(v.KeyIDs(), ", "), more, strings.Join(firstN(reasons, 5), "; "))
+		reason, total, ad, strings.Join(v.KeyIDs(), ", "), more, strings.Join(firstN(reasons, 5), "; "))
 }
 
 var errNotABundle = errors.New("not a Sigstore bundle")

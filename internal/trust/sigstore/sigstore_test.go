@@ -415,3 +415,51 @@ func placeholderBlobs(a *trusttest.Artifact) [][]byte {
 	}
 	return out
 }
+
+// Key ids are public, so junk can claim a trusted one: the bundles that do
+// are examined only up to a bound, so their cost has a limit too (before,
+// every claiming bundle was examined, two requests each, without limit).
+func TestClaimedSignaturesAreBounded(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	worker, attacker := trusttest.NewKey(t, dir, "worker"), trusttest.NewKey(t, dir, "attacker")
+	a := trusttest.PushArtifact(t, e.reg, e.a, nil, nil)
+	ctx := context.Background()
+	repo := e.a.Context()
+	sig, err := e.signer(t, attacker).Push(ctx, e.reg, repo, a.Desc, sigstore.PredicateFor(&a.Config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, err := e.reg.FetchManifest(ctx, repo.Digest(sig.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const claiming, bound = 40, 5
+	for i := range claiming {
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatal(err)
+		}
+		ann := m["annotations"].(map[string]any)
+		ann["junk"] = fmt.Sprint(i)
+		ann[sigstore.AnnotationKeyID] = worker.Public().ID // a lie
+		b, _ := json.Marshal(m)
+		trusttest.PutManifest(t, e.host, "win/app", b)
+	}
+	v, err := sigstore.NewVerifier(e.reg, []*keys.PublicKey{worker.Public()},
+		sigstore.WithMaxClaimedSignatures(bound), sigstore.WithMaxSignatures(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.requests.Load()
+	_, err = verify(v, e.a, a)
+	n := e.requests.Load() - before
+	if !errors.Is(err, trust.ErrUntrusted) || !strings.Contains(err.Error(), fmt.Sprintf("examined %d of %d", bound, claiming+1)) {
+		t.Fatalf("err = %v; want untrusted, saying %d of %d signature referrers were examined", err, bound, claiming+1)
+	}
+	// The referrers list, then manifest and bundle of each examined one;
+	// slack for token/ping requests.
+	if max := int64(1 + 2*bound + 5); n > max {
+		t.Fatalf("%d requests for %d junk signatures claiming a trusted key; want at most %d", n, claiming, max)
+	}
+}

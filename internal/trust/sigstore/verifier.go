@@ -23,14 +23,21 @@ import (
 )
 
 // DefaultMaxSignatures bounds the signature referrers examined for one
-// artifact (bundles naming a trusted key id come first).
+// artifact besides those naming a trusted key id, which come first.
 const DefaultMaxSignatures = 32
+
+// DefaultMaxClaimedSignatures bounds the signature referrers naming a
+// trusted key id examined for one artifact. Key ids are public, so junk can
+// claim one: each costs two requests, and past this bound the verification
+// gives up rather than let junk cost without limit.
+const DefaultMaxClaimedSignatures = 1024
 
 // Verifier implements trust.Verifier with a set of trusted public keys.
 type Verifier struct {
 	reg           *registry.Client
 	keys          []*trustedKey
 	maxSignatures int
+	maxClaimed    int
 	log           *zap.Logger
 }
 
@@ -46,6 +53,10 @@ type VerifierOption func(*Verifier)
 // examined at most (default DefaultMaxSignatures).
 func WithMaxSignatures(n int) VerifierOption { return func(v *Verifier) { v.maxSignatures = n } }
 
+// WithMaxClaimedSignatures sets how many signature referrers naming a
+// trusted key id are examined at most (default DefaultMaxClaimedSignatures).
+func WithMaxClaimedSignatures(n int) VerifierOption { return func(v *Verifier) { v.maxClaimed = n } }
+
 // WithLogger sets the logger.
 func WithLogger(l *zap.Logger) VerifierOption { return func(v *Verifier) { v.log = l } }
 
@@ -58,7 +69,7 @@ func NewVerifier(reg *registry.Client, trusted []*keys.PublicKey, opts ...Verifi
 	if len(trusted) == 0 {
 		return nil, errors.New("trust: no trusted keys (give --trusted-key, or --trust-unsigned for development)")
 	}
-	v := &Verifier{reg: reg, maxSignatures: DefaultMaxSignatures, log: zap.NewNop()}
+	v := &Verifier{reg: reg, maxSignatures: DefaultMaxSignatures, maxClaimed: DefaultMaxClaimedSignatures, log: zap.NewNop()}
 	for _, o := range opts {
 		o(v)
 	}
