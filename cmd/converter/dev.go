@@ -96,8 +96,7 @@ It runs until interrupted. For development and demos only.`,
 			if jsonOut {
 				json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]string{"registry": reg.Host(), "image": ref, "digest": digest})
 			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "registry listening on %s\nsample image: %s\n              %s\n\ntry:\n  go run ./cmd/converter convert %s\n  go run ./cmd/converter fetch %s --dest /tmp/cims\n\n(Ctrl-C to stop)\n",
-					reg.Host(), ref, digest, ref, ref)
+				fmt.Fprint(cmd.OutOrStdout(), devRegistryBanner(reg.Host(), ref, digest))
 			}
 			<-cmd.Context().Done()
 			return nil
@@ -141,4 +140,11 @@ func newDevLargeLayerCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&flat, "flat", false, "all files small and in one directory")
 	cmd.Flags().Int64Var(&seed, "seed", 1, "generator seed")
 	return cmd
+}
+
+// devRegistryBanner is what `dev registry` prints when it is up
+// (TestCopyPasteCommandsParse runs its commands through the CLI's parser).
+func devRegistryBanner(host, ref, digest string) string {
+	return fmt.Sprintf("registry listening on %s\nsample image: %s\n              %s\n\ntry:\n  go run ./cmd/converter convert %s\n  go run ./cmd/converter fetch %s --dest /tmp/cims --trust-unsigned   # dev artifacts are unsigned\n\n(Ctrl-C to stop)\n",
+		host, ref, digest, ref, ref)
 }

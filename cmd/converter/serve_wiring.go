@@ -61,6 +61,7 @@ func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger)
 type devState struct {
 	reg      *devenv.Registry
 	stateDir string
+	signed   bool // a signing key is configured: fetch needs its public half
 }
 
 // startDevState empties the dev state (data-dir/dev, which becomes
@@ -86,7 +87,7 @@ func startDevState(ctx context.Context, cfg *service.Config, log *zap.Logger) (*
 		cfg.WebhookAllowedRegistries = []string{reg.Host()}
 	}
 	log.Debug("dev state cleared", zap.String("dir", dir))
-	return &devState{reg: reg, stateDir: dir}, nil
+	return &devState{reg: reg, stateDir: dir, signed: cfg.SigningKey != ""}, nil
 }
 
 func (d *devState) close() {
@@ -104,11 +105,24 @@ func (d *devState) run(ctx context.Context, env service.DevEnv) error {
 		return err
 	}
 	env.Logger.Info("dev registry seeded", zap.String("registry", d.reg.Host()), zap.String("image", image), zap.String("digest", digest))
+	fmt.Fprint(os.Stderr, devBanner(env.NATSURL, env.HTTPAddr, d.reg.Host(), image, digest, d.stateDir, d.signed))
+	return nil
+}
+
+// devBanner is what `serve --dev` prints when it is up: what runs where, and
+// commands to try (TestCopyPasteCommandsParse runs them through the CLI's
+// parser).
+func devBanner(natsURL, httpAddr, regHost, image, digest, stateDir string, signed bool) string {
 	nats := ""
-	if env.NATSURL != "nats://127.0.0.1:4222" {
-		nats = " --nats-url " + env.NATSURL
+	if natsURL != "nats://127.0.0.1:4222" {
+		nats = " --nats-url " + natsURL
 	}
-	fmt.Fprintf(os.Stderr, `
+	// fetch refuses to guess whom to trust.
+	trust := "--trust-unsigned   # dev artifacts are unsigned"
+	if signed {
+		trust = "--trusted-key PUBLIC_KEY.pem   # the public half of --signing-key"
+	}
+	return fmt.Sprintf(`
 cimconv dev environment is up:
   NATS (embedded, JetStream)  %s   (--embedded-nats-port)
   HTTP                        http://%s  (/metrics /healthz /readyz /webhooks/; --listen)
@@ -122,9 +136,8 @@ Try, in another terminal:
   go run ./cmd/converter submit %s --wait%s
   go run ./cmd/converter status %s%s
   curl -s http://%s/metrics | grep '^cimconv_'
-  go run ./cmd/converter fetch %s --dest /tmp/cims
+  go run ./cmd/converter fetch %s --dest /tmp/cims %s
 
 Ctrl-C stops everything.
-`, env.NATSURL, env.HTTPAddr, d.reg.Host(), image, digest, d.stateDir, image, nats, image, nats, env.HTTPAddr, image)
-	return nil
+`, natsURL, httpAddr, regHost, image, digest, stateDir, image, nats, image, nats, httpAddr, image, trust)
 }
