@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/cimconv/cimconv/internal/artifact"
 	"github.com/cimconv/cimconv/internal/fetch"
@@ -146,17 +145,11 @@ func TestFetchJunkReferrers(t *testing.T) {
 	}
 	newer := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	for i := range junk {
-		var m map[string]any
-		if err := json.Unmarshal(raw, &m); err != nil {
-			t.Fatal(err)
-		}
-		ann := m["annotations"].(map[string]any)
-		ann[artifact.AnnotationCreated] = newer
-		ann["junk"] = fmt.Sprint(i)
-		b, _ := json.Marshal(m)
-		h := trusttest.PutManifest(t, host, subject.RepositoryStr(), b)
+		d := trusttest.PutCopy(t, host, subject.RepositoryStr(), raw, func(m map[string]any) {
+			trusttest.Annotate(m, artifact.AnnotationCreated, newer)
+			trusttest.Annotate(m, "junk", fmt.Sprint(i))
+		})
 		if i < signedJunk {
-			d := v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: h, Size: int64(len(b))}
 			if _, err := as.Push(context.Background(), reg, subject.Context(), d, sigstore.Predicate{Subject: subject.DigestStr()}); err != nil {
 				t.Fatal(err)
 			}

@@ -847,15 +847,10 @@ func TestSignedArtifacts(t *testing.T) {
 		const junk = 1000
 		newer := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 		for i := range junk {
-			var m map[string]any
-			if err := json.Unmarshal(raw, &m); err != nil {
-				t.Fatal(err)
-			}
-			ann := m["annotations"].(map[string]any)
-			ann[artifact.AnnotationCreated] = newer
-			ann["junk"] = fmt.Sprint(i)
-			b, _ := json.Marshal(m)
-			trusttest.PutManifest(t, e.host, r.Context().RepositoryStr(), b)
+			trusttest.PutCopy(t, e.host, r.Context().RepositoryStr(), raw, func(m map[string]any) {
+				trusttest.Annotate(m, artifact.AnnotationCreated, newer)
+				trusttest.Annotate(m, "junk", fmt.Sprint(i))
+			})
 		}
 		all := func(string) bool { return true }
 		before, hits := e.ctl.count("snapshotter", all), e.hits()

@@ -339,37 +339,21 @@ func TestRotation(t *testing.T) {
 // trusted key id (2 requests each) plus a constant.
 func TestJunkSignatures(t *testing.T) {
 	e := newEnv(t)
-	dir := t.TempDir()
-	worker, attacker := trusttest.NewKey(t, dir, "worker"), trusttest.NewKey(t, dir, "attacker")
-	a := trusttest.PushArtifact(t, e.reg, e.a, nil, nil)
+	worker, a, raw := attackerSignature(t, e)
 	ctx := context.Background()
 	repo := e.a.Context()
 	const junk, claiming = 1000, 20
-	// One attacker bundle, pushed again under many referrer manifests.
-	sig, err := e.signer(t, attacker).Push(ctx, e.reg, repo, a.Desc, sigstore.PredicateFor(&a.Config))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _, err := e.reg.FetchManifest(ctx, repo.Digest(sig.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
 	for i := 1; i < junk; i++ {
-		var m map[string]any
-		if err := json.Unmarshal(raw, &m); err != nil {
-			t.Fatal(err)
-		}
-		ann := m["annotations"].(map[string]any)
-		ann["junk"] = fmt.Sprint(i)
-		switch {
-		case i < claiming:
-			ann[sigstore.AnnotationKeyID] = worker.Public().ID // a lie
-		case i%2 == 0:
-			m["artifactType"] = "application/vnd.example.junk"
-			m["config"].(map[string]any)["mediaType"] = "application/vnd.example.junk"
-		}
-		b, _ := json.Marshal(m)
-		trusttest.PutManifest(t, e.host, "win/app", b)
+		trusttest.PutCopy(t, e.host, "win/app", raw, func(m map[string]any) {
+			trusttest.Annotate(m, "junk", fmt.Sprint(i))
+			switch {
+			case i < claiming:
+				trusttest.Annotate(m, sigstore.AnnotationKeyID, worker.Public().ID) // a lie
+			case i%2 == 0:
+				m["artifactType"] = "application/vnd.example.junk"
+				m["config"].(map[string]any)["mediaType"] = "application/vnd.example.junk"
+			}
+		})
 	}
 	if _, err := e.signer(t, worker).Push(ctx, e.reg, repo, a.Desc, sigstore.PredicateFor(&a.Config)); err != nil {
 		t.Fatal(err)
@@ -421,30 +405,13 @@ func placeholderBlobs(a *trusttest.Artifact) [][]byte {
 // every claiming bundle was examined, two requests each, without limit).
 func TestClaimedSignaturesAreBounded(t *testing.T) {
 	e := newEnv(t)
-	dir := t.TempDir()
-	worker, attacker := trusttest.NewKey(t, dir, "worker"), trusttest.NewKey(t, dir, "attacker")
-	a := trusttest.PushArtifact(t, e.reg, e.a, nil, nil)
-	ctx := context.Background()
-	repo := e.a.Context()
-	sig, err := e.signer(t, attacker).Push(ctx, e.reg, repo, a.Desc, sigstore.PredicateFor(&a.Config))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _, err := e.reg.FetchManifest(ctx, repo.Digest(sig.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	worker, a, raw := attackerSignature(t, e)
 	const claiming, bound = 40, 5
 	for i := range claiming {
-		var m map[string]any
-		if err := json.Unmarshal(raw, &m); err != nil {
-			t.Fatal(err)
-		}
-		ann := m["annotations"].(map[string]any)
-		ann["junk"] = fmt.Sprint(i)
-		ann[sigstore.AnnotationKeyID] = worker.Public().ID // a lie
-		b, _ := json.Marshal(m)
-		trusttest.PutManifest(t, e.host, "win/app", b)
+		trusttest.PutCopy(t, e.host, "win/app", raw, func(m map[string]any) {
+			trusttest.Annotate(m, "junk", fmt.Sprint(i))
+			trusttest.Annotate(m, sigstore.AnnotationKeyID, worker.Public().ID) // a lie
+		})
 	}
 	v, err := sigstore.NewVerifier(e.reg, []*keys.PublicKey{worker.Public()},
 		sigstore.WithMaxClaimedSignatures(bound), sigstore.WithMaxSignatures(0))
@@ -462,4 +429,25 @@ func TestClaimedSignaturesAreBounded(t *testing.T) {
 	if max := int64(1 + 2*bound + 5); n > max {
 		t.Fatalf("%d requests for %d junk signatures claiming a trusted key; want at most %d", n, claiming, max)
 	}
+}
+
+// attackerSignature pushes an artifact and an attacker's signature of it
+// and returns the key the verifier will trust, the artifact and the
+// signature's referrer manifest, for junk copies.
+func attackerSignature(t *testing.T, e *env) (worker *trusttest.Key, a *trusttest.Artifact, sigManifest []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	worker, attacker := trusttest.NewKey(t, dir, "worker"), trusttest.NewKey(t, dir, "attacker")
+	a = trusttest.PushArtifact(t, e.reg, e.a, nil, nil)
+	ctx := context.Background()
+	repo := e.a.Context()
+	sig, err := e.signer(t, attacker).Push(ctx, e.reg, repo, a.Desc, sigstore.PredicateFor(&a.Config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, err := e.reg.FetchManifest(ctx, repo.Digest(sig.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return worker, a, raw
 }

@@ -197,3 +197,26 @@ func PutManifest(t testing.TB, host, repo string, b []byte) v1.Hash {
 	}
 	return h
 }
+
+// PutCopy PUTs a copy of manifest raw, changed by edit (which gets it as
+// JSON objects, e.g. to add annotations), to host/repo: a planted look-alike.
+// It returns the copy's descriptor.
+func PutCopy(t testing.TB, host, repo string, raw []byte, edit func(m map[string]any)) v1.Descriptor {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m["annotations"].(map[string]any); !ok {
+		m["annotations"] = map[string]any{}
+	}
+	edit(m)
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: PutManifest(t, host, repo, b), Size: int64(len(b))}
+}
+
+// Annotate sets an annotation of a manifest given to a PutCopy edit.
+func Annotate(m map[string]any, k, v string) { m["annotations"].(map[string]any)[k] = v }
