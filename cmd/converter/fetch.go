@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/cimconv/cimconv/internal/fetch"
@@ -45,19 +44,7 @@ a later pull places every layer without the registry.`,
 			if dest == "" && root == "" {
 				return fmt.Errorf("--dest or --root is required")
 			}
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			p, err := v1.ParsePlatform(platform)
-			if err != nil {
-				return fmt.Errorf("--platform %q: %w", platform, err)
-			}
-			reg, err := rf.client(log)
-			if err != nil {
-				return err
-			}
-			ver, err := tf.verifier(reg, log)
+			log, p, reg, ver, err := nodeSide(g, &rf, &tf, platform)
 			if err != nil {
 				return err
 			}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
@@ -45,4 +47,26 @@ func (f *trustFlags) verifier(reg *registry.Client, log *zap.Logger) (trust.Veri
 		return nil, err
 	}
 	return sigstore.NewVerifier(reg, pubs, sigstore.WithLogger(log))
+}
+
+// nodeSide is how the node-side commands (fetch, verify) start: the
+// logger, the --platform, a registry client and the trust policy.
+func nodeSide(g *globalFlags, rf *registryFlags, tf *trustFlags, platform string) (*zap.Logger, *v1.Platform, *registry.Client, trust.Verifier, error) {
+	log, err := g.logger()
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	p, err := v1.ParsePlatform(platform)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("--platform %q: %w", platform, err)
+	}
+	reg, err := rf.client(log)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	ver, err := tf.verifier(reg, log)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	return log, p, reg, ver, nil
 }

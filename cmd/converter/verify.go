@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/cimconv/cimconv/internal/fetch"
@@ -39,19 +38,7 @@ artifact, its signer's key id and every check made (for refused candidates too).
 Exit status 1 when no artifact is trusted.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			p, err := v1.ParsePlatform(platform)
-			if err != nil {
-				return fmt.Errorf("--platform %q: %w", platform, err)
-			}
-			reg, err := rf.client(log)
-			if err != nil {
-				return err
-			}
-			ver, err := tf.verifier(reg, log)
+			log, p, reg, ver, err := nodeSide(g, &rf, &tf, platform)
 			if err != nil {
 				return err
 			}
