@@ -143,6 +143,21 @@ func (c *Client) getBlob(ctx context.Context, hc *http.Client, repo name.Reposit
 	return c.verifying(c.resuming(ctx, resp.Body, d.Size, get), d.Digest, d.Size, repo.Digest(d.Digest.String()).String()), nil
 }
 
+// ReadBlob reads a small blob (a config) of at most limit bytes fully,
+// verified against its digest and size.
+func (c *Client) ReadBlob(ctx context.Context, repo name.Repository, d v1.Descriptor, limit int64) ([]byte, error) {
+	ref := repo.Digest(d.Digest.String()).String()
+	hc, err := c.httpClient(ctx, repo, transport.PullScope)
+	if err != nil {
+		return nil, wrapErr("read blob", ref, err)
+	}
+	b, err := c.readBlob(ctx, hc, repo, d, limit)
+	if err != nil {
+		return nil, wrapErr("read blob", ref, err)
+	}
+	return b, nil
+}
+
 // readBlob reads a small blob (config) fully, verified.
 func (c *Client) readBlob(ctx context.Context, hc *http.Client, repo name.Repository, d v1.Descriptor, limit int64) ([]byte, error) {
 	if d.Size > limit {

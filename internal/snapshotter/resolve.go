@@ -1,12 +1,10 @@
 package snapshotter
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 
@@ -264,16 +262,7 @@ func (s *resolver) readBlob(ctx context.Context, repo name.Repository, d v1.Desc
 	if d.Size > limit {
 		return nil, fall(ReasonBinding, "blob %s of %d bytes is too large", d.Digest, d.Size)
 	}
-	rc, err := s.reg.FetchBlob(ctx, repo, d)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	var buf bytes.Buffer
-	if _, err := io.Copy(&buf, io.LimitReader(rc, limit+1)); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), rc.Close()
+	return s.reg.ReadBlob(ctx, repo, d, limit)
 }
 
 // chainHex is a chainID without its algorithm.
