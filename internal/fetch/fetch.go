@@ -149,36 +149,46 @@ func (f *Fetcher) Find(ctx context.Context, image string, opt Options) (*Found, 
 	}
 	found := &Found{Target: &t, Subject: t.Ref.String(), Candidates: len(ranked)}
 	repo := t.Ref.Context()
-	var first error
-	for i, c := range ranked {
-		if i >= opt.MaxCandidates {
-			break
-		}
+	// Verified in rank order, a window at a time (trust.First).
+	n := min(len(ranked), opt.MaxCandidates)
+	type verdict struct {
+		desc v1.Descriptor
+		raw  []byte
+		res  *trust.Result
+	}
+	verdicts := make([]verdict, n)
+	check := func(ctx context.Context, i int) error {
+		c := ranked[i]
 		d := byDigest[c.Digest]
 		raw, _, err := f.reg.FetchManifest(ctx, repo.Digest(c.Digest))
 		if err != nil {
-			return found, fmt.Errorf("artifact %s: %w", c.Digest, err)
+			return fmt.Errorf("artifact %s: %w", c.Digest, err)
 		}
 		if d.MediaType == "" {
 			d.MediaType = types.OCIManifestSchema1
 		}
 		res, err := opt.Verifier.Verify(ctx, trust.Request{Subject: t.Ref, Artifact: d, Manifest: raw})
-		if err != nil {
-			if !errors.Is(err, trust.ErrUntrusted) {
-				return found, err
-			}
-			if first == nil {
-				first = err
-			}
-			r := Refusal{Artifact: c.Digest, Reason: err.Error()}
-			if res != nil {
-				r.Checks = res.Checks
-			}
-			found.Refused = append(found.Refused, r)
-			f.log.Info("artifact refused", zap.String("image", t.Ref.String()), zap.String("artifact", c.Digest), zap.Error(err))
-			continue
+		verdicts[i] = verdict{d, raw, res}
+		return err
+	}
+	var first error
+	refused := func(i int, err error) {
+		if first == nil {
+			first = err
 		}
-		found.Artifact, found.Manifest, found.Trust = d, raw, res
+		r := Refusal{Artifact: ranked[i].Digest, Reason: err.Error()}
+		if res := verdicts[i].res; res != nil {
+			r.Checks = res.Checks
+		}
+		found.Refused = append(found.Refused, r)
+		f.log.Info("artifact refused", zap.String("image", t.Ref.String()), zap.String("artifact", ranked[i].Digest), zap.Error(err))
+	}
+	i, err := trust.First(ctx, n, trust.SearchWindow, check, func(err error) bool { return errors.Is(err, trust.ErrUntrusted) }, refused)
+	if err != nil {
+		return found, err
+	}
+	if i >= 0 {
+		found.Artifact, found.Manifest, found.Trust = verdicts[i].desc, verdicts[i].raw, verdicts[i].res
 		return found, nil
 	}
 	more := ""

@@ -149,42 +149,46 @@ func (s *resolver) resolveIn(ctx context.Context, repo name.Repository, manifest
 	// Candidates are verified newest first and the first trusted one is
 	// used: their annotations are unsigned, so anyone who can push could
 	// rank junk first; junk costs a refusal, not the fast path.
-	var (
-		chosen artifact.Candidate
-		am     v1.Manifest
-		first  error
-		found  bool
-	)
-	for i, c := range ranked {
-		if i >= maxCandidates {
-			break
-		}
+	// Verified in rank order, a window at a time (trust.First).
+	n := min(len(ranked), maxCandidates)
+	type verdict struct {
+		desc v1.Descriptor
+		am   v1.Manifest
+		res  *trust.Result
+	}
+	verdicts := make([]verdict, n)
+	check := func(ctx context.Context, i int) error {
+		c := ranked[i]
 		adesc := descs[slices.IndexFunc(descs, func(d v1.Descriptor) bool { return d.Digest.String() == c.Digest })]
 		if adesc.MediaType == "" {
 			adesc.MediaType = types.OCIManifestSchema1
 		}
 		res, m, err := s.verifyCandidate(ctx, repo, subject, adesc)
-		if err != nil {
-			var ft *fallThrough
-			if !errors.Is(err, trust.ErrUntrusted) && !(errors.As(err, &ft) && ft.reason == ReasonBinding) {
-				return nil, err // the registry failed: say so, do not try on
-			}
-			if first == nil {
-				first = err
-			}
-			continue
-		}
-		chosen, am, found = c, m, true
-		r.trust, r.artifact = res, adesc
-		break
+		verdicts[i] = verdict{adesc, m, res}
+		return err
 	}
-	if !found {
+	refusal := func(err error) bool {
+		var ft *fallThrough
+		return errors.Is(err, trust.ErrUntrusted) || errors.As(err, &ft) && ft.reason == ReasonBinding
+	}
+	var first error
+	idx, err := trust.First(ctx, n, trust.SearchWindow, check, refusal, func(_ int, err error) {
+		if first == nil {
+			first = err
+		}
+	})
+	if err != nil {
+		return nil, err // the registry failed: say so, do not try on
+	}
+	if idx < 0 {
 		more := ""
 		if len(ranked) > maxCandidates {
 			more = fmt.Sprintf(" (%d more not examined)", len(ranked)-maxCandidates)
 		}
-		return nil, fmt.Errorf("no usable artifact among %d for %s%s; newest: %w", min(len(ranked), maxCandidates), manifest, more, first)
+		return nil, fmt.Errorf("no usable artifact among %d for %s%s; newest: %w", n, manifest, more, first)
 	}
+	chosen, am := ranked[idx], verdicts[idx].am
+	r.trust, r.artifact = verdicts[idx].res, verdicts[idx].desc
 
 	if string(am.Config.MediaType) != artifact.ArtifactType {
 		return nil, fall(ReasonBinding, "artifact %s: config media type %s", chosen.Digest, am.Config.MediaType)
