@@ -197,6 +197,11 @@ func TestRealDistributionNotifications(t *testing.T) {
 	if len(dropped) != 2 {
 		t.Errorf("dropped %d own-artifact events, want 2 (artifact and fallback index): %v", len(dropped), dropped)
 	}
+	// The sink has the event before the handler counts it: wait for the
+	// count (a read right after the event flaked CI once: accepted 1).
+	for c.snapshot()["distribution/accepted"] < 2 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
 	counts := c.snapshot()
 	if counts["distribution/accepted"] != 2 || counts["distribution/unauthorized"] != 0 || counts["distribution/invalid"] != 0 {
 		t.Errorf("counter = %v", counts)
