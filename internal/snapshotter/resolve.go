@@ -146,10 +146,14 @@ func (s *resolver) resolveIn(ctx context.Context, repo name.Repository, manifest
 	if len(ranked) == 0 {
 		return nil, fall(ReasonIncompatible, "%d artifacts for %s, none usable with node build %q and CIM formats %v", len(descs), subject, s.nodeBuild, s.formats)
 	}
-	// Candidates are verified newest first and the first trusted one is
-	// used: their annotations are unsigned, so anyone who can push could
-	// rank junk first; junk costs a refusal, not the fast path.
-	// Verified in rank order, a window at a time (trust.First).
+	// Candidates are verified newest first, a window at a time
+	// (trust.First), and the first trusted one is used: their annotations
+	// are unsigned, so anyone who can push could rank junk first; junk
+	// costs a refusal, not the fast path.
+	byDigest := make(map[string]v1.Descriptor, len(descs))
+	for _, d := range descs {
+		byDigest[d.Digest.String()] = d
+	}
 	n := min(len(ranked), maxCandidates)
 	type verdict struct {
 		desc v1.Descriptor
@@ -158,8 +162,7 @@ func (s *resolver) resolveIn(ctx context.Context, repo name.Repository, manifest
 	}
 	verdicts := make([]verdict, n)
 	check := func(ctx context.Context, i int) error {
-		c := ranked[i]
-		adesc := descs[slices.IndexFunc(descs, func(d v1.Descriptor) bool { return d.Digest.String() == c.Digest })]
+		adesc := byDigest[ranked[i].Digest]
 		if adesc.MediaType == "" {
 			adesc.MediaType = types.OCIManifestSchema1
 		}
