@@ -3,7 +3,6 @@ package trust
 import (
 	"context"
 	"fmt"
-	"sync"
 )
 
 // SearchWindow is how many candidates First checks at once. A check is a
@@ -28,13 +27,10 @@ func First(ctx context.Context, n, window int, check func(ctx context.Context, i
 		end := min(start+window, n)
 		wctx, cancel := context.WithCancel(ctx)
 		errs := make([]error, end-start)
-		var wg sync.WaitGroup
 		done := make([]chan struct{}, end-start)
 		for i := start; i < end; i++ {
 			done[i-start] = make(chan struct{})
-			wg.Add(1)
 			go func() {
-				defer wg.Done()
 				defer close(done[i-start])
 				defer func() {
 					if r := recover(); r != nil {
@@ -57,7 +53,9 @@ func First(ctx context.Context, n, window int, check func(ctx context.Context, i
 			}
 		}
 		cancel()
-		wg.Wait()
+		for _, d := range done {
+			<-d
+		}
 		if found >= 0 || failed != nil {
 			return found, failed
 		}
