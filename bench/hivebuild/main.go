@@ -25,6 +25,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"time"
 
@@ -40,14 +41,15 @@ func main() {
 	appFiles := flag.Int("app-files", 2000, "files in the app layer")
 	appMB := flag.Int("app-mb", 128, "file data in the app layer in MiB")
 	rounds := flag.Int("rounds", 3, "rounds (keep and merge alternate in each)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the timed rounds to this file")
 	flag.Parse()
-	if err := run(*baseMB, *deltaMB, *appFiles, *appMB, *rounds); err != nil {
+	if err := run(*baseMB, *deltaMB, *appFiles, *appMB, *rounds, *cpuProfile); err != nil {
 		fmt.Fprintln(os.Stderr, "hivebuild:", err)
 		os.Exit(1)
 	}
 }
 
-func run(baseMB, deltaMB, appFiles, appMB, rounds int) error {
+func run(baseMB, deltaMB, appFiles, appMB, rounds int, cpuProfile string) error {
 	if rounds < 1 || appFiles < 1 {
 		return fmt.Errorf("want -rounds >= 1 and -app-files >= 1")
 	}
@@ -110,6 +112,17 @@ func run(baseMB, deltaMB, appFiles, appMB, rounds int) error {
 		}
 		parents[m] = p
 	}
+	if cpuProfile != "" { // the rounds only; focus on the merge with pprof -focus mergeHives
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var shares []float64
 	for r := range rounds {
 		took := map[string]time.Duration{}
@@ -117,10 +130,10 @@ func run(baseMB, deltaMB, appFiles, appMB, rounds int) error {
 			dir := filepath.Join(work, m)
 			start := time.Now()
 			l, err := builders[m].BuildLayer(ctx, src(fmt.Sprintf("app-%d", r), appTar), parents[m], dir)
+			took[m] = time.Since(start)
 			if err != nil {
 				return fmt.Errorf("app layer (%s): %w", m, err)
 			}
-			took[m] = time.Since(start)
 			if (m == "merge") == l.UnmergedDeltas {
 				return fmt.Errorf("app layer (%s): unmerged deltas = %v, not what the mode asks", m, l.UnmergedDeltas)
 			}

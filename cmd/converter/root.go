@@ -21,6 +21,7 @@ type globalFlags struct {
 	logLevel   string
 	logFormat  string
 	cpuProfile string
+	memProfile string
 	stopProf   func()
 }
 
@@ -45,6 +46,8 @@ Builders:
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", envOr("CIMCONV_LOG_FORMAT", "console"), "log format on stderr: console or json")
 	root.PersistentFlags().StringVar(&g.cpuProfile, "cpuprofile", "", "write a CPU profile to this file (for performance work)")
 	_ = root.PersistentFlags().MarkHidden("cpuprofile")
+	root.PersistentFlags().StringVar(&g.memProfile, "memprofile", "", "write an allocation profile to this file at exit (for performance work)")
+	_ = root.PersistentFlags().MarkHidden("memprofile")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
 		if g.cpuProfile == "" {
 			return nil
@@ -63,6 +66,11 @@ Builders:
 	root.PersistentPostRun = func(cmd *cobra.Command, args []string) {
 		if g.stopProf != nil {
 			g.stopProf()
+		}
+		if g.memProfile != "" {
+			if err := writeAllocs(g.memProfile); err != nil {
+				fmt.Fprintln(os.Stderr, "--memprofile:", err)
+			}
 		}
 	}
 	root.AddCommand(commands(g)...)
@@ -144,4 +152,16 @@ func exitCode(err error) int {
 		return ee.code
 	}
 	return 1
+}
+
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
