@@ -458,3 +458,95 @@ func TestRename(t *testing.T) {
 		t.Errorf("data after rename: %v", err)
 	}
 }
+
+// TestLastDirectoryNeverStale: lookups reuse the directory of the previous
+// one; a directory that left the tree (unlinked, replaced by a file or by a
+// hard link) must never receive entries afterwards.
+func TestLastDirectoryNeverStale(t *testing.T) {
+	tests := []struct {
+		name    string
+		replace func(w *Writer) error // removes or replaces directory "d"
+		again   bool                  // "d" is a new directory afterwards
+	}{
+		{"unlinked and created again", func(w *Writer) error {
+			if err := w.Unlink("d"); err != nil {
+				return err
+			}
+			return w.AddFile("d", dirInfo(nil), 0)
+		}, true},
+		{"replaced by a file", func(w *Writer) error {
+			mustAddFile(t, w, "d", fileInfo(0, nil), []byte("file"))
+			return nil
+		}, false},
+		{"replaced by a hard link", func(w *Writer) error {
+			mustAddFile(t, w, "f", fileInfo(0, nil), []byte("linked"))
+			return w.AddLink("f", "d")
+		}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			w, err := Create(dir, "c")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.AddFile("d", dirInfo(nil), 0); err != nil {
+				t.Fatal(err)
+			}
+			mustAddFile(t, w, "d/old", fileInfo(0, nil), []byte("1")) // d is the last directory now
+			if err := tc.replace(w); err != nil {
+				t.Fatal(err)
+			}
+			err = w.AddFile("d/new", fileInfo(0, nil), 0)
+			if !tc.again {
+				if err == nil {
+					t.Fatal("adding d/new after d stopped being a directory succeeded (stale directory)")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustCommit(t, w)
+			im := mustOpen(t, filepath.Join(dir, "c.cim"))
+			if _, err := im.Stat("d/new"); err != nil {
+				t.Errorf("d/new: %v (added to the unlinked directory?)", err)
+			}
+			if _, err := im.Stat("d/old"); err == nil {
+				t.Error("d/old survived the unlink")
+			}
+		})
+	}
+}
+
+// TestLastDirectorySpellings: the same directory reached with other
+// spellings and separators, and invalid names after a cached directory, get
+// the answers of a full walk.
+func TestLastDirectorySpellings(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Create(dir, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"a", "a/b"} {
+		if err := w.AddFile(p, dirInfo(nil), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustAddFile(t, w, "a/b/one", fileInfo(0, nil), []byte("1"))
+	mustAddFile(t, w, `a\b\two`, fileInfo(0, nil), []byte("2"))
+	mustAddFile(t, w, "A/B/three", fileInfo(0, nil), []byte("3"))
+	mustAddFile(t, w, "a/b//four", fileInfo(0, nil), []byte("4"))
+	for _, bad := range []string{"a/b/x\x00y", "a/b/..", "a/b/" + strings.Repeat("n", 70000), "a/b/missing/x"} {
+		if err := w.AddFile(bad, fileInfo(0, nil), 0); err == nil {
+			t.Errorf("AddFile(%.40q) succeeded", bad)
+		}
+	}
+	mustCommit(t, w)
+	im := mustOpen(t, filepath.Join(dir, "s.cim"))
+	for _, p := range []string{"a/b/one", "a/b/two", "a/b/three", "a/b/four"} {
+		if _, err := im.Stat(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+}

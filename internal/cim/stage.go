@@ -190,14 +190,11 @@ func (w *Writer) AddFileStaged(path string, info *FileInfo, ss StagedStream) err
 	if info != nil && info.Attributes&AttrDirectory != 0 {
 		return fmt.Errorf("add %s: a directory cannot have staged data", path)
 	}
-	if err := w.AddFile(path, info, 0); err != nil {
+	n, err := w.addFile(path, info, 0)
+	if err != nil {
 		return err
 	}
-	_, _, _, d, err := w.lookup(path)
-	if err != nil || d == nil || d.node.isDir {
-		return fmt.Errorf("add %s: internal error: the file just added is not found", path)
-	}
-	d.node.data = ss.s
+	n.data = ss.s
 	return nil
 }
 

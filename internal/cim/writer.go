@@ -109,6 +109,7 @@ type Writer struct {
 	upcase    []uint16
 
 	root     *inode
+	lastDir  dirCache
 	scratch  []byte // ReadFrom's buffer before a stream's first data
 	sds      [][]byte
 	sdIndex  map[string]int32
@@ -488,8 +489,22 @@ func firstNonZero(p []byte) int {
 	return -1
 }
 
+// dirCache is the directory of the last lookup, by the exact spelling of
+// its path: a layer lists a directory's entries together, so most lookups
+// resolve the same parent, and a build adds every entry once. It is dropped
+// whenever a directory may leave the tree (Unlink, AddLink, a directory
+// replaced by a file).
+type dirCache struct {
+	path string // as given, without the last separator
+	dir  *inode
+}
+
 // lookup resolves a path to its parent directory and entry (nil if absent).
 func (w *Writer) lookup(path string) (parent *inode, key, name string, d *dentry, err error) {
+	if dir, name, ok := w.cachedParent(path); ok {
+		key = foldKey(name, w.upcase)
+		return dir, key, name, dir.children[key], nil
+	}
 	parts, err := splitPath(path)
 	if err != nil {
 		return nil, "", "", nil, err
@@ -509,8 +524,31 @@ func (w *Writer) lookup(path string) (parent *inode, key, name string, d *dentry
 		dir = e.node
 	}
 	name = parts[len(parts)-1]
+	if len(parts) > 1 {
+		if i := strings.LastIndexAny(path, `/\`); i > 0 && path[i+1:] == name {
+			w.lastDir = dirCache{path: path[:i], dir: dir}
+		}
+	}
 	key = foldKey(name, w.upcase)
 	return dir, key, name, dir.children[key], nil
+}
+
+// cachedParent answers lookup from lastDir when path is a valid name in
+// that directory, spelt as it was.
+func (w *Writer) cachedParent(path string) (dir *inode, name string, ok bool) {
+	c := w.lastDir
+	if c.dir == nil || len(path) <= len(c.path)+1 || path[:len(c.path)] != c.path {
+		return nil, "", false
+	}
+	if sep := path[len(c.path)]; sep != '/' && sep != '\\' {
+		return nil, "", false
+	}
+	name = path[len(c.path)+1:]
+	if strings.ContainsAny(name, `/\`) || checkName(name) != nil ||
+		len(path) > maxPathUnits && utf16Len(path) > maxPathUnits {
+		return nil, "", false // the full walk says what is wrong
+	}
+	return c.dir, name, true
 }
 
 func checkInfo(info *FileInfo, size int64) error {
@@ -541,30 +579,39 @@ func checkInfo(info *FileInfo, size int64) error {
 // hard links to a replaced file keep the old file. The parent directory must
 // exist. A file's size bytes must then be written with Write.
 func (w *Writer) AddFile(path string, info *FileInfo, size int64) error {
+	_, err := w.addFile(path, info, size)
+	return err
+}
+
+// addFile is AddFile returning the file's inode.
+func (w *Writer) addFile(path string, info *FileInfo, size int64) (*inode, error) {
 	if err := w.begin(); err != nil {
-		return err
+		return nil, err
 	}
 	if err := checkInfo(info, size); err != nil {
-		return fmt.Errorf("add %s: %w", path, err)
+		return nil, fmt.Errorf("add %s: %w", path, err)
 	}
 	parent, key, name, old, err := w.lookup(path)
 	if err != nil {
-		return fmt.Errorf("add %w", err)
+		return nil, fmt.Errorf("add %w", err)
 	}
 	isDir := info.Attributes&AttrDirectory != 0
 	if parent == nil { // the root
 		if !isDir {
-			return fmt.Errorf("add %q: the root must be a directory", path)
+			return nil, fmt.Errorf("add %q: the root must be a directory", path)
 		}
 		w.setMeta(w.root, info)
 		w.root.streams = nil
-		return nil
+		return w.root, nil
 	}
 	var n *inode
 	if old != nil && old.node.isDir && isDir {
 		n = old.node
 		n.streams = nil
 	} else {
+		if old != nil && old.node.isDir {
+			w.lastDir = dirCache{} // a directory leaves the tree
+		}
 		n = &inode{isDir: isDir, firstParent: parent}
 		if isDir {
 			n.children = map[string]*dentry{}
@@ -575,7 +622,7 @@ func (w *Writer) AddFile(path string, info *FileInfo, size int64) error {
 	if !isDir {
 		w.startStream(path, size, &n.data)
 	}
-	return nil
+	return n, nil
 }
 
 func (w *Writer) setMeta(n *inode, info *FileInfo) {
@@ -652,6 +699,7 @@ func (w *Writer) AddLink(oldPath, newPath string) error {
 	if parent == nil {
 		return fmt.Errorf("link %q: cannot replace the root", newPath)
 	}
+	w.lastDir = dirCache{} // newPath may have been a directory
 	parent.children[key] = &dentry{name: name, node: src.node}
 	return nil
 }
@@ -672,6 +720,7 @@ func (w *Writer) Unlink(path string) error {
 	if d == nil {
 		return fmt.Errorf("unlink %s: %w", path, fs.ErrNotExist)
 	}
+	w.lastDir = dirCache{}
 	delete(parent.children, key)
 	return nil
 }

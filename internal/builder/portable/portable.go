@@ -258,7 +258,7 @@ func (s *layerState) ensureParents(p string) error {
 			break
 		}
 		parent = parent[:i]
-		if s.dirs[strings.ToUpper(parent)] {
+		if s.dirs[parent] { // by spelling: another spelling is checked with Stat
 			break
 		}
 		ok, isDir := s.w.Stat(parent)
@@ -279,7 +279,7 @@ func (s *layerState) ensureParents(p string) error {
 		}
 	}
 	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		s.dirs[strings.ToUpper(p[:i])] = true
+		s.dirs[p[:i]] = true
 	}
 	return nil
 }
