@@ -81,3 +81,48 @@ func TestReadFromMatchesWrite(t *testing.T) {
 		t.Fatalf("copy past the declared size: %v", err)
 	}
 }
+
+// lenRecorder records the size of every buffer it is asked to fill.
+type lenRecorder struct {
+	r    io.Reader
+	lens []int
+}
+
+func (l *lenRecorder) Read(p []byte) (int, error) {
+	l.lens = append(l.lens, len(p))
+	return l.r.Read(p)
+}
+
+// TestReadFromCopiesOnlyTheFirstPieceThroughScratch: a stream that begins
+// with data is read through the scratch buffer (a second copy) only until it
+// begins; a stream of leading zeros keeps using the whole scratch buffer.
+func TestReadFromCopiesOnlyTheFirstPieceThroughScratch(t *testing.T) {
+	tests := []struct {
+		name      string
+		data      []byte
+		wantFirst int // the first read's buffer
+		minSecond int // the second read's buffer at least
+	}{
+		{"data at once", bytes.Repeat([]byte("MZ"), 20<<10), firstPiece, 32 << 10},
+		{"zeros first", append(make([]byte, 64<<10), 1), firstPiece, 32 << 10},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := Create(t.TempDir(), "c")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			if err := w.AddFile("f", fileInfo(0, nil), int64(len(tc.data))); err != nil {
+				t.Fatal(err)
+			}
+			rec := &lenRecorder{r: bytes.NewReader(tc.data)}
+			if n, err := w.ReadFrom(rec); err != nil || n != int64(len(tc.data)) {
+				t.Fatalf("ReadFrom = %d, %v", n, err)
+			}
+			if len(rec.lens) < 2 || rec.lens[0] != tc.wantFirst || rec.lens[1] < tc.minSecond {
+				t.Errorf("read buffer sizes %v; want %d first, then at least %d", rec.lens, tc.wantFirst, tc.minSecond)
+			}
+		})
+	}
+}

@@ -436,7 +436,14 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 			if w.scratch == nil {
 				w.scratch = make([]byte, 32<<10)
 			}
-			n, err := r.Read(w.scratch)
+			buf := w.scratch
+			if c != nil && c.allZero && c.written == 0 {
+				// A stream's first bytes decide whether it begins; most
+				// begin at once, and the rest of them then goes straight
+				// into the region's buffers instead of through scratch.
+				buf = buf[:firstPiece]
+			}
+			n, err := r.Read(buf)
 			if n > 0 {
 				m, werr := w.Write(w.scratch[:n])
 				total += int64(m)
@@ -463,6 +470,11 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 		}
 	}
 }
+
+// firstPiece is how much of a stream ReadFrom reads through scratch before
+// it knows whether the stream begins with data (files average tens of KiB in
+// a Windows layer: reading 32 KiB there would copy most of them twice).
+const firstPiece = 512
 
 func (w *Writer) fail(err error) error {
 	if err != nil && w.err == nil {
