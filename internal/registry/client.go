@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/cimconv/cimconv/internal/wait"
 )
 
 // DefaultForeignLayerHosts are the hosts Windows base images point their
@@ -99,7 +101,7 @@ func New(opts ...Option) (*Client, error) {
 		fallback:     true,
 		log:          zap.NewNop(),
 		userAgent:    "cimconv",
-		sleep:        sleepCtx,
+		sleep:        wait.Sleep,
 		transports:   map[string]http.RoundTripper{},
 	}
 	for _, o := range opts {
