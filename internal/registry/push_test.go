@@ -123,7 +123,7 @@ func TestPushArtifactConcurrentFallback(t *testing.T) {
 		if len(got) != 5 {
 			t.Fatalf("Referrers listed %d artifacts, want 5", len(got))
 		}
-		if n := c.subjectLocks.size(); n != 0 {
+		if n := c.subjectLocks.Len(); n != 0 {
 			t.Fatalf("%d subject locks left after all pushes finished", n)
 		}
 		for _, d := range got {

@@ -189,8 +189,8 @@ func TestConcurrentBuildsInOneDir(t *testing.T) {
 	if got := len(dirNames(t, dir)); got != 3*n+1 { // + layers/
 		t.Errorf("dir holds %d entries, want %d", got, 3*n+1)
 	}
-	if len(b.dirLocks) != 0 {
-		t.Errorf("%d directory locks left after the builds", len(b.dirLocks))
+	if n := b.dirLocks.Len(); n != 0 {
+		t.Errorf("%d directory locks left after the builds", n)
 	}
 }
 
@@ -209,8 +209,8 @@ func TestDirLocksDropped(t *testing.T) {
 	if _, err := b.BuildLayer(context.Background(), bad, nil, t.TempDir()); err == nil {
 		t.Fatal("built garbage")
 	}
-	if len(b.dirLocks) != 0 {
-		t.Errorf("%d directory locks left after 21 builds in 21 directories", len(b.dirLocks))
+	if n := b.dirLocks.Len(); n != 0 {
+		t.Errorf("%d directory locks left after 21 builds in 21 directories", n)
 	}
 }
 
