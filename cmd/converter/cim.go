@@ -9,16 +9,11 @@ var cimSubcommands []func(*globalFlags) *cobra.Command
 func init() { registeredCommands = append(registeredCommands, newCimCmd) }
 
 func newCimCmd(g *globalFlags) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "cim",
-		Short: "Build, list, read, inspect and verify CIMs locally",
-		Long: `Work with CimFS images (CIMs) on local files, without a registry.
+	return newGroupCmd("cim", "Build, list, read, inspect and verify CIMs locally", cimLong,
+		newCommands(g, cimSubcommands)...)
+}
+
+const cimLong = `Work with CimFS images (CIMs) on local files, without a registry.
 
 The pure-Go (portable) writer is EXPERIMENTAL: its output has not been validated
-against Windows' CimFS.dll.`,
-	}
-	for _, f := range cimSubcommands {
-		cmd.AddCommand(f(g))
-	}
-	return cmd
-}
+against Windows' CimFS.dll.`

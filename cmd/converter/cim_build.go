@@ -13,6 +13,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/progress"
+	"github.com/cimconv/cimconv/internal/readcount"
 )
 
 func init() { cimSubcommands = append(cimSubcommands, newCimBuildCmd) }
@@ -137,9 +138,9 @@ func buildLocalChain(ctx context.Context, b builder.Builder, out string, files [
 				}
 				// No buffer here: the layer reader buffers (a bufio in front of
 				// its own would copy every byte once more).
-				return &readProgress{r: fh, rc: fh, total: st.Size(), update: func(n, total int64) {
-					pr.Update("layer %d/%d %s: %s / %s (%s in all)", i+1, len(files), filepath.Base(path), progress.Bytes(n), progress.Bytes(total), progress.Bytes(done+n))
-				}}, nil
+				return readcount.New(fh, 0, func(n, _ int64) {
+					pr.Update("layer %d/%d %s: %s / %s (%s in all)", i+1, len(files), filepath.Base(path), progress.Bytes(n), progress.Bytes(st.Size()), progress.Bytes(done+n))
+				}), nil
 			},
 		}
 		bl, err := b.BuildLayer(ctx, src, parent, out)
@@ -160,21 +161,3 @@ func buildLocalChain(ctx context.Context, b builder.Builder, out string, files [
 	}
 	return res, nil
 }
-
-// readProgress reports bytes read.
-type readProgress struct {
-	r      io.Reader
-	rc     io.Closer
-	n      int64
-	total  int64
-	update func(n, total int64)
-}
-
-func (r *readProgress) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	r.n += int64(n)
-	r.update(r.n, r.total)
-	return n, err
-}
-
-func (r *readProgress) Close() error { return r.rc.Close() }

@@ -12,15 +12,24 @@ import (
 	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
 )
 
-func TestConvertFetchBackfillCommands(t *testing.T) {
-	host := registrytest.NewDistribution(t)
-	plat := v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"}
+// ltsc2022 is the platform the CLI tests push their Windows images for.
+var ltsc2022 = v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"}
+
+// pushChain pushes the fixture's first n layers, gzipped, as the Windows
+// image ref and returns them with the image's descriptor.
+func pushChain(t *testing.T, ref string, n int) ([][]byte, v1.Descriptor) {
+	t.Helper()
 	var layers [][]byte
-	for _, l := range wclayertest.Chain(2) {
+	for _, l := range wclayertest.Chain(n) {
 		layers = append(layers, l.Bytes(wclayertest.Gzip))
 	}
-	registrytest.PushImage(t, host+"/win/cli:v1", layers, plat)
-	registrytest.PushImage(t, host+"/win/cli:v2", layers[:1], plat)
+	return layers, registrytest.PushImage(t, ref, layers, ltsc2022)
+}
+
+func TestConvertFetchBackfillCommands(t *testing.T) {
+	host := registrytest.NewDistribution(t)
+	layers, _ := pushChain(t, host+"/win/cli:v1", 2)
+	registrytest.PushImage(t, host+"/win/cli:v2", layers[:1], ltsc2022)
 	registrytest.PushImage(t, host+"/win/cli:linux", [][]byte{registrytest.Tar(t, "etc/x", "y")}, v1.Platform{OS: "linux", Architecture: "amd64"})
 	cache := "--cache-dir=" + t.TempDir()
 

@@ -16,13 +16,9 @@ import (
 
 func init() { registeredCommands = append(registeredCommands, newDevCmd) }
 
-func newDevCmd(g *globalFlags) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "dev",
-		Short: "Development helpers: generated sample layers and a local registry",
-	}
-	cmd.AddCommand(newDevLayersCmd(), newDevRegistryCmd(), newDevLargeLayerCmd())
-	return cmd
+func newDevCmd(*globalFlags) *cobra.Command {
+	return newGroupCmd("dev", "Development helpers: generated sample layers and a local registry", "",
+		newDevLayersCmd(), newDevRegistryCmd(), newDevLargeLayerCmd())
 }
 
 func newDevLayersCmd() *cobra.Command {

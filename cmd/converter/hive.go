@@ -16,20 +16,17 @@ import (
 
 func init() { registeredCommands = append(registeredCommands, newHiveCmd) }
 
-func newHiveCmd(g *globalFlags) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "hive",
-		Short: "Dump, check and merge Windows registry hive files",
-		Long: `Work with Windows registry hive files (regf) in pure Go.
+func newHiveCmd(*globalFlags) *cobra.Command {
+	return newGroupCmd("hive", "Dump, check and merge Windows registry hive files", hiveLong,
+		newHiveDumpCmd(), newHiveMergeCmd(), newHiveCheckCmd())
+}
+
+const hiveLong = `Work with Windows registry hive files (regf) in pure Go.
 
 merge applies container delta hives (layered keys: tombstones, supersede-local,
 supersede-tree, inherit class) onto a base hive, as the portable builder does for
 each app layer. The merge follows the public format description; it has never
-been compared with offreg's ORMergeHives output on Windows (docs/hive-format.md).`,
-	}
-	cmd.AddCommand(newHiveDumpCmd(), newHiveMergeCmd(), newHiveCheckCmd())
-	return cmd
-}
+been compared with offreg's ORMergeHives output on Windows (docs/hive-format.md).`
 
 func newHiveDumpCmd() *cobra.Command {
 	var asJSON bool

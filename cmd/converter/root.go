@@ -73,17 +73,25 @@ Builders:
 			}
 		}
 	}
-	root.AddCommand(commands(g)...)
+	root.AddCommand(newCommands(g, registeredCommands)...)
 	return root
 }
 
-// commands lists the subcommands; each lives in its own file.
-func commands(g *globalFlags) []*cobra.Command {
+// newCommands makes the commands fs register (each lives in its own file).
+func newCommands(g *globalFlags, fs []func(*globalFlags) *cobra.Command) []*cobra.Command {
 	var cmds []*cobra.Command
-	for _, f := range registeredCommands {
+	for _, f := range fs {
 		cmds = append(cmds, f(g))
 	}
 	return cmds
+}
+
+// newGroupCmd is a command that only gathers subcommands (`converter dev`,
+// `hive`, `cim`): its use, one-line help, long help ("" for none) and subs.
+func newGroupCmd(use, short, long string, subs ...*cobra.Command) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Long: long}
+	cmd.AddCommand(subs...)
+	return cmd
 }
 
 // registeredCommands is filled by init functions of the command files.

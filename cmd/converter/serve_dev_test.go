@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/fetch/fetchtest"
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/service"
 )
@@ -94,16 +93,9 @@ func submitSample(t *testing.T, cfg service.Config) *queue.Result {
 	if res.Error != "" || len(res.SubjectDigests) != 1 || len(res.ArtifactDigests) != 1 {
 		t.Fatalf("result %+v, want one converted subject", res)
 	}
-	subject, err := name.NewDigest(cfg.DevRegistry+"/sample/windows@"+res.SubjectDigests[0], name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	descs, err := newRegistry(t).Referrers(ctx, subject, artifact.ArtifactType)
-	if err != nil {
-		t.Fatal(err)
-	}
+	subject := cfg.DevRegistry + "/sample/windows@" + res.SubjectDigests[0]
 	var found []string
-	for _, d := range descs {
+	for _, d := range fetchtest.Artifacts(t, fetchtest.NewRegistry(t), subject) {
 		found = append(found, d.Digest.String())
 	}
 	if !strings.Contains(strings.Join(found, " "), res.ArtifactDigests[0]) {

@@ -15,7 +15,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/cimconv/cimconv/internal/artifact"
 	"github.com/cimconv/cimconv/internal/fetch/fetchtest"
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry"
@@ -87,16 +86,8 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // fetched chain shows the layers' merged view.
 func checkArtifact(t *testing.T, subject string, layers [][]byte) {
 	t.Helper()
-	reg := newRegistry(t)
-	d, err := name.NewDigest(subject, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	descs, err := reg.Referrers(context.Background(), d, artifact.ArtifactType)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(descs) != 1 {
+	reg := fetchtest.NewRegistry(t)
+	if descs := fetchtest.Artifacts(t, reg, subject); len(descs) != 1 {
 		t.Fatalf("%s has %d artifacts, want exactly 1", subject, len(descs))
 	}
 	fetchtest.CheckFetched(t, reg, subject, "", layers)
@@ -123,11 +114,7 @@ func TestServeDistributionWebhookEndToEnd(t *testing.T) {
 	}
 	s := startServe(t, cfg, hooks)
 
-	var layers [][]byte
-	for _, l := range wclayertest.Chain(2) {
-		layers = append(layers, l.Bytes(wclayertest.Gzip))
-	}
-	desc := registrytest.PushImage(t, host+"/win/hooked:v1", layers, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
+	layers, desc := pushChain(t, host+"/win/hooked:v1", 2)
 	subject := host + "/win/hooked@" + desc.Digest.String()
 	waitUntil(t, "the webhook-triggered conversion", func() bool {
 		st, err := s.Queue().Status(context.Background(), subject)
@@ -176,13 +163,12 @@ func TestServeSharedChainCacheAcrossWorkers(t *testing.T) {
 	cfg2.Role = service.RoleWorker
 	startServe(t, cfg2, nil)
 
-	plat := v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"}
 	base := wclayertest.BaseLayer().Bytes(wclayertest.Gzip)
 	images := map[string][][]byte{}
 	for i := 1; i <= 2; i++ {
 		layers := [][]byte{base, wclayertest.AppLayer(i).Bytes(wclayertest.Zstd)}
 		ref := host + "/win/shared" + string(rune('0'+i)) + ":v1"
-		registrytest.PushImage(t, ref, layers, plat)
+		registrytest.PushImage(t, ref, layers, ltsc2022)
 		images[ref] = layers
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -215,21 +201,11 @@ func TestServeSharedChainCacheAcrossWorkers(t *testing.T) {
 	}
 	for ref, layers := range images {
 		r, _ := name.ParseReference(ref, name.Insecure)
-		reg := newRegistry(t)
+		reg := fetchtest.NewRegistry(t)
 		targets, err := reg.Resolve(context.Background(), ref, v1.Platform{OS: "windows", Architecture: "amd64"}, registry.OSVersionPolicy{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		checkArtifact(t, r.Context().Digest(targets[0].Descriptor.Digest.String()).String(), layers)
 	}
-}
-
-// newRegistry returns a registry client with default options or fails the test.
-func newRegistry(t testing.TB, opts ...registry.Option) *registry.Client {
-	t.Helper()
-	c, err := registry.New(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }

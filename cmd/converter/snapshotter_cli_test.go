@@ -35,12 +35,7 @@ import (
 // answered with AlreadyExists.
 func TestSnapshotterCommand(t *testing.T) {
 	host := registrytest.NewReferrersRegistry(t)
-	plat := v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"}
-	var layers [][]byte
-	for _, l := range wclayertest.Chain(2) {
-		layers = append(layers, l.Bytes(wclayertest.Gzip))
-	}
-	registrytest.PushImage(t, host+"/win/sn:v1", layers, plat)
+	pushChain(t, host+"/win/sn:v1", 2)
 	keyDir := t.TempDir()
 	worker := trusttest.NewKey(t, keyDir, "worker")
 	other := trusttest.NewKey(t, keyDir, "other")
@@ -131,7 +126,7 @@ func TestSnapshotterCommand(t *testing.T) {
 
 	// An image with no artifact: the normal path's extraction snapshot.
 	plain := wclayertest.NewLayer().File("Files/plain.txt", []byte("plain")).Bytes(wclayertest.Gzip)
-	desc := registrytest.PushImage(t, host+"/win/plain:v1", [][]byte{plain}, plat)
+	desc := registrytest.PushImage(t, host+"/win/plain:v1", [][]byte{plain}, ltsc2022)
 	zr, err := gzip.NewReader(bytes.NewReader(plain))
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ var errValidateNeedsWindows = errors.New("cim validate mounts the CIM with CimFS
 
 func newCimValidateCmd(*globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "validate CIM --layers LAYER...",
+		Use:   validateUse,
 		Short: "Mount a CIM with CimFS and compare the volume with its layers (Windows only)",
 		Long: validateLong + `
 
@@ -24,15 +24,6 @@ the CIM with the pure-Go reader instead of the driver.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(*cobra.Command, []string) error { return errValidateNeedsWindows },
 	}
-	cmd.Flags().StringSlice("layers", nil, "layer files, base first (repeat or comma-separate)")
-	cmd.Flags().String("root-digest", "", "root digest (hex) of a verified block CIM, as recorded by the builder; default: the digest sealed in the CIM")
-	cmd.Flags().Bool("json", false, "print JSON on stdout")
+	new(validateFlags).register(cmd.Flags()) // for the help: the command only refuses
 	return cmd
 }
-
-// validateLong opens the help of `cim validate` (the same text on every OS).
-const validateLong = `Check a CIM against Windows' own CimFS driver: mount it, walk the mounted volume
-(paths, types, sizes, content hashes, security descriptors, attributes, EAs, reparse
-data, alternate streams, last-write times) and compare it with the merged view of the
-layer files it was built from (base first). Exits 2 and lists the differences when they
-differ. This is how a portable-built (experimental) CIM is checked against the driver.`

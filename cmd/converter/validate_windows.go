@@ -16,13 +16,9 @@ import (
 func init() { cimSubcommands = append(cimSubcommands, newCimValidateCmd) }
 
 func newCimValidateCmd(g *globalFlags) *cobra.Command {
-	var (
-		layers     []string
-		rootDigest string
-		jsonOut    bool
-	)
+	var f validateFlags
 	cmd := &cobra.Command{
-		Use:   "validate CIM --layers LAYER...",
+		Use:   validateUse,
 		Short: "Mount a CIM with CimFS and compare the volume with its layers; exit 2 on differences",
 		Long: validateLong + `
 
@@ -40,7 +36,7 @@ A hcsshim-built chain whose layers carry delta hives shows merged
 Hives/*_BASE files, which differ from the layers' view by design.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(layers) == 0 {
+			if len(f.layers) == 0 {
 				return fmt.Errorf("--layers is required")
 			}
 			log, err := g.logger()
@@ -57,17 +53,17 @@ Hives/*_BASE files, which differ from the layers' view by design.`,
 			if err != nil {
 				return err
 			}
-			if block && len(layers) > 1 {
+			if block && len(f.layers) > 1 {
 				return fmt.Errorf("%s is a block CIM: validating a block CIM with parents needs a merged mount, which is not implemented; validate the base layer alone", cimPath)
 			}
-			if rootDigest != "" && !block {
+			if f.rootDigest != "" && !block {
 				return fmt.Errorf("--root-digest: %s is a forked CIM; only block CIMs are verified", cimPath)
 			}
-			want, err := portable.ExpectedView(cmd.Context(), fileOpeners(layers))
+			want, err := portable.ExpectedView(cmd.Context(), fileOpeners(f.layers))
 			if err != nil {
 				return err
 			}
-			got, err := winvalidate.MountedView(cmd.Context(), cimPath, winvalidate.WithRootDigest(rootDigest))
+			got, err := winvalidate.MountedView(cmd.Context(), cimPath, winvalidate.WithRootDigest(f.rootDigest))
 			if err != nil {
 				return err
 			}
@@ -75,7 +71,7 @@ Hives/*_BASE files, which differ from the layers' view by design.`,
 			if err != nil {
 				return err
 			}
-			if jsonOut {
+			if f.jsonOut {
 				if err := json.NewEncoder(os.Stdout).Encode(map[string]any{"cim": cimPath, "mounted": true, "entries": len(got), "differences": diffs}); err != nil {
 					return err
 				}
@@ -87,21 +83,12 @@ Hives/*_BASE files, which differ from the layers' view by design.`,
 			if len(diffs) > 0 {
 				return &exitError{code: 2, err: fmt.Errorf("%s: mounted volume has %d differences from its layers", cimPath, len(diffs))}
 			}
-			if !jsonOut {
+			if !f.jsonOut {
 				fmt.Printf("%s: mounted with CimFS, %d entries match the layers\n", cimPath, len(got))
 			}
 			return nil
 		},
 	}
-	cmd.Flags().StringSliceVar(&layers, "layers", nil, "layer files, base first (repeat or comma-separate)")
-	cmd.Flags().StringVar(&rootDigest, "root-digest", "", "root digest (hex) of a verified block CIM, as recorded by the builder; default: the digest sealed in the CIM")
-	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON on stdout")
+	f.register(cmd.Flags())
 	return cmd
 }
-
-// validateLong opens the help of `cim validate` (the same text on every OS).
-const validateLong = `Check a CIM against Windows' own CimFS driver: mount it, walk the mounted volume
-(paths, types, sizes, content hashes, security descriptors, attributes, EAs, reparse
-data, alternate streams, last-write times) and compare it with the merged view of the
-layer files it was built from (base first). Exits 2 and lists the differences when they
-differ. This is how a portable-built (experimental) CIM is checked against the driver.`

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cimconv/cimconv/internal/builder"
+	"github.com/cimconv/cimconv/internal/readcount"
 	"github.com/cimconv/cimconv/internal/registry"
 )
 
@@ -193,35 +194,9 @@ func (c *Converter) opener(t registry.Target, i, n int) func(context.Context) (i
 		if err != nil {
 			return nil, err
 		}
-		return &countingReader{rc: rc, report: func(total, delta int64) {
+		return readcount.New(rc, 4<<20, func(total, delta int64) { // at most every 4 MiB
 			c.obs.Bytes("fetched", delta)
 			c.emit(Event{Subject: t.Ref.String(), Stage: StageBuild, Layer: i + 1, Layers: n, Bytes: total})
-		}}, nil
+		}), nil
 	}
-}
-
-// countingReader reports fetched bytes at most every 4 MiB.
-type countingReader struct {
-	rc       io.ReadCloser
-	total    int64
-	reported int64
-	report   func(total, delta int64)
-}
-
-func (r *countingReader) Read(p []byte) (int, error) {
-	n, err := r.rc.Read(p)
-	r.total += int64(n)
-	if r.total-r.reported >= 4<<20 || (err == io.EOF && r.total > r.reported) {
-		r.report(r.total, r.total-r.reported)
-		r.reported = r.total
-	}
-	return n, err
-}
-
-func (r *countingReader) Close() error {
-	if r.total > r.reported {
-		r.report(r.total, r.total-r.reported)
-		r.reported = r.total
-	}
-	return r.rc.Close()
 }

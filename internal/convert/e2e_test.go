@@ -61,25 +61,12 @@ type setup struct {
 
 func newFixture(t *testing.T) *setup {
 	t.Helper()
-	reg := newRegistry(t, registry.WithRetry(registry.RetryPolicy{MaxAttempts: 6, InitialDelay: 5 * time.Millisecond, MaxDelay: 50 * time.Millisecond}))
+	reg := fetchtest.NewRegistry(t, registry.WithRetry(registry.RetryPolicy{MaxAttempts: 6, InitialDelay: 5 * time.Millisecond, MaxDelay: 50 * time.Millisecond}))
 	cache, err := convert.NewCache(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &setup{reg: reg, cache: cache, conv: convert.New(reg, portable.New(), cache, convert.WithWorkDir(t.TempDir()))}
-}
-
-func referrers(t *testing.T, reg *registry.Client, subject string) []v1.Descriptor {
-	t.Helper()
-	d, err := name.NewDigest(subject, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	descs, err := reg.Referrers(context.Background(), d, artifact.ArtifactType)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return descs
 }
 
 func TestConvertIndexFetchAndRerun(t *testing.T) {
@@ -103,7 +90,7 @@ func TestConvertIndexFetchAndRerun(t *testing.T) {
 				if im.Existing || im.Artifact == "" {
 					t.Fatalf("image %s: %+v", im.Subject, im)
 				}
-				refs := referrers(t, f.reg, im.Subject)
+				refs := fetchtest.Artifacts(t, f.reg, im.Subject)
 				if n := len(refs); n != 1 {
 					t.Fatalf("%s has %d artifacts, want 1", im.Subject, n)
 				}
@@ -143,7 +130,7 @@ func TestConvertIndexFetchAndRerun(t *testing.T) {
 				if !im.Existing || im.Artifact != res.Images[i].Artifact {
 					t.Fatalf("re-run: %+v, want the existing artifact %s", im, res.Images[i].Artifact)
 				}
-				if n := len(referrers(t, f.reg, im.Subject)); n != 1 {
+				if n := len(fetchtest.Artifacts(t, f.reg, im.Subject)); n != 1 {
 					t.Fatalf("re-run left %d artifacts for %s", n, im.Subject)
 				}
 			}
@@ -240,7 +227,7 @@ func TestRefusalsPushNothing(t *testing.T) {
 				t.Errorf("error is not one line: %q", err)
 			}
 			repo, _ := name.ParseReference(tt.ref, name.Insecure)
-			if n := len(referrers(t, f.reg, repo.Context().Digest(d.Digest.String()).String())); n != 0 {
+			if n := len(fetchtest.Artifacts(t, f.reg, repo.Context().Digest(d.Digest.String()).String())); n != 0 {
 				t.Fatalf("%d artifacts pushed after a failure", n)
 			}
 		})
@@ -263,7 +250,7 @@ func TestOutputLayoutIsDeterministic(t *testing.T) {
 			t.Fatalf("no OCI layout written: %v", err)
 		}
 		digests = append(digests, res.Images[0].Artifact)
-		if n := len(referrers(t, f.reg, res.Images[0].Subject)); n != 0 {
+		if n := len(fetchtest.Artifacts(t, f.reg, res.Images[0].Subject)); n != 0 {
 			t.Fatalf("--output pushed %d artifacts", n)
 		}
 	}
@@ -292,14 +279,4 @@ func TestForceConvertsAgain(t *testing.T) {
 	if second.Images[0].Artifact != first.Images[0].Artifact {
 		t.Fatalf("forced conversion gave %s, want %s", second.Images[0].Artifact, first.Images[0].Artifact)
 	}
-}
-
-// newRegistry returns a registry client with default options or fails the test.
-func newRegistry(t testing.TB, opts ...registry.Option) *registry.Client {
-	t.Helper()
-	c, err := registry.New(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }

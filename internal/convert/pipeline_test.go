@@ -12,6 +12,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/convert"
+	"github.com/cimconv/cimconv/internal/fetch/fetchtest"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
@@ -63,7 +64,7 @@ func TestPackFailureIsTheError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conv := convert.New(newRegistry(t), packFailBuilder{inner: portable.New(), breakPack: true}, cache, convert.WithWorkDir(t.TempDir()))
+	conv := convert.New(fetchtest.NewRegistry(t), packFailBuilder{inner: portable.New(), breakPack: true}, cache, convert.WithWorkDir(t.TempDir()))
 	_, err = conv.Convert(context.Background(), convert.Request{Image: host + "/win/packfail:1"})
 	if err == nil {
 		t.Fatal("conversion succeeded with an unpackable layer")
@@ -91,7 +92,7 @@ func TestCallersCauseIsKept(t *testing.T) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	b := packFailBuilder{inner: portable.New(), blocked: func() { cancel(errShutdown) }}
-	conv := convert.New(newRegistry(t), b, cache, convert.WithWorkDir(t.TempDir()))
+	conv := convert.New(fetchtest.NewRegistry(t), b, cache, convert.WithWorkDir(t.TempDir()))
 	_, err = conv.Convert(ctx, convert.Request{Image: host + "/win/stopped:1"})
 	if !errors.Is(err, errShutdown) {
 		t.Fatalf("err = %v, want the caller's cause %v", err, errShutdown)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/convert"
+	"github.com/cimconv/cimconv/internal/fetch/fetchtest"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
 )
@@ -86,7 +87,7 @@ func TestSharedCacheClaimsRenewsAndAdopts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return convert.New(newRegistry(t), portable.New(), cache, convert.WithWorkDir(t.TempDir()),
+		return convert.New(fetchtest.NewRegistry(t), portable.New(), cache, convert.WithWorkDir(t.TempDir()),
 			convert.WithSharedCache(shared), convert.WithClaimRenewal(20*time.Millisecond))
 	}
 	res, err := newConv().Convert(context.Background(), convert.Request{Image: host + "/win/shared:1"})

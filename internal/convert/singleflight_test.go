@@ -21,6 +21,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/convert"
+	"github.com/cimconv/cimconv/internal/fetch/fetchtest"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
@@ -119,7 +120,7 @@ func TestConcurrentConversionsBuildASharedLayerOnce(t *testing.T) {
 	images := []string{"win/one", "win/two"}
 	registrytest.PushImage(t, host+"/"+images[0]+":1", [][]byte{base, fixture.AppLayer(1).Bytes(fixture.Gzip)}, win(ltsc2022))
 	registrytest.PushImage(t, host+"/"+images[1]+":1", [][]byte{base, fixture.AppLayer(2).Bytes(fixture.Zstd)}, win(ltsc2022))
-	reg := newRegistry(t)
+	reg := fetchtest.NewRegistry(t)
 	rounds := 20
 	if testing.Short() {
 		rounds = 4

@@ -15,6 +15,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/convert"
 	"github.com/cimconv/cimconv/internal/fetch"
+	"github.com/cimconv/cimconv/internal/fetch/fetchtest"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/trust"
@@ -39,7 +40,7 @@ func converted(t *testing.T, mw func(http.Handler) http.Handler) (host, image st
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := newRegistry(t)
+	reg := fetchtest.NewRegistry(t)
 	if _, err := convert.New(reg, portable.New(), cache, convert.WithWorkDir(t.TempDir())).Convert(context.Background(), convert.Request{Image: image}); err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func entries(t *testing.T, dir string) []string {
 func TestFetchLayout(t *testing.T) {
 	_, image := converted(t, nil)
 	dest := t.TempDir()
-	res, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, NodeBuild: "10.0.20348.2340", Verifier: trust.AllowUnsigned()})
+	res, err := fetch.New(fetchtest.NewRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, NodeBuild: "10.0.20348.2340", Verifier: trust.AllowUnsigned()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestFetchLayout(t *testing.T) {
 	// Fetching again (a second image on the same chain) is a no-op for
 	// files already there and leaves no staging directory behind.
 	before := len(entries(t, dest))
-	if _, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, Verifier: trust.AllowUnsigned()}); err != nil {
+	if _, err := fetch.New(fetchtest.NewRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, Verifier: trust.AllowUnsigned()}); err != nil {
 		t.Fatal(err)
 	}
 	if after := entries(t, dest); len(after) != before {
@@ -92,14 +93,14 @@ func TestFetchRefusals(t *testing.T) {
 		host := registrytest.NewReferrersRegistry(t)
 		image := host + "/win/plain:1"
 		registrytest.PushImage(t, image, [][]byte{wclayertest.BaseLayer().Bytes(wclayertest.Gzip)}, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
-		_, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir(), Verifier: trust.AllowUnsigned()})
+		_, err := fetch.New(fetchtest.NewRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir(), Verifier: trust.AllowUnsigned()})
 		if !errors.Is(err, fetch.ErrNoArtifact) {
 			t.Fatalf("err = %v, want ErrNoArtifact", err)
 		}
 	})
 	t.Run("node build older than the image", func(t *testing.T) {
 		_, image := converted(t, nil)
-		_, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir(), NodeBuild: "10.0.17763.1", Verifier: trust.AllowUnsigned()})
+		_, err := fetch.New(fetchtest.NewRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir(), NodeBuild: "10.0.17763.1", Verifier: trust.AllowUnsigned()})
 		if err == nil {
 			t.Fatal("a 17763 node accepted a 20348 image")
 		}
@@ -119,7 +120,7 @@ func TestFetchRefusals(t *testing.T) {
 		_, image := converted(t, mw)
 		armed.Store(true)
 		dest := t.TempDir()
-		_, err := fetch.New(newRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, Verifier: trust.AllowUnsigned()})
+		_, err := fetch.New(fetchtest.NewRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, Verifier: trust.AllowUnsigned()})
 		if !errors.Is(err, registry.ErrDigestMismatch) {
 			t.Fatalf("err = %v, want a digest mismatch", err)
 		}
@@ -143,14 +144,4 @@ func (f *flipWriter) Write(p []byte) (int, error) {
 	}
 	f.n += len(p)
 	return f.ResponseWriter.Write(p)
-}
-
-// newRegistry returns a registry client with default options or fails the test.
-func newRegistry(t testing.TB, opts ...registry.Option) *registry.Client {
-	t.Helper()
-	c, err := registry.New(opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }

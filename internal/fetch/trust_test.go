@@ -15,6 +15,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/artifact"
 	"github.com/cimconv/cimconv/internal/fetch"
+	"github.com/cimconv/cimconv/internal/fetch/fetchtest"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/trust"
 	"github.com/cimconv/cimconv/internal/trust/keys"
@@ -85,7 +86,7 @@ func TestFetchTrust(t *testing.T) {
 	dir := t.TempDir()
 	worker, other := trusttest.NewKey(t, dir, "worker"), trusttest.NewKey(t, dir, "other")
 	_, image := converted(t, nil)
-	reg := newRegistry(t)
+	reg := fetchtest.NewRegistry(t)
 
 	// Unsigned: refused with a clear reason, nothing placed.
 	dest := t.TempDir()
@@ -129,7 +130,7 @@ func TestFetchJunkReferrers(t *testing.T) {
 		})
 	}
 	host, image := converted(t, counting)
-	reg := newRegistry(t)
+	reg := fetchtest.NewRegistry(t)
 	dir := t.TempDir()
 	worker, attacker := trusttest.NewKey(t, dir, "worker"), trusttest.NewKey(t, dir, "attacker")
 	genuine := signConverted(t, reg, image, worker)

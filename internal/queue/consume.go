@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/cimconv/cimconv/internal/wait"
 )
 
 // Delivery is one delivery of a request to a worker. Exactly one of Ack, Nak
@@ -318,7 +320,7 @@ func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOpt
 			<-slots
 			if ctx.Err() == nil {
 				q.log.Warn("pull failed; retrying", zap.Error(err), zap.Duration("in", backoff))
-				_ = sleepCtx(ctx, backoff)
+				_ = wait.Sleep(ctx, backoff)
 				backoff = min(backoff*2, 5*time.Second)
 			}
 			continue
@@ -351,7 +353,7 @@ func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOpt
 			<-slots
 			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 				q.log.Warn("pull ended with an error; retrying", zap.Error(err), zap.Duration("in", backoff))
-				_ = sleepCtx(ctx, backoff)
+				_ = wait.Sleep(ctx, backoff)
 				backoff = min(backoff*2, 5*time.Second)
 				continue
 			}

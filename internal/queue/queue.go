@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cimconv/cimconv/internal/errdefs"
+	"github.com/cimconv/cimconv/internal/wait"
 )
 
 // Names of the JetStream objects cimconv provisions.
@@ -396,7 +397,7 @@ func (w *ResultWatch) Wait(ctx context.Context, req Request) (*Result, error) {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("waiting for the result of %s: %w", req.Image, ctx.Err())
 			}
-			if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
+			if err := wait.Sleep(ctx, 500*time.Millisecond); err != nil {
 				return nil, fmt.Errorf("waiting for the result of %s: %w", req.Image, err)
 			}
 			continue
@@ -463,17 +464,6 @@ func (q *Queue) Pending(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("queue: consumer info: %w", err)
 	}
 	return info.NumPending + uint64(info.NumAckPending), nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // publishJSON publishes v as JSON under msgID, riding through an outage (the id

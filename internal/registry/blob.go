@@ -62,17 +62,7 @@ func (c *Client) OpenLayer(ctx context.Context, t Target, l Layer) (io.ReadClose
 			errs = append(errs, &statusError{url: redactURL(req.URL), code: resp.StatusCode})
 			continue
 		}
-		get := func(ctx context.Context, rangeHeader string) (*http.Response, error) {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-			if err != nil {
-				return nil, err
-			}
-			if rangeHeader != "" {
-				req.Header.Set("Range", rangeHeader)
-			}
-			return c.plainClient.Do(req)
-		}
-		return c.verifying(c.resuming(ctx, resp.Body, l.Size, get), l.Digest, l.Size, u), nil
+		return c.verifying(c.resuming(ctx, resp.Body, l.Size, c.plainClient, u), l.Digest, l.Size, u), nil
 	}
 	return nil, wrapErr("open layer", ref, errors.Join(errs...))
 }
@@ -130,17 +120,7 @@ func (c *Client) getBlob(ctx context.Context, hc *http.Client, repo name.Reposit
 	if err != nil {
 		return nil, err
 	}
-	get := func(ctx context.Context, rangeHeader string) (*http.Response, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return nil, err
-		}
-		if rangeHeader != "" {
-			req.Header.Set("Range", rangeHeader)
-		}
-		return hc.Do(req)
-	}
-	return c.verifying(c.resuming(ctx, resp.Body, d.Size, get), d.Digest, d.Size, repo.Digest(d.Digest.String()).String()), nil
+	return c.verifying(c.resuming(ctx, resp.Body, d.Size, hc, u), d.Digest, d.Size, repo.Digest(d.Digest.String()).String()), nil
 }
 
 // ReadBlob reads a small blob (a config) of at most limit bytes fully,
@@ -175,7 +155,19 @@ func (c *Client) readBlob(ctx context.Context, hc *http.Client, repo name.Reposi
 	return buf.Bytes(), rc.Close()
 }
 
-func (c *Client) resuming(ctx context.Context, body io.ReadCloser, size int64, get func(context.Context, string) (*http.Response, error)) io.ReadCloser {
+// resuming reads body, the answer to a GET of u through hc; when the
+// connection breaks mid-blob, it GETs the rest of u with a Range header.
+func (c *Client) resuming(ctx context.Context, body io.ReadCloser, size int64, hc *http.Client, u string) io.ReadCloser {
+	get := func(ctx context.Context, rangeHeader string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		if rangeHeader != "" {
+			req.Header.Set("Range", rangeHeader)
+		}
+		return hc.Do(req)
+	}
 	return &resumingBody{
 		ctx: ctx, body: body, size: size, get: get, max: c.retry.MaxAttempts - 1,
 		sleep: func(ctx context.Context, attempt int) error { return c.sleep(ctx, c.retry.backoff(attempt)) },

@@ -18,6 +18,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/cimconv/cimconv/internal/keymutex"
+	"github.com/cimconv/cimconv/internal/wait"
 )
 
 // DefaultForeignLayerHosts are the hosts Windows base images point their
@@ -41,7 +44,7 @@ type Client struct {
 	transportsMu sync.Mutex
 	transports   map[string]http.RoundTripper
 	transportsSF singleflight.Group
-	subjectLocks keyedMutex // serializes fallback tag updates per subject
+	subjectLocks keymutex.Mutex // serializes fallback tag updates per subject
 	retryingBase http.RoundTripper
 	plainClient  *http.Client // foreign layer URLs: no registry auth
 }
@@ -99,7 +102,7 @@ func New(opts ...Option) (*Client, error) {
 		fallback:     true,
 		log:          zap.NewNop(),
 		userAgent:    "cimconv",
-		sleep:        sleepCtx,
+		sleep:        wait.Sleep,
 		transports:   map[string]http.RoundTripper{},
 	}
 	for _, o := range opts {
@@ -294,48 +297,4 @@ func (k *dockerConfigKeychain) Resolve(r authn.Resource) (authn.Authenticator, e
 		return authn.FromConfig(a), nil
 	}
 	return authn.Anonymous, nil
-}
-
-// keyedMutex hands out one mutex per key, dropping it when no one holds or
-// waits for it (a worker sees an unbounded number of subjects).
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*keyedLock
-}
-
-type keyedLock struct {
-	sync.Mutex
-	refs int
-}
-
-// lock takes key's mutex and returns its unlock function.
-func (k *keyedMutex) lock(key string) (unlock func()) {
-	k.mu.Lock()
-	if k.locks == nil {
-		k.locks = map[string]*keyedLock{}
-	}
-	l, ok := k.locks[key]
-	if !ok {
-		l = &keyedLock{}
-		k.locks[key] = l
-	}
-	l.refs++
-	k.mu.Unlock()
-	l.Lock()
-	return func() {
-		l.Unlock()
-		k.mu.Lock()
-		l.refs--
-		if l.refs == 0 {
-			delete(k.locks, key)
-		}
-		k.mu.Unlock()
-	}
-}
-
-// size is the number of keys in use (tests).
-func (k *keyedMutex) size() int {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return len(k.locks)
 }

@@ -152,6 +152,50 @@ func mustDigestRef(t testing.TB, s string) name.Digest {
 	return d
 }
 
+// newPushFixture is what the push tests start from: a fixture on r, a
+// client made with opts, and the fixture's repository and its image for
+// version, which artifacts are pushed for.
+func newPushFixture(t *testing.T, r testRegistry, version string, opts ...Option) (*fixture, *Client, name.Repository, v1.Descriptor) {
+	t.Helper()
+	f := newFixture(t, r)
+	c, _ := newTestClient(t, opts...)
+	return f, c, mustRepo(t, f.repo), f.images[version]
+}
+
+// testBlob is a blob to push: its content, its descriptor, and an opener
+// for PushBlob that counts how often the content was opened (a blob the
+// registry has already, or mounts, is never opened).
+type testBlob struct {
+	data  []byte
+	desc  v1.Descriptor
+	opens int
+}
+
+func newTestBlob(data []byte) *testBlob {
+	d, n, _ := v1.SHA256(bytes.NewReader(data))
+	return &testBlob{data: data, desc: v1.Descriptor{Digest: d, Size: n}}
+}
+
+func (b *testBlob) open() (io.ReadCloser, error) {
+	b.opens++
+	return io.NopCloser(bytes.NewReader(b.data)), nil
+}
+
+// check fetches the blob from repo and fails the test, naming it what,
+// unless its content is b's.
+func (b *testBlob) check(ctx context.Context, t *testing.T, c *Client, repo name.Repository, what string) {
+	t.Helper()
+	rc, err := c.FetchBlob(ctx, repo, b.desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if err != nil || !bytes.Equal(got, b.data) {
+		t.Fatalf("%s = %q, %v", what, got, err)
+	}
+}
+
 // artifact builds an OCI artifact manifest referring to subject, with a
 // config blob and one layer blob (returned so callers can push them).
 type artifact struct {

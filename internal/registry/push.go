@@ -248,7 +248,7 @@ const maxFallbackConflicts = 10
 // races there can still drop an entry: re-pushing the artifact repairs it).
 func (c *Client) addFallbackReferrer(ctx context.Context, hc *http.Client, subject name.Digest, add v1.Descriptor) error {
 	key := subject.Context().String() + "@" + subject.DigestStr()
-	defer c.subjectLocks.lock(key)()
+	defer c.subjectLocks.Lock(key)()
 	tag := fallbackTag(subject)
 	for range maxFallbackConflicts {
 		idx, etag, exists, err := getFallbackIndex(ctx, hc, subject)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -20,11 +19,8 @@ const testArtifactType = "application/vnd.cimconv.cim.v1+json"
 
 func TestPushArtifactAndReferrers(t *testing.T) {
 	forEachRegistry(t, func(t *testing.T, r testRegistry) {
-		f := newFixture(t, r)
-		c, _ := newTestClient(t)
+		f, c, repo, subject := newPushFixture(t, r, "10.0.20348.2031")
 		ctx := context.Background()
-		repo := mustRepo(t, f.repo)
-		subject := f.images["10.0.20348.2031"]
 		subjectRef := repo.Digest(subject.Digest.String())
 
 		a := newArtifact(t, testArtifactType, subject, "one")
@@ -94,11 +90,8 @@ func TestPushArtifactAndReferrers(t *testing.T) {
 // fallback index: the read-modify-write is serialized per subject.
 func TestPushArtifactConcurrentFallback(t *testing.T) {
 	forEachRegistry(t, func(t *testing.T, r testRegistry) {
-		f := newFixture(t, r)
-		c, _ := newTestClient(t)
+		_, c, repo, subject := newPushFixture(t, r, "10.0.26100.100")
 		ctx := context.Background()
-		repo := mustRepo(t, f.repo)
-		subject := f.images["10.0.26100.100"]
 		var wg sync.WaitGroup
 		want := map[v1.Hash]bool{}
 		errs := make(chan error, 5)
@@ -123,7 +116,7 @@ func TestPushArtifactConcurrentFallback(t *testing.T) {
 		if len(got) != 5 {
 			t.Fatalf("Referrers listed %d artifacts, want 5", len(got))
 		}
-		if n := c.subjectLocks.size(); n != 0 {
+		if n := c.subjectLocks.Len(); n != 0 {
 			t.Fatalf("%d subject locks left after all pushes finished", n)
 		}
 		for _, d := range got {
@@ -136,11 +129,8 @@ func TestPushArtifactConcurrentFallback(t *testing.T) {
 
 func TestPushArtifactFallbackDisabled(t *testing.T) {
 	forEachRegistry(t, func(t *testing.T, r testRegistry) {
-		f := newFixture(t, r)
-		c, _ := newTestClient(t, WithReferrersFallback(false))
+		f, c, repo, subject := newPushFixture(t, r, "10.0.20348.2031", WithReferrersFallback(false))
 		ctx := context.Background()
-		repo := mustRepo(t, f.repo)
-		subject := f.images["10.0.20348.2031"]
 		a := newArtifact(t, testArtifactType, subject, "x")
 		_, err := a.push(ctx, c, repo, subject)
 		_, _, ferr := c.FetchManifest(ctx, repo.Digest(a.digest.String()))
@@ -181,42 +171,31 @@ func TestPushBlobExistsAndMount(t *testing.T) {
 		host := r.start(t, registrytestRequestLog(counter))
 		c, _ := newTestClient(t)
 		ctx := context.Background()
-		b := []byte("blob content for mount")
-		d, n, _ := v1.SHA256(bytes.NewReader(b))
-		desc := v1.Descriptor{Digest: d, Size: n}
-		opens := 0
-		open := func() (io.ReadCloser, error) { opens++; return io.NopCloser(bytes.NewReader(b)), nil }
+		b := newTestBlob([]byte("blob content for mount"))
 		src, dst := mustRepo(t, host+"/src/a"), mustRepo(t, host+"/dst/b")
-		if err := c.PushBlob(ctx, src, desc, open); err != nil {
+		if err := c.PushBlob(ctx, src, b.desc, b.open); err != nil {
 			t.Fatal(err)
 		}
-		if opens != 1 {
-			t.Fatalf("first push opened content %d times", opens)
+		if b.opens != 1 {
+			t.Fatalf("first push opened content %d times", b.opens)
 		}
 		// Present already: HEAD only, content never opened.
-		if err := c.PushBlob(ctx, src, desc, open); err != nil || opens != 1 {
-			t.Fatalf("re-push: %v, opens %d", err, opens)
+		if err := c.PushBlob(ctx, src, b.desc, b.open); err != nil || b.opens != 1 {
+			t.Fatalf("re-push: %v, opens %d", err, b.opens)
 		}
-		if err := c.PushBlob(ctx, dst, desc, open, src); err != nil {
+		if err := c.PushBlob(ctx, dst, b.desc, b.open, src); err != nil {
 			t.Fatal(err)
 		}
 		// distribution mounts (201). ggcr's test registry keeps one blob
 		// store for all repositories, so its HEAD already finds the blob.
-		mounts := counter.matching("/v2/dst/b/blobs/uploads/?from=src%2Fa&mount=" + url.QueryEscape(d.String()))
+		mounts := counter.matching("/v2/dst/b/blobs/uploads/?from=src%2Fa&mount=" + url.QueryEscape(b.desc.Digest.String()))
 		if wantMounts := map[string]int{"distribution": 1, "ggcr": 0}[r.name]; len(mounts) != wantMounts {
 			t.Fatalf("mount requests %v, want %d", mounts, wantMounts)
 		}
-		if opens != 1 {
-			t.Fatalf("blob present in the source repo was uploaded again (%d opens)", opens)
+		if b.opens != 1 {
+			t.Fatalf("blob present in the source repo was uploaded again (%d opens)", b.opens)
 		}
-		rc, err := c.FetchBlob(ctx, dst, desc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(rc)
-		if err != nil || !bytes.Equal(got, b) {
-			t.Fatalf("mounted blob = %q, %v", got, err)
-		}
+		b.check(ctx, t, c, dst, "mounted blob")
 	})
 }
 

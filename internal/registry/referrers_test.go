@@ -1,10 +1,8 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -78,30 +76,19 @@ func TestPushBlobMountDeclined(t *testing.T) {
 	host := registrytest.NewDistribution(t, registrytest.WithRequestLog(counter.record), registrytest.WithMiddleware(declineMounts))
 	c, _ := newTestClient(t)
 	ctx := context.Background()
-	b := []byte("declined mount")
-	d, n, _ := v1.SHA256(bytes.NewReader(b))
-	desc := v1.Descriptor{Digest: d, Size: n}
-	opens := 0
-	open := func() (io.ReadCloser, error) { opens++; return io.NopCloser(bytes.NewReader(b)), nil }
+	b := newTestBlob([]byte("declined mount"))
 	src, dst := mustRepo(t, host+"/src/a"), mustRepo(t, host+"/dst/b")
-	if err := c.PushBlob(ctx, src, desc, open); err != nil {
+	if err := c.PushBlob(ctx, src, b.desc, b.open); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.PushBlob(ctx, dst, desc, open, src); err != nil {
+	if err := c.PushBlob(ctx, dst, b.desc, b.open, src); err != nil {
 		t.Fatalf("push with declined mount: %v", err)
 	}
-	if opens != 2 {
-		t.Fatalf("content opened %d times, want 2 (declined mount uploads)", opens)
+	if b.opens != 2 {
+		t.Fatalf("content opened %d times, want 2 (declined mount uploads)", b.opens)
 	}
 	if posts := counter.matching("POST /v2/dst/b/blobs/uploads/"); len(posts) != 1 {
 		t.Fatalf("upload sessions opened in dst: %v, want exactly the mount attempt", posts)
 	}
-	rc, err := c.FetchBlob(ctx, dst, desc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(rc)
-	if err != nil || !bytes.Equal(got, b) {
-		t.Fatalf("blob in dst = %q, %v", got, err)
-	}
+	b.check(ctx, t, c, dst, "blob in dst")
 }

@@ -65,20 +65,6 @@ func (p RetryPolicy) backoff(n int) time.Duration {
 // without waiting.
 type sleepFunc func(ctx context.Context, d time.Duration) error
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // retryTransport sits under authentication (so token requests are retried
 // too) and re-sends a request when it can rebuild the body (GetBody).
 // Failures while reading a response body are not retried here: the

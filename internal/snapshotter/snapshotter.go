@@ -21,6 +21,7 @@ import (
 	"github.com/cimconv/cimconv/internal/artifact"
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/cim"
+	"github.com/cimconv/cimconv/internal/keymutex"
 	"github.com/cimconv/cimconv/internal/metrics"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/trust"
@@ -47,7 +48,7 @@ type Snapshotter struct {
 	negativeTTL time.Duration
 	now         func() time.Time
 
-	locks   keyedMutex
+	locks   keymutex.Mutex // serializes the fast path per chainID
 	sf      singleflight.Group
 	mu      sync.Mutex
 	results map[string]resolveResult
@@ -186,7 +187,7 @@ func (s *Snapshotter) safeFastPath(ctx context.Context, key, parent, chainID str
 }
 
 func (s *Snapshotter) fastPath(ctx context.Context, key, parent, chainID string, labels map[string]string, opts []snapshots.Opt) (string, error) {
-	unlock := s.locks.lock(chainID)
+	unlock := s.locks.Lock(chainID)
 	defer unlock()
 	// Committed meanwhile (a concurrent pull of the same layer, another
 	// namespace, a restart)?
@@ -438,38 +439,4 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
-}
-
-// keyedMutex serializes the fast path per chainID.
-type keyedMutex struct {
-	mu sync.Mutex
-	m  map[string]*keyedLock
-}
-
-type keyedLock struct {
-	mu   sync.Mutex
-	refs int
-}
-
-func (k *keyedMutex) lock(key string) func() {
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = map[string]*keyedLock{}
-	}
-	l := k.m[key]
-	if l == nil {
-		l = &keyedLock{}
-		k.m[key] = l
-	}
-	l.refs++
-	k.mu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		k.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(k.m, key)
-		}
-		k.mu.Unlock()
-	}
 }

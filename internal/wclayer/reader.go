@@ -20,10 +20,24 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
+// Compression is told from a layer blob's first bytes, never from its media
+// type (registries and tools mislabel layers).
 var (
 	magicGzip = []byte{0x1f, 0x8b}
 	magicZstd = []byte{0x28, 0xb5, 0x2f, 0xfd}
 )
+
+// DetectCompression tells a layer blob's compression from its first bytes
+// (four are enough): Gzip, Zstd, or Uncompressed for anything else.
+func DetectCompression(head []byte) Compression {
+	switch {
+	case bytes.HasPrefix(head, magicGzip):
+		return Gzip
+	case bytes.HasPrefix(head, magicZstd):
+		return Zstd
+	}
+	return Uncompressed
+}
 
 // kind is what a path of the layer is, for validation of later entries.
 type kind uint8
@@ -67,15 +81,15 @@ func NewReader(r io.Reader, opts ...Option) (*Reader, error) {
 	br := bufio.NewReaderSize(lr.src, 256<<10)
 	magic, _ := br.Peek(4)
 	var plain io.Reader = br
-	switch {
-	case bytes.HasPrefix(magic, magicGzip):
+	switch DetectCompression(magic) {
+	case Gzip:
 		gz, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, lr.streamErr(err, "gzip header")
 		}
 		lr.ra = newReadahead(gz, 256<<10, 4)
 		plain, lr.stats.Compression = lr.ra, Gzip
-	case bytes.HasPrefix(magic, magicZstd):
+	case Zstd:
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxMemory(1<<30))
 		if err != nil {
 			return nil, lr.streamErr(err, "zstd header")

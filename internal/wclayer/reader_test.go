@@ -574,3 +574,19 @@ func TestCloseStopsDecompression(t *testing.T) {
 		}
 	}
 }
+
+func TestDetectCompression(t *testing.T) {
+	layer := wclayertest.BaseLayer()
+	for fc, want := range map[wclayertest.Compression]wclayer.Compression{
+		wclayertest.Uncompressed: wclayer.Uncompressed, wclayertest.Gzip: wclayer.Gzip, wclayertest.Zstd: wclayer.Zstd,
+	} {
+		if got := wclayer.DetectCompression(layer.Bytes(fc)[:4]); got != want {
+			t.Errorf("DetectCompression of a %s layer = %s", want, got)
+		}
+	}
+	for _, head := range [][]byte{nil, {0x1f}, []byte("BZh91")} {
+		if got := wclayer.DetectCompression(head); got != wclayer.Uncompressed {
+			t.Errorf("DetectCompression(%q) = %s, want uncompressed", head, got)
+		}
+	}
+}

@@ -11,12 +11,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"go.uber.org/zap"
 
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/errdefs"
+	"github.com/cimconv/cimconv/internal/keymutex"
 )
 
 // Name is the builder name recorded in artifacts.
@@ -51,13 +51,7 @@ type hcsBuilder struct {
 	// created are found by diffing the directory listing, which is only
 	// exact when nothing else writes there meanwhile. A lock lives while a
 	// build holds or waits for it.
-	mu       sync.Mutex
-	dirLocks map[string]*dirLock
-}
-
-type dirLock struct {
-	sync.Mutex
-	users int // builds holding or waiting for it (under hcsBuilder.mu)
+	dirLocks keymutex.Mutex
 }
 
 func newBuilder(cfg config, host HostInfo, imp importer) (*hcsBuilder, error) {
@@ -65,7 +59,7 @@ func newBuilder(cfg config, host HostInfo, imp importer) (*hcsBuilder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &hcsBuilder{cfg: cfg, host: host, formats: formats, imp: imp, dirLocks: map[string]*dirLock{}}, nil
+	return &hcsBuilder{cfg: cfg, host: host, formats: formats, imp: imp}, nil
 }
 
 // Capabilities implements builder.Builder.
@@ -76,28 +70,6 @@ func (b *hcsBuilder) Capabilities() builder.Capabilities {
 		Format:       b.cfg.format,
 		WindowsBuild: b.host.String(),
 		HiveMerge:    true,
-	}
-}
-
-// lockDir locks dir for one build; the returned func unlocks it and drops
-// the lock when no other build holds or waits for it.
-func (b *hcsBuilder) lockDir(dir string) func() {
-	b.mu.Lock()
-	l, ok := b.dirLocks[dir]
-	if !ok {
-		l = &dirLock{}
-		b.dirLocks[dir] = l
-	}
-	l.users++
-	b.mu.Unlock()
-	l.Lock()
-	return func() {
-		l.Unlock()
-		b.mu.Lock()
-		if l.users--; l.users == 0 {
-			delete(b.dirLocks, dir)
-		}
-		b.mu.Unlock()
 	}
 }
 
@@ -155,7 +127,7 @@ func (b *hcsBuilder) BuildLayer(ctx context.Context, layer builder.LayerSource, 
 		return nil, fmt.Errorf("layer %s: CIM directory: %w", layer.Digest, err)
 	}
 
-	unlock := b.lockDir(dir)
+	unlock := b.dirLocks.Lock(dir)
 	defer unlock()
 
 	before, err := listNames(dir)

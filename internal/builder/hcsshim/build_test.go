@@ -6,15 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/cimconv/cimconv/internal/builder"
+	"github.com/cimconv/cimconv/internal/builder/buildertest"
 )
 
 func dirNames(t *testing.T, dir string) []string {
@@ -23,12 +25,7 @@ func dirNames(t *testing.T, dir string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for n := range m {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(m))
 }
 
 func TestBuildLayerChain(t *testing.T) {
@@ -189,8 +186,8 @@ func TestConcurrentBuildsInOneDir(t *testing.T) {
 	if got := len(dirNames(t, dir)); got != 3*n+1 { // + layers/
 		t.Errorf("dir holds %d entries, want %d", got, 3*n+1)
 	}
-	if len(b.dirLocks) != 0 {
-		t.Errorf("%d directory locks left after the builds", len(b.dirLocks))
+	if n := b.dirLocks.Len(); n != 0 {
+		t.Errorf("%d directory locks left after the builds", n)
 	}
 }
 
@@ -209,31 +206,10 @@ func TestDirLocksDropped(t *testing.T) {
 	if _, err := b.BuildLayer(context.Background(), bad, nil, t.TempDir()); err == nil {
 		t.Fatal("built garbage")
 	}
-	if len(b.dirLocks) != 0 {
-		t.Errorf("%d directory locks left after 21 builds in 21 directories", len(b.dirLocks))
+	if n := b.dirLocks.Len(); n != 0 {
+		t.Errorf("%d directory locks left after 21 builds in 21 directories", n)
 	}
 }
-
-// cancelReader cancels ctx once n bytes were read.
-type cancelReader struct {
-	r      io.Reader
-	n      int
-	cancel context.CancelFunc
-}
-
-func (c *cancelReader) Read(p []byte) (int, error) {
-	if c.n <= 0 {
-		c.cancel()
-	}
-	if len(p) > 512 {
-		p = p[:512]
-	}
-	n, err := c.r.Read(p)
-	c.n -= n
-	return n, err
-}
-
-func (c *cancelReader) Close() error { return nil }
 
 func TestBuildLayerCleansUpOnError(t *testing.T) {
 	big := layerTar(t, tarFile{"Files/a", strings.Repeat("x", 64<<10)}, tarFile{"Files/b", "b"})
@@ -267,7 +243,7 @@ func TestBuildLayerCleansUpOnError(t *testing.T) {
 			src: func(t *testing.T, _ context.Context, cancel context.CancelFunc) builder.LayerSource {
 				s := source(t, "none", "c1", big)
 				s.Open = func(context.Context) (io.ReadCloser, error) {
-					return &cancelReader{r: bytes.NewReader(big), n: 4096, cancel: cancel}, nil
+					return buildertest.CancelAfter(bytes.NewReader(big), 4096, 512, cancel), nil
 				}
 				return s
 			},

@@ -11,13 +11,12 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/cimconv/cimconv/internal/errdefs"
+	"github.com/cimconv/cimconv/internal/wclayer"
 )
 
-// Compression is detected from the first bytes of a layer blob, never from
-// its media type (registries and tools mislabel layers).
+// Compressions refused by name; gzip and zstd are told apart from plain tar
+// by wclayer.DetectCompression.
 var (
-	magicGzip  = []byte{0x1f, 0x8b}
-	magicZstd  = []byte{0x28, 0xb5, 0x2f, 0xfd}
 	magicBzip2 = []byte("BZh")
 	magicXz    = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
 )
@@ -35,22 +34,24 @@ func decompress(r io.Reader) (io.ReadCloser, string, error) {
 		return nil, "", fmt.Errorf("read layer header: %w", err)
 	}
 	switch {
-	case bytes.HasPrefix(head, magicGzip):
+	case bytes.HasPrefix(head, magicBzip2):
+		return nil, "", fmt.Errorf("bzip2 layer: %w", ErrUnsupportedCompression)
+	case bytes.HasPrefix(head, magicXz):
+		return nil, "", fmt.Errorf("xz layer: %w", ErrUnsupportedCompression)
+	}
+	switch wclayer.DetectCompression(head) {
+	case wclayer.Gzip:
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, "", fmt.Errorf("gzip layer: %w", err)
 		}
 		return zr, "gzip", nil
-	case bytes.HasPrefix(head, magicZstd):
+	case wclayer.Zstd:
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			return nil, "", fmt.Errorf("zstd layer: %w", err)
 		}
 		return zstdCloser{zr}, "zstd", nil
-	case bytes.HasPrefix(head, magicBzip2):
-		return nil, "", fmt.Errorf("bzip2 layer: %w", ErrUnsupportedCompression)
-	case bytes.HasPrefix(head, magicXz):
-		return nil, "", fmt.Errorf("xz layer: %w", ErrUnsupportedCompression)
 	}
 	return io.NopCloser(br), "none", nil
 }

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/windows"
 
 	"github.com/cimconv/cimconv/internal/builder"
+	"github.com/cimconv/cimconv/internal/builder/buildertest"
 	"github.com/cimconv/cimconv/internal/builder/hcsshim"
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/fsview"
@@ -201,24 +202,6 @@ func TestIntegrationForkedChainMergesHives(t *testing.T) {
 	}
 }
 
-// cancelAfter cancels ctx once n bytes were read.
-type cancelAfter struct {
-	r      io.Reader
-	n      int
-	cancel context.CancelFunc
-}
-
-func (c *cancelAfter) Read(p []byte) (int, error) {
-	if c.n <= 0 {
-		c.cancel()
-	}
-	n, err := c.r.Read(p)
-	c.n -= n
-	return n, err
-}
-
-func (c *cancelAfter) Close() error { return nil }
-
 func TestIntegrationCancelLeavesNothing(t *testing.T) {
 	b := newBuilder(t)
 	srcs, tars := sources(wclayertest.Chain(1), wclayertest.Uncompressed)
@@ -226,7 +209,7 @@ func TestIntegrationCancelLeavesNothing(t *testing.T) {
 	defer cancel()
 	src := srcs[0]
 	src.Open = func(context.Context) (io.ReadCloser, error) {
-		return &cancelAfter{r: bytes.NewReader(tars[0]), n: len(tars[0]) / 2, cancel: cancel}, nil
+		return buildertest.CancelAfter(bytes.NewReader(tars[0]), len(tars[0])/2, 0, cancel), nil
 	}
 	dir := t.TempDir()
 	if _, err := b.BuildLayer(ctx, src, nil, dir); !errors.Is(err, context.Canceled) {

@@ -6,9 +6,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
@@ -297,14 +298,7 @@ func TestDiffIDMismatch(t *testing.T) {
 	}
 }
 
-func keys(m map[string][]byte) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func keys(m map[string][]byte) []string { return slices.Sorted(maps.Keys(m)) }
 
 func TestRegionSetIDIsVersion5(t *testing.T) {
 	a, b := RegionSetID("sha256:aa"), RegionSetID("sha256:bb")

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cimconv/cimconv/internal/builder"
+	"github.com/cimconv/cimconv/internal/builder/buildertest"
 	"github.com/cimconv/cimconv/internal/cim"
 	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
 )
@@ -300,22 +301,6 @@ func TestDiscardLeavesNothing(t *testing.T) {
 	}
 }
 
-// cancelAfter cancels its context once n bytes were read through it.
-type cancelAfter struct {
-	r      io.Reader
-	n      int
-	cancel context.CancelFunc
-}
-
-func (c *cancelAfter) Read(p []byte) (int, error) {
-	if c.n <= 0 {
-		c.cancel()
-	}
-	n, err := c.r.Read(p[:min(len(p), 4096)])
-	c.n -= n
-	return n, err
-}
-
 func TestTwoPhaseCancellation(t *testing.T) {
 	srcs := chainSources(t, chainBytes(2))
 	t.Run("before Prepare", func(t *testing.T) {
@@ -335,7 +320,7 @@ func TestTwoPhaseCancellation(t *testing.T) {
 		src := srcs[0]
 		layer := chainBytes(1)[0]
 		src.Open = func(context.Context) (io.ReadCloser, error) {
-			return io.NopCloser(&cancelAfter{r: bytes.NewReader(layer), n: len(layer) / 3, cancel: cancel}), nil
+			return buildertest.CancelAfter(bytes.NewReader(layer), len(layer)/3, 4096, cancel), nil
 		}
 		dir := t.TempDir()
 		if _, err := New().Prepare(ctx, src, 0, dir); !errors.Is(err, context.Canceled) {
