@@ -22,7 +22,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // rulesFile is the chart's Prometheus rule file (the PrometheusRule's groups).
@@ -284,7 +284,7 @@ scrape_configs:
 	q := openQueue(ctx, t, devNATS)
 	sample := devReg + "/sample/windows:ltsc2022"
 	other := devReg + "/sample/other:1" // shares the sample's base layer: a cache hit
-	registrytest.PushImage(t, other, [][]byte{wclayertest.Chain(3)[0].Bytes(wclayertest.Gzip), wclayertest.AppLayer(7).Bytes(wclayertest.Gzip)},
+	registrytest.PushImage(t, other, [][]byte{fixture.Chain(3)[0].Bytes(fixture.Gzip), fixture.AppLayer(7).Bytes(fixture.Gzip)},
 		v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
 	for _, c := range []struct {
 		image, wantReason string

@@ -9,12 +9,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // The `converter cim` JSON output is a contract scripts depend on.
 func TestCimCommandsContract(t *testing.T) {
-	layers, err := wclayertest.WriteSampleChain(t.TempDir(), wclayertest.Gzip)
+	layers, err := fixture.WriteSampleChain(t.TempDir(), fixture.Gzip)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,12 +172,12 @@ func TestCimCommandsContract(t *testing.T) {
 
 func TestCimBuildFailureLeavesNothing(t *testing.T) {
 	dir := t.TempDir()
-	layers, err := wclayertest.WriteSampleChain(dir, wclayertest.Gzip)
+	layers, err := fixture.WriteSampleChain(dir, fixture.Gzip)
 	if err != nil {
 		t.Fatal(err)
 	}
 	delta := filepath.Join(dir, "delta.tar")
-	if err := os.WriteFile(delta, wclayertest.DeltaHiveLayer().Bytes(wclayertest.Uncompressed), 0o644); err != nil {
+	if err := os.WriteFile(delta, fixture.DeltaHiveLayer().Bytes(fixture.Uncompressed), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out := t.TempDir()

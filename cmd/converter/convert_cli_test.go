@@ -9,7 +9,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // ltsc2022 is the platform the CLI tests push their Windows images for.
@@ -20,8 +20,8 @@ var ltsc2022 = v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.
 func pushChain(t *testing.T, ref string, n int) ([][]byte, v1.Descriptor) {
 	t.Helper()
 	var layers [][]byte
-	for _, l := range wclayertest.Chain(n) {
-		layers = append(layers, l.Bytes(wclayertest.Gzip))
+	for _, l := range fixture.Chain(n) {
+		layers = append(layers, l.Bytes(fixture.Gzip))
 	}
 	return layers, registrytest.PushImage(t, ref, layers, ltsc2022)
 }

@@ -7,7 +7,7 @@ import (
 )
 
 // TestNoTestPackagesLinked: the converter binary links no test-support
-// package (registrytest, fetchtest, wclayertest ...). The dev commands use
+// package (registrytest, fetchtest, trusttest ...). The dev commands use
 // internal/wclayer/fixture, a regular package.
 func TestNoTestPackagesLinked(t *testing.T) {
 	if testing.Short() {

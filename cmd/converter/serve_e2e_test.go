@@ -20,7 +20,7 @@ import (
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/service"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 func freeAddr(t *testing.T) string {
@@ -163,10 +163,10 @@ func TestServeSharedChainCacheAcrossWorkers(t *testing.T) {
 	cfg2.Role = service.RoleWorker
 	startServe(t, cfg2, nil)
 
-	base := wclayertest.BaseLayer().Bytes(wclayertest.Gzip)
+	base := fixture.BaseLayer().Bytes(fixture.Gzip)
 	images := map[string][][]byte{}
 	for i := 1; i <= 2; i++ {
-		layers := [][]byte{base, wclayertest.AppLayer(i).Bytes(wclayertest.Zstd)}
+		layers := [][]byte{base, fixture.AppLayer(i).Bytes(fixture.Zstd)}
 		ref := host + "/win/shared" + string(rune('0'+i)) + ":v1"
 		registrytest.PushImage(t, ref, layers, ltsc2022)
 		images[ref] = layers

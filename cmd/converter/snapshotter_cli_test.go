@@ -25,7 +25,7 @@ import (
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/snapshotter"
 	"github.com/cimconv/cimconv/internal/trust/trusttest"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // TestSnapshotterCommand runs `converter snapshotter` and talks to it as
@@ -125,7 +125,7 @@ func TestSnapshotterCommand(t *testing.T) {
 	sn := snproxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "cimconv")
 
 	// An image with no artifact: the normal path's extraction snapshot.
-	plain := wclayertest.NewLayer().File("Files/plain.txt", []byte("plain")).Bytes(wclayertest.Gzip)
+	plain := fixture.NewLayer().File("Files/plain.txt", []byte("plain")).Bytes(fixture.Gzip)
 	desc := registrytest.PushImage(t, host+"/win/plain:v1", [][]byte{plain}, ltsc2022)
 	zr, err := gzip.NewReader(bytes.NewReader(plain))
 	if err != nil {

@@ -23,7 +23,7 @@ import (
 	"github.com/cimconv/cimconv/internal/hive"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 const (
@@ -44,8 +44,8 @@ func win(osv string) v1.Platform {
 	return v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: osv}
 }
 
-func layersOf(ls []*wclayertest.Layer) [][]byte {
-	comps := []wclayertest.Compression{wclayertest.Gzip, wclayertest.Zstd, wclayertest.Gzip}
+func layersOf(ls []*fixture.Layer) [][]byte {
+	comps := []fixture.Compression{fixture.Gzip, fixture.Zstd, fixture.Gzip}
 	var out [][]byte
 	for i, l := range ls {
 		out = append(out, l.Bytes(comps[i%len(comps)]))
@@ -74,7 +74,7 @@ func TestConvertIndexFetchAndRerun(t *testing.T) {
 		t.Run(r.name, func(t *testing.T) {
 			host := r.start(t)
 			f := newFixture(t)
-			chain := layersOf(wclayertest.Chain(3))
+			chain := layersOf(fixture.Chain(3))
 			d22 := registrytest.PushImage(t, host+"/win/app:2022", chain, win(ltsc2022))
 			d25 := registrytest.PushImage(t, host+"/win/app:2025", chain[:2], win(ltsc2025))
 			registrytest.PushIndex(t, host+"/win/app:multi", d22, d25)
@@ -141,9 +141,9 @@ func TestConvertIndexFetchAndRerun(t *testing.T) {
 func TestSecondImageOnSameBaseBuildsOnlyNewLayers(t *testing.T) {
 	host := registrytest.NewReferrersRegistry(t)
 	f := newFixture(t)
-	base := wclayertest.BaseLayer().Bytes(wclayertest.Gzip)
-	app1 := wclayertest.AppLayer(1).Bytes(wclayertest.Gzip)
-	app2 := wclayertest.AppLayer(2).Bytes(wclayertest.Zstd)
+	base := fixture.BaseLayer().Bytes(fixture.Gzip)
+	app1 := fixture.AppLayer(1).Bytes(fixture.Gzip)
+	app2 := fixture.AppLayer(2).Bytes(fixture.Zstd)
 	registrytest.PushImage(t, host+"/a/one:1", [][]byte{base, app1}, win(ltsc2022))
 	registrytest.PushImage(t, host+"/b/two:1", [][]byte{base, app2}, win(ltsc2022))
 	if _, err := f.conv.Convert(context.Background(), convert.Request{Image: host + "/a/one:1"}); err != nil {
@@ -175,7 +175,7 @@ func TestFlakyRegistry(t *testing.T) {
 	}
 	host := registrytest.NewReferrersRegistry(t, registrytest.WithMiddleware(mw))
 	f := newFixture(t)
-	chain := layersOf(wclayertest.Chain(2))
+	chain := layersOf(fixture.Chain(2))
 	registrytest.PushImage(t, host+"/win/flaky:1", chain, win(ltsc2022))
 	flaky.Store(true)
 	if _, err := f.conv.Convert(context.Background(), convert.Request{Image: host + "/win/flaky:1"}); err != nil {
@@ -189,8 +189,8 @@ func TestFlakyRegistry(t *testing.T) {
 
 func TestRefusalsPushNothing(t *testing.T) {
 	host := registrytest.NewReferrersRegistry(t)
-	base := wclayertest.BaseLayer().Bytes(wclayertest.Gzip)
-	traversal := wclayertest.NewLayer().Raw(&tar.Header{Name: "Files/../../evil", Typeflag: tar.TypeReg, Size: 1}, []byte("x")).Bytes(wclayertest.Gzip)
+	base := fixture.BaseLayer().Bytes(fixture.Gzip)
+	traversal := fixture.NewLayer().Raw(&tar.Header{Name: "Files/../../evil", Typeflag: tar.TypeReg, Size: 1}, []byte("x")).Bytes(fixture.Gzip)
 	foreignURL := registrytest.ServeBlob(t, "foreign.tar.gz", base)
 
 	tests := []struct {
@@ -203,13 +203,13 @@ func TestRefusalsPushNothing(t *testing.T) {
 			return registrytest.PushImage(t, host+"/bad/corrupt:1", [][]byte{base, traversal}, win(ltsc2022))
 		}, host + "/bad/corrupt:1", func(err error) bool { return strings.Contains(err.Error(), "Files/../../evil") }},
 		{"corrupt delta hive", func() v1.Descriptor {
-			bad := wclayertest.NewLayer().Dir("Hives").File("Hives/Software_Delta", []byte("regf, but not a hive")).Bytes(wclayertest.Gzip)
+			bad := fixture.NewLayer().Dir("Hives").File("Hives/Software_Delta", []byte("regf, but not a hive")).Bytes(fixture.Gzip)
 			return registrytest.PushImage(t, host+"/bad/delta:1", [][]byte{base, bad}, win(ltsc2022))
 		}, host + "/bad/delta:1", func(err error) bool {
 			return errors.Is(err, hive.ErrCorrupt) && strings.Contains(err.Error(), "Hives/Software_Delta")
 		}},
 		{"foreign layer not allowlisted", func() v1.Descriptor {
-			return registrytest.PushForeignLayerImage(t, host+"/bad/foreign:1", base, []string{foreignURL}, [][]byte{wclayertest.AppLayer(1).Bytes(wclayertest.Gzip)}, win(ltsc2022))
+			return registrytest.PushForeignLayerImage(t, host+"/bad/foreign:1", base, []string{foreignURL}, [][]byte{fixture.AppLayer(1).Bytes(fixture.Gzip)}, win(ltsc2022))
 		}, host + "/bad/foreign:1", func(err error) bool { return errors.Is(err, registry.ErrForeignLayerRefused) }},
 		{"linux image", func() v1.Descriptor {
 			return registrytest.PushImage(t, host+"/bad/linux:1", [][]byte{registrytest.Tar(t, "etc/x", "y")}, v1.Platform{OS: "linux", Architecture: "amd64"})
@@ -236,7 +236,7 @@ func TestRefusalsPushNothing(t *testing.T) {
 
 func TestOutputLayoutIsDeterministic(t *testing.T) {
 	host := registrytest.NewDistribution(t)
-	chain := layersOf(wclayertest.Chain(3))
+	chain := layersOf(fixture.Chain(3))
 	registrytest.PushImage(t, host+"/win/det:1", chain, win(ltsc2022))
 	var digests []string
 	for i := 0; i < 2; i++ {
@@ -262,7 +262,7 @@ func TestOutputLayoutIsDeterministic(t *testing.T) {
 func TestForceConvertsAgain(t *testing.T) {
 	host := registrytest.NewReferrersRegistry(t)
 	f := newFixture(t)
-	chain := layersOf(wclayertest.Chain(2))
+	chain := layersOf(fixture.Chain(2))
 	registrytest.PushImage(t, host+"/win/force:1", chain, win(ltsc2022))
 	first, err := f.conv.Convert(context.Background(), convert.Request{Image: host + "/win/force:1"})
 	if err != nil {

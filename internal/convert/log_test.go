@@ -11,7 +11,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/convert"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // The worker tags a conversion's logger with the request's image; the
@@ -20,7 +20,7 @@ import (
 func TestLogLinesHaveNoDuplicateKeys(t *testing.T) {
 	host := registrytest.NewReferrersRegistry(t)
 	ref := host + "/win/logged:1"
-	desc := registrytest.PushImage(t, ref, layersOf(wclayertest.Chain(2)), win(ltsc2022))
+	desc := registrytest.PushImage(t, ref, layersOf(fixture.Chain(2)), win(ltsc2022))
 	core, logs := observer.New(zapcore.DebugLevel)
 	f := newFixture(t)
 	conv := convert.New(f.reg, portable.New(), f.cache, convert.WithWorkDir(t.TempDir()),

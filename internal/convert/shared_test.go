@@ -14,7 +14,7 @@ import (
 	"github.com/cimconv/cimconv/internal/convert"
 	"github.com/cimconv/cimconv/internal/fetch/fetchtest"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // memShared is an in-process SharedCache with single-owner claims, recording
@@ -79,7 +79,7 @@ func TestSharedCacheClaimsRenewsAndAdopts(t *testing.T) {
 		})
 	}
 	host := registrytest.NewReferrersRegistry(t, registrytest.WithMiddleware(slow))
-	layers := layersOf(wclayertest.Chain(2))
+	layers := layersOf(fixture.Chain(2))
 	registrytest.PushImage(t, host+"/win/shared:1", layers, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
 	shared := newMemShared()
 	newConv := func() *convert.Converter {

@@ -19,7 +19,7 @@ import (
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/trust"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // converted pushes a 2-layer image to a registry (wrapped by mw) and converts it.
@@ -31,8 +31,8 @@ func converted(t *testing.T, mw func(http.Handler) http.Handler) (host, image st
 	}
 	host = registrytest.NewReferrersRegistry(t, opts...)
 	var layers [][]byte
-	for _, l := range wclayertest.Chain(2) {
-		layers = append(layers, l.Bytes(wclayertest.Gzip))
+	for _, l := range fixture.Chain(2) {
+		layers = append(layers, l.Bytes(fixture.Gzip))
 	}
 	image = host + "/win/app:1"
 	registrytest.PushImage(t, image, layers, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
@@ -92,7 +92,7 @@ func TestFetchRefusals(t *testing.T) {
 	t.Run("no artifact", func(t *testing.T) {
 		host := registrytest.NewReferrersRegistry(t)
 		image := host + "/win/plain:1"
-		registrytest.PushImage(t, image, [][]byte{wclayertest.BaseLayer().Bytes(wclayertest.Gzip)}, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
+		registrytest.PushImage(t, image, [][]byte{fixture.BaseLayer().Bytes(fixture.Gzip)}, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
 		_, err := fetch.New(fetchtest.NewRegistry(t), nil).Fetch(context.Background(), image, fetch.Options{Dest: t.TempDir(), Verifier: trust.AllowUnsigned()})
 		if !errors.Is(err, fetch.ErrNoArtifact) {
 			t.Fatalf("err = %v, want ErrNoArtifact", err)

@@ -20,7 +20,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/metrics"
 	"github.com/cimconv/cimconv/internal/registry"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // TestNodeBench is bench/node.sh (skipped unless CIMCONV_BENCH_NODE=1): node
@@ -48,7 +48,7 @@ func TestNodeBench(t *testing.T) {
 	for i, mb := range []int{baseMB, appMB, appMB} {
 		var tarBuf, gz bytes.Buffer
 		files := mb * 20
-		if err := wclayertest.Large(&tarBuf, files, int64(mb)<<20, int64(i+1)); err != nil {
+		if err := fixture.Large(&tarBuf, files, int64(mb)<<20, int64(i+1)); err != nil {
 			t.Fatal(err)
 		}
 		zw, _ := gzip.NewWriterLevel(&gz, gzip.BestSpeed)

@@ -45,7 +45,7 @@ import (
 	"github.com/cimconv/cimconv/internal/trust/keys"
 	"github.com/cimconv/cimconv/internal/trust/sigstore"
 	"github.com/cimconv/cimconv/internal/trust/trusttest"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 const snName = "cimconv"
@@ -267,10 +267,10 @@ type image struct {
 	manifest v1.Descriptor
 }
 
-func (e *env) push(repo string, ls []*wclayertest.Layer) image {
+func (e *env) push(repo string, ls []*fixture.Layer) image {
 	var bs [][]byte
 	for _, l := range ls {
-		bs = append(bs, l.Bytes(wclayertest.Gzip))
+		bs = append(bs, l.Bytes(fixture.Gzip))
 	}
 	return e.pushBytes(repo, bs)
 }
@@ -297,8 +297,8 @@ func (e *env) pushBytes(repo string, bs [][]byte) image {
 	return img
 }
 
-func chain(tag string, n int) []*wclayertest.Layer {
-	ls := wclayertest.Chain(n)
+func chain(tag string, n int) []*fixture.Layer {
+	ls := fixture.Chain(n)
 	ls[0].File("Files/cimconv-test/"+tag+".txt", []byte(tag))
 	return ls
 }
@@ -418,7 +418,7 @@ func TestFastPath(t *testing.T) {
 	// A second image sharing the base: the base snapshot is reused, only the
 	// new layer is fast-pathed.
 	ls2 := chain("fast", 3)[:1]
-	ls2 = append(ls2, wclayertest.AppLayer(7))
+	ls2 = append(ls2, fixture.AppLayer(7))
 	img2 := e.push("app/fast2", ls2)
 	if img2.chainIDs[0] != img.chainIDs[0] {
 		t.Fatal("fixture: the second image does not share the base")
@@ -710,7 +710,7 @@ func TestFallThrough(t *testing.T) {
 			plain := e.push("ft/parent-plain", chain("parent", 2))
 			e.pull(ctx, plain)
 			ls := chain("parent", 1)
-			ls = append(ls, wclayertest.AppLayer(5))
+			ls = append(ls, fixture.AppLayer(5))
 			img := e.push("ft/parent-conv", ls)
 			e.convert(img)
 			return img

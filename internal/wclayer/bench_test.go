@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/cimconv/cimconv/internal/wclayer"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // The benchmark layer: WCLAYER_BENCH_FILES files, WCLAYER_BENCH_MB MiB
@@ -20,11 +20,11 @@ import (
 var benchLayer = sync.OnceValues(func() ([]byte, []byte) {
 	files, mb := envInt("WCLAYER_BENCH_FILES", 2000), envInt("WCLAYER_BENCH_MB", 64)
 	var plain bytes.Buffer
-	if err := wclayertest.Large(&plain, files, int64(mb)<<20, 1); err != nil {
+	if err := fixture.Large(&plain, files, int64(mb)<<20, 1); err != nil {
 		panic(err)
 	}
 	var gz bytes.Buffer
-	if err := wclayertest.Compress(&gz, wclayertest.Gzip, func(w io.Writer) error { _, err := w.Write(plain.Bytes()); return err }); err != nil {
+	if err := fixture.Compress(&gz, fixture.Gzip, func(w io.Writer) error { _, err := w.Write(plain.Bytes()); return err }); err != nil {
 		panic(err)
 	}
 	return plain.Bytes(), gz.Bytes()

@@ -9,23 +9,23 @@ import (
 	"testing"
 
 	"github.com/cimconv/cimconv/internal/wclayer"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // FuzzReader feeds arbitrary blobs to the reader: it must never panic or
 // hang, every error must be a one-line *Error (a bytes.Reader has no I/O
 // errors), and a layer read to io.EOF must have a DiffID.
 func FuzzReader(f *testing.F) {
-	small := wclayertest.NewLayer().File("Files/a.txt", []byte("a")).Stream("Files/a.txt", "s", []byte("s")).
+	small := fixture.NewLayer().File("Files/a.txt", []byte("a")).Stream("Files/a.txt", "s", []byte("s")).
 		Symlink("Files/l", `..\a.txt`).HardLink("Files/h", "Files/a.txt").Whiteout("Files/gone")
 	// Seeds stay small: the fuzzer minimizes every new input, which takes
 	// minutes on a 100 KiB tar.
-	tiny := wclayertest.NewLayer().Dir("Hives", wclayertest.WithSD(nil)).File("Hives/Sam_Delta", []byte("regf"), wclayertest.WithEA("E", []byte{1}), wclayertest.WithSD(wclayertest.SDSystemOnly))
-	for _, c := range []wclayertest.Compression{wclayertest.Uncompressed, wclayertest.Gzip, wclayertest.Zstd} {
+	tiny := fixture.NewLayer().Dir("Hives", fixture.WithSD(nil)).File("Hives/Sam_Delta", []byte("regf"), fixture.WithEA("E", []byte{1}), fixture.WithSD(fixture.SDSystemOnly))
+	for _, c := range []fixture.Compression{fixture.Uncompressed, fixture.Gzip, fixture.Zstd} {
 		f.Add(small.Bytes(c))
 		f.Add(tiny.Bytes(c))
 	}
-	f.Add(wclayertest.NewLayer().Raw(&tar.Header{Name: "Files/../x", Typeflag: tar.TypeReg}, nil).Bytes(wclayertest.Uncompressed))
+	f.Add(fixture.NewLayer().Raw(&tar.Header{Name: "Files/../x", Typeflag: tar.TypeReg}, nil).Bytes(fixture.Uncompressed))
 	f.Add([]byte{})
 	f.Add([]byte{0x1f, 0x8b})
 	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd})

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/cimconv/cimconv/internal/wclayer"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // readLayer reads a whole layer and returns its entries and the sha256 of
@@ -56,9 +56,9 @@ func sha(b []byte) string {
 
 // rawTar writes headers with archive/tar, then lets patch edit the bytes
 // (fixing up each 512-byte header's checksum afterwards).
-func rawTar(t testing.TB, l *wclayertest.Layer, patch func([]byte)) []byte {
+func rawTar(t testing.TB, l *fixture.Layer, patch func([]byte)) []byte {
 	t.Helper()
-	b := l.Bytes(wclayertest.Uncompressed)
+	b := l.Bytes(fixture.Uncompressed)
 	if patch != nil {
 		patch(b)
 		fixChecksums(b)

@@ -11,10 +11,10 @@ import (
 
 	"github.com/cimconv/cimconv/internal/fsview"
 	"github.com/cimconv/cimconv/internal/wclayer"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
-func openers(ls []*wclayertest.Layer, c wclayertest.Compression) []func() (io.ReadCloser, error) {
+func openers(ls []*fixture.Layer, c fixture.Compression) []func() (io.ReadCloser, error) {
 	var out []func() (io.ReadCloser, error)
 	for _, l := range ls {
 		b := l.Bytes(c)
@@ -32,7 +32,7 @@ func viewMap(es []fsview.Entry) map[string]fsview.Entry {
 }
 
 func TestMergeViewChain(t *testing.T) {
-	view, err := wclayer.MergeView(context.Background(), openers(wclayertest.Chain(3), wclayertest.Zstd))
+	view, err := wclayer.MergeView(context.Background(), openers(fixture.Chain(3), fixture.Zstd))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,17 +43,17 @@ func TestMergeViewChain(t *testing.T) {
 	}{
 		{"Files", fsview.TypeDir, "", ""},
 		// App1 replaced notepad.exe with a differently spelled name.
-		{"Files/Windows/System32/NOTEPAD.EXE", fsview.TypeFile, sha(wclayertest.PE("notepad-v1", 40<<10)), b64(wclayertest.SDTrustedInstaller)},
+		{"Files/Windows/System32/NOTEPAD.EXE", fsview.TypeFile, sha(fixture.PE("notepad-v1", 40<<10)), b64(fixture.SDTrustedInstaller)},
 		// The base's hard links keep the original content and SD.
-		{"Files/Windows/notepad.exe", fsview.TypeFile, sha(wclayertest.PE("notepad.exe", 32<<10)), b64(wclayertest.SDTrustedInstaller)},
+		{"Files/Windows/notepad.exe", fsview.TypeFile, sha(fixture.PE("notepad.exe", 32<<10)), b64(fixture.SDTrustedInstaller)},
 		// Cross-layer hard links (App1, App2 -> base cmd.exe).
-		{"Files/Program Files/App1/cmd-copy.exe", fsview.TypeFile, sha(wclayertest.PE("cmd.exe", 64<<10)), b64(wclayertest.SDTrustedInstaller)},
-		{"Files/Program Files/App2/cmd-copy.exe", fsview.TypeFile, sha(wclayertest.PE("cmd.exe", 64<<10)), b64(wclayertest.SDTrustedInstaller)},
+		{"Files/Program Files/App1/cmd-copy.exe", fsview.TypeFile, sha(fixture.PE("cmd.exe", 64<<10)), b64(fixture.SDTrustedInstaller)},
+		{"Files/Program Files/App2/cmd-copy.exe", fsview.TypeFile, sha(fixture.PE("cmd.exe", 64<<10)), b64(fixture.SDTrustedInstaller)},
 		// App2 modified hosts.
-		{"Files/Windows/System32/drivers/etc/hosts", fsview.TypeFile, sha([]byte("127.0.0.1 localhost app2\r\n")), b64(wclayertest.SDAdminsFull)},
-		{"Files/Users/All Users", fsview.TypeSymlink, "", b64(wclayertest.SDSystemOnly)},
-		{wclayertest.DeepPath, fsview.TypeFile, sha([]byte("deep\r\n")), b64(wclayertest.SDAdminsFull)},
-		{"Files/Windows/System32/NTDLL.dll", fsview.TypeFile, sha(wclayertest.PE("ntdll-v2", 64<<10)), b64(wclayertest.SDTrustedInstaller)},
+		{"Files/Windows/System32/drivers/etc/hosts", fsview.TypeFile, sha([]byte("127.0.0.1 localhost app2\r\n")), b64(fixture.SDAdminsFull)},
+		{"Files/Users/All Users", fsview.TypeSymlink, "", b64(fixture.SDSystemOnly)},
+		{fixture.DeepPath, fsview.TypeFile, sha([]byte("deep\r\n")), b64(fixture.SDAdminsFull)},
+		{"Files/Windows/System32/NTDLL.dll", fsview.TypeFile, sha(fixture.PE("ntdll-v2", 64<<10)), b64(fixture.SDTrustedInstaller)},
 	}
 	for _, p := range present {
 		e, ok := m[p.path]
@@ -71,7 +71,7 @@ func TestMergeViewChain(t *testing.T) {
 		"Files/Windows/Temp/zeros.bin",            // whited out by App1
 		"Files/Users/Public/Documents",            // subtree whited out by App2
 		"Files/Users/Public/Documents/résumé.txt", // ... with its contents
-		wclayertest.LongNamePath,
+		fixture.LongNamePath,
 	} {
 		if _, ok := m[p]; ok {
 			t.Errorf("%s: present, want deleted", p)
@@ -111,24 +111,24 @@ func sortedByPath(es []fsview.Entry) bool {
 }
 
 func TestMergeViewSemantics(t *testing.T) {
-	base := wclayertest.NewLayer().
+	base := fixture.NewLayer().
 		Dir("Files").Dir("Files/Dir").File("Files/Dir/a.txt", []byte("a0")).
 		Dir("Files/Dir/sub").File("Files/Dir/sub/b.txt", []byte("b0")).
 		File("Files/Dir/f", []byte("file")).Dir("Files/Keep").File("Files/Keep/k", []byte("k"))
 	// Layer 1: no directory entries: entries land in the existing, differently
 	// spelled directory; a case-different replacement; a dir replaces a file.
-	l1 := wclayertest.NewLayer().NoAutoDirs().
+	l1 := fixture.NewLayer().NoAutoDirs().
 		File("Files/DIR/A.txt", []byte("a1")).
 		Dir("Files/dir/F").
 		File("Files/dir/F/inner", []byte("in")).
-		Dir("FILES/KEEP", wclayertest.WithAttributes(0x12))
+		Dir("FILES/KEEP", fixture.WithAttributes(0x12))
 	// Layer 2: a case-insensitive whiteout of a subtree and a cross-layer
 	// hard link spelled differently from its target.
-	l2 := wclayertest.NewLayer().NoAutoDirs().
+	l2 := fixture.NewLayer().NoAutoDirs().
 		Whiteout("files/dir/SUB").
 		HardLink("Files/link.txt", "files/dir/a.TXT").
 		Whiteout("Files/Dir/nothing-here")
-	view, err := wclayer.MergeView(context.Background(), openers([]*wclayertest.Layer{base, l1, l2}, wclayertest.Uncompressed))
+	view, err := wclayer.MergeView(context.Background(), openers([]*fixture.Layer{base, l1, l2}, fixture.Uncompressed))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,19 +157,19 @@ func TestMergeViewSemantics(t *testing.T) {
 }
 
 func TestMergeViewErrors(t *testing.T) {
-	base := wclayertest.NewLayer().File("Files/a", []byte("a"))
+	base := fixture.NewLayer().File("Files/a", []byte("a"))
 	tests := []struct {
 		name   string
-		layers []*wclayertest.Layer
+		layers []*fixture.Layer
 		kind   error
 		layer  string
 	}{
-		{"link to a file deleted in the same layer", []*wclayertest.Layer{base, wclayertest.NewLayer().Whiteout("Files/a").HardLink("Files/b", "Files/a")}, wclayer.ErrLinkTarget, "#1"},
-		{"stream of a deleted file", []*wclayertest.Layer{base, wclayertest.NewLayer().NoAutoDirs().Whiteout("Files/a"), wclayertest.NewLayer().Stream("Files/a", "s", nil)}, wclayer.ErrOrphanStream, "#2"},
+		{"link to a file deleted in the same layer", []*fixture.Layer{base, fixture.NewLayer().Whiteout("Files/a").HardLink("Files/b", "Files/a")}, wclayer.ErrLinkTarget, "#1"},
+		{"stream of a deleted file", []*fixture.Layer{base, fixture.NewLayer().NoAutoDirs().Whiteout("Files/a"), fixture.NewLayer().Stream("Files/a", "s", nil)}, wclayer.ErrOrphanStream, "#2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := wclayer.MergeView(context.Background(), openers(tt.layers, wclayertest.Gzip))
+			_, err := wclayer.MergeView(context.Background(), openers(tt.layers, fixture.Gzip))
 			if !errors.Is(err, tt.kind) {
 				t.Fatalf("error %v, want %v", err, tt.kind)
 			}
@@ -180,7 +180,7 @@ func TestMergeViewErrors(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := wclayer.MergeView(ctx, openers([]*wclayertest.Layer{base}, wclayertest.Gzip)); !errors.Is(err, context.Canceled) {
+	if _, err := wclayer.MergeView(ctx, openers([]*fixture.Layer{base}, fixture.Gzip)); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/cimconv/cimconv/internal/wclayer"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // gatedSource serves a layer; after the first open reads, one Read blocks
@@ -47,9 +47,9 @@ func (g *gatedSource) Close() error { g.n = -1; return nil }
 // returns, the caller may close the source (issue 9 #3: countingReader.Close
 // against Read on the readahead goroutine, panic d.nx != 0 in the digest).
 func TestReaderCloseWaitsForReadahead(t *testing.T) {
-	for _, c := range []wclayertest.Compression{wclayertest.Uncompressed, wclayertest.Gzip} {
+	for _, c := range []fixture.Compression{fixture.Uncompressed, fixture.Gzip} {
 		t.Run(c.Ext(), func(t *testing.T) {
-			blob := wclayertest.AppLayer(40).Bytes(c)
+			blob := fixture.AppLayer(40).Bytes(c)
 			src := &gatedSource{r: bytes.NewReader(blob), free: 1, entered: make(chan struct{}), release: make(chan struct{})}
 			r, err := wclayer.NewReader(src)
 			if err != nil {
@@ -89,7 +89,7 @@ func (p *panickingSource) Read(b []byte) (int, error) {
 // A panic in the source on the readahead goroutine is the layer's error,
 // not a crash of the process.
 func TestReadaheadPanicIsAnError(t *testing.T) {
-	blob := wclayertest.AppLayer(40).Bytes(wclayertest.Uncompressed)
+	blob := fixture.AppLayer(40).Bytes(fixture.Uncompressed)
 	r, err := wclayer.NewReader(&panickingSource{r: bytes.NewReader(blob)})
 	if err != nil {
 		t.Fatal(err)

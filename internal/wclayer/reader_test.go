@@ -15,7 +15,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/hive/hivegen"
 	"github.com/cimconv/cimconv/internal/wclayer"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 func TestReaderValid(t *testing.T) {
@@ -27,14 +27,14 @@ func TestReaderValid(t *testing.T) {
 	ct := time.Date(2021, 3, 4, 5, 6, 7, 800000000, time.UTC)
 	tests := []struct {
 		name   string
-		layer  *wclayertest.Layer
+		layer  *fixture.Layer
 		opts   []wclayer.Option
 		padded int // zero bytes appended after the tar
 		check  func(t *testing.T, es []*wclayer.Entry)
 	}{
 		{
 			name:  "dir with and without trailing slash",
-			layer: wclayertest.NewLayer().Raw(&tar.Header{Name: "Files/", Typeflag: tar.TypeDir}, nil).Raw(&tar.Header{Name: "Files/a", Typeflag: tar.TypeDir}, nil),
+			layer: fixture.NewLayer().Raw(&tar.Header{Name: "Files/", Typeflag: tar.TypeDir}, nil).Raw(&tar.Header{Name: "Files/a", Typeflag: tar.TypeDir}, nil),
 			check: func(t *testing.T, es []*wclayer.Entry) {
 				want := []string{"Files", "Files/a"}
 				for i, e := range es {
@@ -46,7 +46,7 @@ func TestReaderValid(t *testing.T) {
 		},
 		{
 			name:  "hard link carrying the target's records",
-			layer: wclayertest.NewLayer().File("Files/a.txt", []byte("x")).HardLink("Files/b.txt", "Files/a.txt"),
+			layer: fixture.NewLayer().File("Files/a.txt", []byte("x")).HardLink("Files/b.txt", "Files/a.txt"),
 			check: func(t *testing.T, es []*wclayer.Entry) {
 				e := es[len(es)-1]
 				if e.Type != wclayer.TypeHardLink || e.Linkname != "Files/a.txt" || e.Size != 0 || e.Attributes != 0x20 {
@@ -56,7 +56,7 @@ func TestReaderValid(t *testing.T) {
 		},
 		{
 			name:  "hard link into a parent layer",
-			layer: wclayertest.NewLayer().HardLink("Files/b.txt", `Files\Windows\A.TXT`),
+			layer: fixture.NewLayer().HardLink("Files/b.txt", `Files\Windows\A.TXT`),
 			opts:  []wclayer.Option{wclayer.WithParentLookup(func(p string) bool { return strings.EqualFold(p, "Files/Windows/a.txt") })},
 			check: func(t *testing.T, es []*wclayer.Entry) {
 				if e := es[len(es)-1]; e.Linkname != "Files/Windows/A.TXT" {
@@ -66,7 +66,7 @@ func TestReaderValid(t *testing.T) {
 		},
 		{
 			name:  "stream without records, on a file of a parent",
-			layer: wclayertest.NewLayer().Stream("Files/x.exe", "Zone.Identifier", []byte("zone")),
+			layer: fixture.NewLayer().Stream("Files/x.exe", "Zone.Identifier", []byte("zone")),
 			opts:  []wclayer.Option{wclayer.WithParentLookup(func(p string) bool { return p == "Files/x.exe" })},
 			check: func(t *testing.T, es []*wclayer.Entry) {
 				e := es[0]
@@ -77,7 +77,7 @@ func TestReaderValid(t *testing.T) {
 		},
 		{
 			name:  "bare whiteouts",
-			layer: wclayertest.NewLayer().Raw(&tar.Header{Name: "Files/dir/.wh.gone.txt"}, nil).Whiteout("Files/Other"),
+			layer: fixture.NewLayer().Raw(&tar.Header{Name: "Files/dir/.wh.gone.txt"}, nil).Whiteout("Files/Other"),
 			check: func(t *testing.T, es []*wclayer.Entry) {
 				var got []string
 				for _, e := range es {
@@ -92,8 +92,8 @@ func TestReaderValid(t *testing.T) {
 		},
 		{
 			name: "symlinks absolute, relative with backslashes, junction",
-			layer: wclayertest.NewLayer().Symlink("Files/abs", `C:\ProgramData`).Symlink("Files/rel", `..\Windows\notepad.exe`).
-				Symlink("Files/junction", `C:\Users\Default`, wclayertest.WithMountPoint()),
+			layer: fixture.NewLayer().Symlink("Files/abs", `C:\ProgramData`).Symlink("Files/rel", `..\Windows\notepad.exe`).
+				Symlink("Files/junction", `C:\Users\Default`, fixture.WithMountPoint()),
 			check: func(t *testing.T, es []*wclayer.Entry) {
 				want := map[string]struct {
 					tag   uint32
@@ -136,7 +136,7 @@ func TestReaderValid(t *testing.T) {
 		},
 		{
 			name:  "255-unit name and 42-level path",
-			layer: wclayertest.NewLayer().File("Files/"+longName, nil).File(deep+"/leaf", []byte("x")),
+			layer: fixture.NewLayer().File("Files/"+longName, nil).File(deep+"/leaf", []byte("x")),
 			check: func(t *testing.T, es []*wclayer.Entry) {
 				if len(es) != 2+43 {
 					t.Errorf("got %d entries, want %d", len(es), 45)
@@ -145,7 +145,7 @@ func TestReaderValid(t *testing.T) {
 		},
 		{
 			name: "PAX global header skipped, ./ prefix, padding after the end",
-			layer: wclayertest.NewLayer().Raw(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header", PAXRecords: map[string]string{"comment": "x"}}, nil).
+			layer: fixture.NewLayer().Raw(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header", PAXRecords: map[string]string{"comment": "x"}}, nil).
 				Raw(&tar.Header{Name: "./Files/", Typeflag: tar.TypeDir}, nil).Raw(&tar.Header{Name: "./", Typeflag: tar.TypeDir}, nil),
 			padded: 9216,
 			check: func(t *testing.T, es []*wclayer.Entry) {
@@ -156,7 +156,7 @@ func TestReaderValid(t *testing.T) {
 		},
 		{
 			name:  "same path twice, case-insensitively",
-			layer: wclayertest.NewLayer().File("Files/a.txt", []byte("1")).File("Files/A.TXT", []byte("2")),
+			layer: fixture.NewLayer().File("Files/a.txt", []byte("1")).File("Files/A.TXT", []byte("2")),
 			check: func(t *testing.T, es []*wclayer.Entry) {
 				if len(es) != 3 || es[2].Path != "Files/A.TXT" {
 					t.Errorf("entries %+v", es)
@@ -165,8 +165,8 @@ func TestReaderValid(t *testing.T) {
 		},
 		{
 			name: "records: attributes, SD, EAs, times",
-			layer: wclayertest.NewLayer().File("Files/f", []byte("x"), wclayertest.WithAttributes(0x421), wclayertest.WithSD(wclayertest.SDSystemOnly),
-				wclayertest.WithEA("B.NAME", []byte{1, 2, 3}), wclayertest.WithEA("A", nil), wclayertest.WithTimes(ct)).
+			layer: fixture.NewLayer().File("Files/f", []byte("x"), fixture.WithAttributes(0x421), fixture.WithSD(fixture.SDSystemOnly),
+				fixture.WithEA("B.NAME", []byte{1, 2, 3}), fixture.WithEA("A", nil), fixture.WithTimes(ct)).
 				Raw(&tar.Header{Name: "Files/noattr", Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}, nil).
 				Raw(&tar.Header{Name: "Files/dirattr", Typeflag: tar.TypeDir, PAXRecords: map[string]string{"MSWINDOWS.fileattr": "2"}}, nil),
 			check: func(t *testing.T, es []*wclayer.Entry) {
@@ -174,7 +174,7 @@ func TestReaderValid(t *testing.T) {
 				if f.Attributes != 0x21 {
 					t.Errorf("attributes %#x, want 0x21 (reparse bit cleared on a file)", f.Attributes)
 				}
-				if !bytes.Equal(f.SecurityDescriptor, wclayertest.SDSystemOnly) {
+				if !bytes.Equal(f.SecurityDescriptor, fixture.SDSystemOnly) {
 					t.Errorf("SD differs")
 				}
 				wantEA := []byte{12, 0, 0, 0, 0, 1, 0, 0, 'A', 0, 0, 0, 0, 0, 0, 0, 0, 6, 3, 0, 'B', '.', 'N', 'A', 'M', 'E', 0, 1, 2, 3, 0, 0}
@@ -195,7 +195,7 @@ func TestReaderValid(t *testing.T) {
 		},
 		{
 			name:  "base layer fixture",
-			layer: wclayertest.BaseLayer(),
+			layer: fixture.BaseLayer(),
 			opts:  []wclayer.Option{wclayer.WithBase(true)},
 			check: func(t *testing.T, es []*wclayer.Entry) {
 				types := map[wclayer.EntryType]int{}
@@ -211,11 +211,11 @@ func TestReaderValid(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		for _, c := range []wclayertest.Compression{wclayertest.Uncompressed, wclayertest.Gzip, wclayertest.Zstd} {
+		for _, c := range []fixture.Compression{fixture.Uncompressed, fixture.Gzip, fixture.Zstd} {
 			t.Run(fmt.Sprintf("%s/%d", tt.name, c), func(t *testing.T) {
-				plain := append(tt.layer.Bytes(wclayertest.Uncompressed), make([]byte, tt.padded)...)
+				plain := append(tt.layer.Bytes(fixture.Uncompressed), make([]byte, tt.padded)...)
 				var blob bytes.Buffer
-				if err := wclayertest.Compress(&blob, c, func(w io.Writer) error { _, err := w.Write(plain); return err }); err != nil {
+				if err := fixture.Compress(&blob, c, func(w io.Writer) error { _, err := w.Write(plain); return err }); err != nil {
 					t.Fatal(err)
 				}
 				res, err := readLayer(blob.Bytes(), append([]wclayer.Option{wclayer.WithName("test")}, tt.opts...)...)
@@ -243,15 +243,15 @@ func utf16String(b []byte) string {
 }
 
 func TestReaderData(t *testing.T) {
-	l := wclayertest.BaseLayer()
-	res, err := readLayer(l.Bytes(wclayertest.Gzip), wclayer.WithBase(true))
+	l := fixture.BaseLayer()
+	res, err := readLayer(l.Bytes(fixture.Gzip), wclayer.WithBase(true))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"Files/Windows/System32/notepad.exe":                           sha(wclayertest.PE("notepad.exe", 32<<10)),
-		"Files/Windows/System32/config/SOFTWARE":                       sha(wclayertest.RegistryHive(hivegen.Base("SOFTWARE"))),
-		"Files/Windows/Temp/zeros.bin":                                 sha(make([]byte, wclayertest.ZeroFileSize)),
+		"Files/Windows/System32/notepad.exe":                           sha(fixture.PE("notepad.exe", 32<<10)),
+		"Files/Windows/System32/config/SOFTWARE":                       sha(fixture.RegistryHive(hivegen.Base("SOFTWARE"))),
+		"Files/Windows/Temp/zeros.bin":                                 sha(make([]byte, fixture.ZeroFileSize)),
 		"Files/Users/Public/Downloads/setup.exe:Zone.Identifier:$DATA": sha([]byte("[ZoneTransfer]\r\nZoneId=3\r\n")),
 	}
 	for name, w := range want {
@@ -272,7 +272,7 @@ func TestReaderData(t *testing.T) {
 }
 
 func TestDiffIDBeforeEOF(t *testing.T) {
-	r, err := wclayer.NewReader(bytes.NewReader(wclayertest.AppLayer(1).Bytes(wclayertest.Gzip)))
+	r, err := wclayer.NewReader(bytes.NewReader(fixture.AppLayer(1).Bytes(fixture.Gzip)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,60 +300,60 @@ func TestReaderErrors(t *testing.T) {
 	for len(deepName) < 33000 {
 		deepName += "/" + strings.Repeat("d", 200)
 	}
-	badSD := append([]byte{}, wclayertest.SDAdminsFull...)
+	badSD := append([]byte{}, fixture.SDAdminsFull...)
 	badSD[0] = 2
 	tests := []struct {
 		name  string
-		layer *wclayertest.Layer
+		layer *fixture.Layer
 		patch func([]byte)
 		opts  []wclayer.Option
 		kind  error
 		entry string // the tar name the error must name
 		text  string // a fragment of the message
 	}{
-		{"dotdot", wclayertest.NewLayer().Raw(hdr("Files/../../x", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrPathTraversal, "Files/../../x", `".."`},
-		{"backslash dotdot", wclayertest.NewLayer().Raw(hdr(`Files\..\..\x`, tar.TypeReg, 0), nil), nil, nil, wclayer.ErrPathTraversal, `Files\..\..\x`, `".."`},
-		{"absolute", wclayertest.NewLayer().Raw(hdr("/Files/x", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrPathTraversal, "/Files/x", "absolute"},
-		{"drive letter", wclayertest.NewLayer().Raw(hdr(`C:\Files\x`, tar.TypeReg, 0), nil), nil, nil, wclayer.ErrPathTraversal, `C:\Files\x`, "drive letter"},
-		{"device path", wclayertest.NewLayer().Raw(hdr(`\\?\C:\x`, tar.TypeReg, 0), nil), nil, nil, wclayer.ErrPathTraversal, `\\?\C:\x`, "device path"},
-		{"invalid UTF-8", wclayertest.NewLayer().Raw(hdr("Files/aXb", tar.TypeReg, 0), nil), func(b []byte) { b[bytes.Index(b, []byte("Files/aXb"))+7] = 0xff }, nil, wclayer.ErrInvalidName, "Files/a\xffb", "UTF-8"},
-		{"NUL in a PAX path", wclayertest.NewLayer().File("Files/ok", nil).Raw(hdr("Files/éXb", tar.TypeReg, 0), nil), func(b []byte) { replaceOnce(t, b, "éXb", "é\x00b") }, nil, wclayer.ErrBadRecord, "", `after entry "Files/ok"`},
-		{"component too long", wclayertest.NewLayer().Raw(hdr("Files/"+strings.Repeat("x", 256), tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/" + strings.Repeat("x", 256), "256 UTF-16 units exceeds 255"},
-		{"component too long in UTF-16", wclayertest.NewLayer().Raw(hdr("Files/"+strings.Repeat("\U0001F600", 128), tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/" + strings.Repeat("\U0001F600", 128), "256 UTF-16"},
-		{"path too long", wclayertest.NewLayer().Raw(hdr(deepName, tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, deepName, "exceeds 32767"},
-		{"empty component", wclayertest.NewLayer().Raw(hdr("Files//x", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files//x", "empty path component"},
-		{"bad base64 SD", wclayertest.NewLayer().Raw(sdRec("!!notbase64"), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "MSWINDOWS.rawsd: bad base64"},
-		{"SD too large", wclayertest.NewLayer().Raw(sdRec(big(70000)), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "exceeds 65535"},
-		{"SD bad revision", wclayertest.NewLayer().Raw(sdRec(base64.StdEncoding.EncodeToString(badSD)), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "revision 2"},
-		{"SDDL record", wclayertest.NewLayer().Raw(rec("Files/f", "MSWINDOWS.sd", "O:BAG:SY"), nil), nil, nil, wclayer.ErrUnsupported, "Files/f", "SDDL"},
-		{"bad base64 EA", wclayertest.NewLayer().Raw(rec("Files/f", "MSWINDOWS.xattr.X", "%%"), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "MSWINDOWS.xattr.X: bad base64"},
-		{"EA too large", wclayertest.NewLayer().Raw(rec("Files/f", "MSWINDOWS.xattr.X", big(70000)), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "exceeds 65535"},
-		{"EA name too long", wclayertest.NewLayer().Raw(rec("Files/f", "MSWINDOWS.xattr."+strings.Repeat("N", 255), ""), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "want 1 to 254"},
-		{"bad fileattr", wclayertest.NewLayer().Raw(rec("Files/f", "MSWINDOWS.fileattr", "0x20"), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "MSWINDOWS.fileattr"},
-		{"directory attribute on a file", wclayertest.NewLayer().Raw(rec("Files/f", "MSWINDOWS.fileattr", "16"), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "as a directory"},
-		{"bad creation time", wclayertest.NewLayer().Raw(rec("Files/f", "LIBARCHIVE.creationtime", "yesterday"), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "LIBARCHIVE.creationtime"},
-		{"stream without its file", wclayertest.NewLayer().File("Files/a", nil).Stream("Files/b", "s", []byte("x")), nil, nil, wclayer.ErrOrphanStream, "Files/b:s:$DATA", "neither earlier"},
-		{"stream of a whited-out parent file", wclayertest.NewLayer().Whiteout("Files/b").Stream("Files/b", "s", nil), nil, []wclayer.Option{wclayer.WithParentLookup(func(string) bool { return true })}, wclayer.ErrOrphanStream, "Files/b:s:$DATA", "neither earlier"},
-		{"stream type", wclayertest.NewLayer().File("Files/a", nil).Raw(hdr("Files/a:s:$INDEX_ALLOCATION", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrUnsupported, "Files/a:s:$INDEX_ALLOCATION", "only $DATA"},
-		{"stream without type", wclayertest.NewLayer().File("Files/a", nil).Raw(hdr("Files/a:s", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/a:s", "file:stream:$DATA"},
-		{"colon in a directory entry", wclayertest.NewLayer().Raw(&tar.Header{Name: "Files/a:b/", Typeflag: tar.TypeDir}, nil), nil, nil, wclayer.ErrInvalidName, "Files/a:b/", "colon"},
-		{"empty whiteout", wclayertest.NewLayer().Raw(hdr("Files/.wh.", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/.wh.", "whiteout of"},
-		{"colon in a directory", wclayertest.NewLayer().Raw(hdr("Files/a:b/c", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/a:b/c", "colon"},
-		{"hard link to nothing", wclayertest.NewLayer().HardLink("Files/l", "Files/missing"), nil, nil, wclayer.ErrLinkTarget, "Files/l", "neither earlier"},
-		{"hard link, parent lookup says no", wclayertest.NewLayer().HardLink("Files/l", "Files/missing"), nil, []wclayer.Option{wclayer.WithParentLookup(func(string) bool { return false })}, wclayer.ErrLinkTarget, "Files/l", "neither earlier"},
-		{"hard link in a base layer ignores the lookup", wclayertest.NewLayer().HardLink("Files/l", "Files/x"), nil, []wclayer.Option{wclayer.WithBase(true), wclayer.WithParentLookup(func(string) bool { return true })}, wclayer.ErrLinkTarget, "Files/l", "neither earlier"},
-		{"hard link to a directory", wclayertest.NewLayer().Dir("Files/d").HardLink("Files/l", "Files/d"), nil, nil, wclayer.ErrLinkTarget, "Files/l", "is a directory"},
-		{"hard link traversal", wclayertest.NewLayer().HardLink("Files/l", "Files/../../etc/passwd"), nil, nil, wclayer.ErrPathTraversal, "Files/l", "hard link target"},
-		{"entry under a file", wclayertest.NewLayer().File("Files/f", nil).NoAutoDirs().File("Files/F/x", nil), nil, nil, wclayer.ErrNotDirectory, "Files/F/x", "is a file"},
-		{"entry under a symlink", wclayertest.NewLayer().Symlink("Files/s", `C:\x`).NoAutoDirs().Dir("Files/s/d"), nil, nil, wclayer.ErrNotDirectory, "Files/s/d", "is a symlink"},
-		{"opaque whiteout", wclayertest.NewLayer().Raw(hdr("Files/d/.wh..wh..opq", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrUnsupported, "Files/d/.wh..wh..opq", "opaque whiteout"},
-		{"top-level layout", wclayertest.NewLayer().Raw(hdr("layout", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrArea, "layout", "not one of Files, Hives, UtilityVM"},
-		{"other area", wclayertest.NewLayer().Raw(hdr("Windows/x", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrArea, "Windows/x", `"Windows"`},
-		{"whiteout of an area", wclayertest.NewLayer().Raw(hdr(".wh.Files", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrArea, ".wh.Files", "whole Files area"},
-		{"device node", wclayertest.NewLayer().Raw(&tar.Header{Name: "Files/dev", Typeflag: tar.TypeChar}, nil), nil, nil, wclayer.ErrUnsupported, "Files/dev", "entry type"},
-		{"file size limit", wclayertest.NewLayer().File("Files/big", make([]byte, 4096)), nil, []wclayer.Option{wclayer.WithLimits(wclayer.Limits{MaxFileSize: 4095})}, wclayer.ErrLimit, "Files/big", "MaxFileSize=4095"},
-		{"total size limit", wclayertest.NewLayer().File("Files/a", make([]byte, 3000)).File("Files/b", make([]byte, 3000)), nil, []wclayer.Option{wclayer.WithLimits(wclayer.Limits{MaxTotalSize: 5000})}, wclayer.ErrLimit, "Files/a", "uncompressed layer exceeds the limit MaxTotalSize=5000"},
-		{"declared size limit", wclayertest.NewLayer().File("Files/a", make([]byte, 3000)).Raw(hdr("Files/b", tar.TypeReg, 1<<20), make([]byte, 1<<20)), nil, []wclayer.Option{wclayer.WithLimits(wclayer.Limits{MaxTotalSize: 1 << 19})}, wclayer.ErrLimit, "Files/b", "layer data exceeds the limit MaxTotalSize=524288"},
+		{"dotdot", fixture.NewLayer().Raw(hdr("Files/../../x", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrPathTraversal, "Files/../../x", `".."`},
+		{"backslash dotdot", fixture.NewLayer().Raw(hdr(`Files\..\..\x`, tar.TypeReg, 0), nil), nil, nil, wclayer.ErrPathTraversal, `Files\..\..\x`, `".."`},
+		{"absolute", fixture.NewLayer().Raw(hdr("/Files/x", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrPathTraversal, "/Files/x", "absolute"},
+		{"drive letter", fixture.NewLayer().Raw(hdr(`C:\Files\x`, tar.TypeReg, 0), nil), nil, nil, wclayer.ErrPathTraversal, `C:\Files\x`, "drive letter"},
+		{"device path", fixture.NewLayer().Raw(hdr(`\\?\C:\x`, tar.TypeReg, 0), nil), nil, nil, wclayer.ErrPathTraversal, `\\?\C:\x`, "device path"},
+		{"invalid UTF-8", fixture.NewLayer().Raw(hdr("Files/aXb", tar.TypeReg, 0), nil), func(b []byte) { b[bytes.Index(b, []byte("Files/aXb"))+7] = 0xff }, nil, wclayer.ErrInvalidName, "Files/a\xffb", "UTF-8"},
+		{"NUL in a PAX path", fixture.NewLayer().File("Files/ok", nil).Raw(hdr("Files/éXb", tar.TypeReg, 0), nil), func(b []byte) { replaceOnce(t, b, "éXb", "é\x00b") }, nil, wclayer.ErrBadRecord, "", `after entry "Files/ok"`},
+		{"component too long", fixture.NewLayer().Raw(hdr("Files/"+strings.Repeat("x", 256), tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/" + strings.Repeat("x", 256), "256 UTF-16 units exceeds 255"},
+		{"component too long in UTF-16", fixture.NewLayer().Raw(hdr("Files/"+strings.Repeat("\U0001F600", 128), tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/" + strings.Repeat("\U0001F600", 128), "256 UTF-16"},
+		{"path too long", fixture.NewLayer().Raw(hdr(deepName, tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, deepName, "exceeds 32767"},
+		{"empty component", fixture.NewLayer().Raw(hdr("Files//x", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files//x", "empty path component"},
+		{"bad base64 SD", fixture.NewLayer().Raw(sdRec("!!notbase64"), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "MSWINDOWS.rawsd: bad base64"},
+		{"SD too large", fixture.NewLayer().Raw(sdRec(big(70000)), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "exceeds 65535"},
+		{"SD bad revision", fixture.NewLayer().Raw(sdRec(base64.StdEncoding.EncodeToString(badSD)), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "revision 2"},
+		{"SDDL record", fixture.NewLayer().Raw(rec("Files/f", "MSWINDOWS.sd", "O:BAG:SY"), nil), nil, nil, wclayer.ErrUnsupported, "Files/f", "SDDL"},
+		{"bad base64 EA", fixture.NewLayer().Raw(rec("Files/f", "MSWINDOWS.xattr.X", "%%"), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "MSWINDOWS.xattr.X: bad base64"},
+		{"EA too large", fixture.NewLayer().Raw(rec("Files/f", "MSWINDOWS.xattr.X", big(70000)), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "exceeds 65535"},
+		{"EA name too long", fixture.NewLayer().Raw(rec("Files/f", "MSWINDOWS.xattr."+strings.Repeat("N", 255), ""), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "want 1 to 254"},
+		{"bad fileattr", fixture.NewLayer().Raw(rec("Files/f", "MSWINDOWS.fileattr", "0x20"), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "MSWINDOWS.fileattr"},
+		{"directory attribute on a file", fixture.NewLayer().Raw(rec("Files/f", "MSWINDOWS.fileattr", "16"), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "as a directory"},
+		{"bad creation time", fixture.NewLayer().Raw(rec("Files/f", "LIBARCHIVE.creationtime", "yesterday"), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "LIBARCHIVE.creationtime"},
+		{"stream without its file", fixture.NewLayer().File("Files/a", nil).Stream("Files/b", "s", []byte("x")), nil, nil, wclayer.ErrOrphanStream, "Files/b:s:$DATA", "neither earlier"},
+		{"stream of a whited-out parent file", fixture.NewLayer().Whiteout("Files/b").Stream("Files/b", "s", nil), nil, []wclayer.Option{wclayer.WithParentLookup(func(string) bool { return true })}, wclayer.ErrOrphanStream, "Files/b:s:$DATA", "neither earlier"},
+		{"stream type", fixture.NewLayer().File("Files/a", nil).Raw(hdr("Files/a:s:$INDEX_ALLOCATION", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrUnsupported, "Files/a:s:$INDEX_ALLOCATION", "only $DATA"},
+		{"stream without type", fixture.NewLayer().File("Files/a", nil).Raw(hdr("Files/a:s", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/a:s", "file:stream:$DATA"},
+		{"colon in a directory entry", fixture.NewLayer().Raw(&tar.Header{Name: "Files/a:b/", Typeflag: tar.TypeDir}, nil), nil, nil, wclayer.ErrInvalidName, "Files/a:b/", "colon"},
+		{"empty whiteout", fixture.NewLayer().Raw(hdr("Files/.wh.", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/.wh.", "whiteout of"},
+		{"colon in a directory", fixture.NewLayer().Raw(hdr("Files/a:b/c", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/a:b/c", "colon"},
+		{"hard link to nothing", fixture.NewLayer().HardLink("Files/l", "Files/missing"), nil, nil, wclayer.ErrLinkTarget, "Files/l", "neither earlier"},
+		{"hard link, parent lookup says no", fixture.NewLayer().HardLink("Files/l", "Files/missing"), nil, []wclayer.Option{wclayer.WithParentLookup(func(string) bool { return false })}, wclayer.ErrLinkTarget, "Files/l", "neither earlier"},
+		{"hard link in a base layer ignores the lookup", fixture.NewLayer().HardLink("Files/l", "Files/x"), nil, []wclayer.Option{wclayer.WithBase(true), wclayer.WithParentLookup(func(string) bool { return true })}, wclayer.ErrLinkTarget, "Files/l", "neither earlier"},
+		{"hard link to a directory", fixture.NewLayer().Dir("Files/d").HardLink("Files/l", "Files/d"), nil, nil, wclayer.ErrLinkTarget, "Files/l", "is a directory"},
+		{"hard link traversal", fixture.NewLayer().HardLink("Files/l", "Files/../../etc/passwd"), nil, nil, wclayer.ErrPathTraversal, "Files/l", "hard link target"},
+		{"entry under a file", fixture.NewLayer().File("Files/f", nil).NoAutoDirs().File("Files/F/x", nil), nil, nil, wclayer.ErrNotDirectory, "Files/F/x", "is a file"},
+		{"entry under a symlink", fixture.NewLayer().Symlink("Files/s", `C:\x`).NoAutoDirs().Dir("Files/s/d"), nil, nil, wclayer.ErrNotDirectory, "Files/s/d", "is a symlink"},
+		{"opaque whiteout", fixture.NewLayer().Raw(hdr("Files/d/.wh..wh..opq", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrUnsupported, "Files/d/.wh..wh..opq", "opaque whiteout"},
+		{"top-level layout", fixture.NewLayer().Raw(hdr("layout", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrArea, "layout", "not one of Files, Hives, UtilityVM"},
+		{"other area", fixture.NewLayer().Raw(hdr("Windows/x", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrArea, "Windows/x", `"Windows"`},
+		{"whiteout of an area", fixture.NewLayer().Raw(hdr(".wh.Files", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrArea, ".wh.Files", "whole Files area"},
+		{"device node", fixture.NewLayer().Raw(&tar.Header{Name: "Files/dev", Typeflag: tar.TypeChar}, nil), nil, nil, wclayer.ErrUnsupported, "Files/dev", "entry type"},
+		{"file size limit", fixture.NewLayer().File("Files/big", make([]byte, 4096)), nil, []wclayer.Option{wclayer.WithLimits(wclayer.Limits{MaxFileSize: 4095})}, wclayer.ErrLimit, "Files/big", "MaxFileSize=4095"},
+		{"total size limit", fixture.NewLayer().File("Files/a", make([]byte, 3000)).File("Files/b", make([]byte, 3000)), nil, []wclayer.Option{wclayer.WithLimits(wclayer.Limits{MaxTotalSize: 5000})}, wclayer.ErrLimit, "Files/a", "uncompressed layer exceeds the limit MaxTotalSize=5000"},
+		{"declared size limit", fixture.NewLayer().File("Files/a", make([]byte, 3000)).Raw(hdr("Files/b", tar.TypeReg, 1<<20), make([]byte, 1<<20)), nil, []wclayer.Option{wclayer.WithLimits(wclayer.Limits{MaxTotalSize: 1 << 19})}, wclayer.ErrLimit, "Files/b", "layer data exceeds the limit MaxTotalSize=524288"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -398,9 +398,9 @@ func flip(b []byte, i int) []byte {
 func TestCorruptCompression(t *testing.T) {
 	// Mostly incompressible data, so a flipped payload byte decodes to
 	// garbage file content that only the checksum can catch.
-	l := wclayertest.NewLayer().File("Files/a.dll", wclayertest.PE("a", 256<<10)).File("Files/b.txt", []byte("b"))
-	gz := l.Bytes(wclayertest.Gzip)
-	zs := l.Bytes(wclayertest.Zstd)
+	l := fixture.NewLayer().File("Files/a.dll", fixture.PE("a", 256<<10)).File("Files/b.txt", []byte("b"))
+	gz := l.Bytes(fixture.Gzip)
+	zs := l.Bytes(fixture.Zstd)
 	tests := []struct {
 		name string
 		blob []byte
@@ -433,7 +433,7 @@ func TestCorruptCompression(t *testing.T) {
 }
 
 func TestRatioLimit(t *testing.T) {
-	bomb := wclayertest.NewLayer().File("Files/zeros", make([]byte, 8<<20)).Bytes(wclayertest.Gzip)
+	bomb := fixture.NewLayer().File("Files/zeros", make([]byte, 8<<20)).Bytes(fixture.Gzip)
 	lim := wclayer.Limits{MaxRatio: 50, RatioAfter: 1 << 20}
 	_, err := readLayer(bomb, wclayer.WithName("bomb"), wclayer.WithLimits(lim))
 	if !errors.Is(err, wclayer.ErrLimit) || !strings.Contains(fmt.Sprint(err), "MaxRatio=50") {
@@ -468,8 +468,8 @@ func (f *failingReader) Read(p []byte) (int, error) {
 
 func TestSourceErrorIsNotALayerError(t *testing.T) {
 	boom := errors.New("connection reset")
-	for _, c := range []wclayertest.Compression{wclayertest.Uncompressed, wclayertest.Gzip, wclayertest.Zstd} {
-		b := wclayertest.BaseLayer().Bytes(c)
+	for _, c := range []fixture.Compression{fixture.Uncompressed, fixture.Gzip, fixture.Zstd} {
+		b := fixture.BaseLayer().Bytes(c)
 		r, err := wclayer.NewReader(&failingReader{r: bytes.NewReader(b), n: len(b) / 2, err: boom})
 		if err != nil {
 			t.Fatal(err)
@@ -511,7 +511,7 @@ func TestAreas(t *testing.T) {
 			t.Errorf("IsDeltaHive(%q) = %v, want %v", tt.path, got, tt.delta)
 		}
 	}
-	res, err := readLayer(wclayertest.DeltaHiveLayer().Bytes(wclayertest.Uncompressed))
+	res, err := readLayer(fixture.DeltaHiveLayer().Bytes(fixture.Uncompressed))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,7 +521,7 @@ func TestAreas(t *testing.T) {
 }
 
 func TestTrailingData(t *testing.T) {
-	plain := wclayertest.NewLayer().File("Files/a", []byte("a")).Bytes(wclayertest.Uncompressed)
+	plain := fixture.NewLayer().File("Files/a", []byte("a")).Bytes(fixture.Uncompressed)
 	tests := []struct {
 		name    string
 		suffix  []byte
@@ -551,8 +551,8 @@ func TestTrailingData(t *testing.T) {
 }
 
 func TestCloseStopsDecompression(t *testing.T) {
-	for _, c := range []wclayertest.Compression{wclayertest.Gzip, wclayertest.Zstd} {
-		blob := wclayertest.BaseLayer().Bytes(c)
+	for _, c := range []fixture.Compression{fixture.Gzip, fixture.Zstd} {
+		blob := fixture.BaseLayer().Bytes(c)
 		before := runtime.NumGoroutine()
 		r, err := wclayer.NewReader(bytes.NewReader(blob))
 		if err != nil {
@@ -576,9 +576,9 @@ func TestCloseStopsDecompression(t *testing.T) {
 }
 
 func TestDetectCompression(t *testing.T) {
-	layer := wclayertest.BaseLayer()
-	for fc, want := range map[wclayertest.Compression]wclayer.Compression{
-		wclayertest.Uncompressed: wclayer.Uncompressed, wclayertest.Gzip: wclayer.Gzip, wclayertest.Zstd: wclayer.Zstd,
+	layer := fixture.BaseLayer()
+	for fc, want := range map[fixture.Compression]wclayer.Compression{
+		fixture.Uncompressed: wclayer.Uncompressed, fixture.Gzip: wclayer.Gzip, fixture.Zstd: wclayer.Zstd,
 	} {
 		if got := wclayer.DetectCompression(layer.Bytes(fc)[:4]); got != want {
 			t.Errorf("DetectCompression of a %s layer = %s", want, got)

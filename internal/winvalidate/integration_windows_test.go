@@ -24,7 +24,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder/hcsshim"
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/fsview"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 	"github.com/cimconv/cimconv/internal/winvalidate"
 )
 
@@ -33,12 +33,12 @@ func digest(b []byte) string {
 	return "sha256:" + hex.EncodeToString(s[:])
 }
 
-func sources(layers []*wclayertest.Layer) []builder.LayerSource {
+func sources(layers []*fixture.Layer) []builder.LayerSource {
 	var out []builder.LayerSource
 	chain := ""
 	for _, l := range layers {
-		tarball := l.Bytes(wclayertest.Uncompressed)
-		blob := l.Bytes(wclayertest.Gzip)
+		tarball := l.Bytes(fixture.Uncompressed)
+		blob := l.Bytes(fixture.Gzip)
 		chain = builder.ChainID(chain, digest(tarball))
 		out = append(out, builder.LayerSource{
 			Digest: digest(blob), DiffID: digest(tarball), ChainID: chain, Size: int64(len(blob)),
@@ -107,7 +107,7 @@ func report(t *testing.T, what string, diffs []fsview.Difference) {
 // The check this package exists for: every CIM of a portable-built chain,
 // mounted by CimFS, shows exactly its layers' expected view.
 func TestIntegrationPortableChainMatchesLayers(t *testing.T) {
-	srcs := sources(wclayertest.Chain(3))
+	srcs := sources(fixture.Chain(3))
 	built := build(t, portable.New(), srcs)
 	for i, l := range built {
 		want, err := portable.ExpectedView(context.Background(), openers(srcs[:i+1]))
@@ -127,7 +127,7 @@ func TestIntegrationHcsshimAndPortableAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srcs := sources(wclayertest.Chain(3))
+	srcs := sources(fixture.Chain(3))
 	hcs := build(t, hb, srcs)
 	port := build(t, portable.New(), srcs)
 	for i := range srcs {

@@ -8,10 +8,10 @@ import (
 	"testing"
 
 	"github.com/cimconv/cimconv/internal/fsview"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
-// sdParts splits a self-relative SD built by wclayertest.SD into control,
+// sdParts splits a self-relative SD built by fixture.SD into control,
 // owner, group and DACL (test helper; layerSD is what is under test).
 func sdParts(t *testing.T, sd []byte) (control uint16, owner, group, dacl []byte) {
 	t.Helper()
@@ -42,7 +42,7 @@ func assemble(control uint16, parts map[string][]byte, order ...string) []byte {
 
 // sacl is a SYSTEM_AUDIT_ACE for Everyone, failed accesses.
 func sacl(t *testing.T) []byte {
-	sid, err := wclayertest.ParseSID(wclayertest.SIDEveryone)
+	sid, err := fixture.ParseSID(fixture.SIDEveryone)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func sacl(t *testing.T) []byte {
 }
 
 func TestLayerSDDropsSACLAndLayout(t *testing.T) {
-	layer := wclayertest.SDAdminsFull // what a layer tar carries: no SACL
+	layer := fixture.SDAdminsFull // what a layer tar carries: no SACL
 	control, owner, group, dacl := sdParts(t, layer)
 	parts := map[string][]byte{"owner": owner, "group": group, "dacl": dacl, "sacl": sacl(t)}
 	want, err := layerSD(layer)
@@ -83,7 +83,7 @@ func TestLayerSDDropsSACLAndLayout(t *testing.T) {
 	}
 	// The reduction keeps what matters: another DACL, owner or group differs.
 	for name, other := range map[string][]byte{
-		"dacl":  sdPartsDACL(t, wclayertest.SDSystemOnly),
+		"dacl":  sdPartsDACL(t, fixture.SDSystemOnly),
 		"owner": group, // SYSTEM instead of Administrators
 	} {
 		changed := map[string][]byte{"owner": owner, "group": group, "dacl": dacl}
@@ -108,7 +108,7 @@ func sdPartsDACL(t *testing.T, sd []byte) []byte {
 }
 
 func TestLayerSDRejectsMalformed(t *testing.T) {
-	good := append([]byte(nil), wclayertest.SDAdminsFull...)
+	good := append([]byte(nil), fixture.SDAdminsFull...)
 	mut := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
 	tests := []struct {
 		name   string
@@ -143,7 +143,7 @@ func TestLayerSDRejectsMalformed(t *testing.T) {
 }
 
 func TestCompareIgnoresSACLOnly(t *testing.T) {
-	layer := wclayertest.SDAdminsFull
+	layer := fixture.SDAdminsFull
 	control, owner, group, dacl := sdParts(t, layer)
 	withSACL := assemble(control|seSACLPresent, map[string][]byte{"owner": owner, "group": group, "dacl": dacl, "sacl": sacl(t)}, "sacl", "owner", "group", "dacl")
 	b64 := base64.StdEncoding.EncodeToString
@@ -158,7 +158,7 @@ func TestCompareIgnoresSACLOnly(t *testing.T) {
 	if d := fsview.Compare(entry(layer), entry(withSACL), fsview.CompareOptions{}); len(d) == 0 {
 		t.Error("test SDs are byte-identical; the SACL case is not exercised")
 	}
-	diffs, err = Compare(entry(layer), entry(wclayertest.SDSystemOnly))
+	diffs, err = Compare(entry(layer), entry(fixture.SDSystemOnly))
 	if err != nil || len(diffs) != 1 || diffs[0].Field != "sd" {
 		t.Errorf("different DACL: %v, %v; want one sd difference", diffs, err)
 	}

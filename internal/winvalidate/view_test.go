@@ -14,7 +14,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/fsview"
 	"github.com/cimconv/cimconv/internal/wclayer"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // fakeFile is one path of an in-memory volume, held as BackupRead would
@@ -125,7 +125,7 @@ func volumeFromLayer(t *testing.T, tarball []byte) *fakeVolume {
 
 func TestWalkMatchesMergeView(t *testing.T) {
 	ctx := context.Background()
-	tarball := wclayertest.BaseLayer().Bytes(wclayertest.Uncompressed)
+	tarball := fixture.BaseLayer().Bytes(fixture.Uncompressed)
 	want, err := wclayer.MergeView(ctx, []func() (io.ReadCloser, error){
 		func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(tarball)), nil },
 	})

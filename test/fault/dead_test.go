@@ -14,7 +14,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // Requests that can never succeed are dead-lettered once and stay dead, on
@@ -39,7 +39,7 @@ func deadLetterOnce(t *testing.T, flavour string) {
 	}
 	linux := pushLayers(t, host, "linux-only", [][]byte{registrytest.Gzip(t, registrytest.Tar(t, "etc/hostname", "linux\n"))},
 		v1.Platform{OS: "linux", Architecture: "amd64"})
-	junk := pushLayers(t, host, "garbage-layer", [][]byte{wclayertest.BaseLayer().Bytes(wclayertest.Gzip), registrytest.Gzip(t, garbage)}, winPlatform)
+	junk := pushLayers(t, host, "garbage-layer", [][]byte{fixture.BaseLayer().Bytes(fixture.Gzip), registrytest.Gzip(t, garbage)}, winPlatform)
 	bad := []string{linux.tag, junk.tag, host + "/fault/missing:v1"}
 
 	ns := startNATS(t, logs, bin)

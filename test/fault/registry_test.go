@@ -17,7 +17,7 @@ import (
 	"github.com/cimconv/cimconv/internal/artifact"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // throttle limits the bandwidth of blob downloads (GET .../blobs/...) of a
@@ -118,7 +118,7 @@ var winPlatform = v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "
 // pushImage pushes BaseLayer + AppLayer(n) (gzip) as host/fault/NAME:v1.
 func pushImage(t *testing.T, host, nameStr string, n int) image {
 	t.Helper()
-	layers := [][]byte{wclayertest.BaseLayer().Bytes(wclayertest.Gzip), wclayertest.AppLayer(n).Bytes(wclayertest.Gzip)}
+	layers := [][]byte{fixture.BaseLayer().Bytes(fixture.Gzip), fixture.AppLayer(n).Bytes(fixture.Gzip)}
 	return pushLayers(t, host, nameStr, layers, winPlatform)
 }
 

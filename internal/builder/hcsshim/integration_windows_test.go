@@ -28,7 +28,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder/hcsshim"
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/fsview"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 	"github.com/cimconv/cimconv/internal/winvalidate"
 )
 
@@ -39,12 +39,12 @@ func digest(b []byte) string {
 
 // sources turns fixture layers into LayerSources with real digests, diffIDs
 // and chainIDs, compressed with c.
-func sources(layers []*wclayertest.Layer, c wclayertest.Compression) ([]builder.LayerSource, [][]byte) {
+func sources(layers []*fixture.Layer, c fixture.Compression) ([]builder.LayerSource, [][]byte) {
 	var out []builder.LayerSource
 	var tars [][]byte
 	chain := ""
 	for _, l := range layers {
-		tarball := l.Bytes(wclayertest.Uncompressed)
+		tarball := l.Bytes(fixture.Uncompressed)
 		blob := l.Bytes(c)
 		chain = builder.ChainID(chain, digest(tarball))
 		out = append(out, builder.LayerSource{
@@ -109,20 +109,20 @@ func realHive(t *testing.T, key string) []byte {
 
 // hiveChain is a base layer with real hives, a layer without hives and a
 // layer with a real SOFTWARE delta hive.
-func hiveChain(t *testing.T) []*wclayertest.Layer {
-	base := wclayertest.NewLayer()
+func hiveChain(t *testing.T) []*fixture.Layer {
+	base := fixture.NewLayer()
 	base.Dir("Files")
 	for _, h := range []string{"DEFAULT", "SAM", "SECURITY", "SOFTWARE", "SYSTEM"} {
-		base.File("Files/Windows/System32/config/"+h, realHive(t, "Base"+h), wclayertest.WithSD(wclayertest.SDSystemOnly))
+		base.File("Files/Windows/System32/config/"+h, realHive(t, "Base"+h), fixture.WithSD(fixture.SDSystemOnly))
 	}
-	base.File("Files/Windows/System32/cmd.exe", wclayertest.PE("cmd.exe", 16<<10))
-	app := wclayertest.NewLayer()
+	base.File("Files/Windows/System32/cmd.exe", fixture.PE("cmd.exe", 16<<10))
+	app := fixture.NewLayer()
 	app.Dir("Files")
-	app.File("Files/app/app.exe", wclayertest.PE("app.exe", 8<<10))
-	delta := wclayertest.NewLayer()
+	app.File("Files/app/app.exe", fixture.PE("app.exe", 8<<10))
+	delta := fixture.NewLayer()
 	delta.Dir("Hives")
-	delta.File("Hives/Software_Delta", realHive(t, "Delta"), wclayertest.WithSD(wclayertest.SDSystemOnly))
-	return []*wclayertest.Layer{base, app, delta}
+	delta.File("Hives/Software_Delta", realHive(t, "Delta"), fixture.WithSD(fixture.SDSystemOnly))
+	return []*fixture.Layer{base, app, delta}
 }
 
 func buildChain(t *testing.T, b builder.Builder, srcs []builder.LayerSource, dir string) []*builder.BuiltLayer {
@@ -151,7 +151,7 @@ func fileSum(t *testing.T, p string) string {
 
 func TestIntegrationForkedChainMergesHives(t *testing.T) {
 	b := newBuilder(t)
-	srcs, _ := sources(hiveChain(t), wclayertest.Gzip)
+	srcs, _ := sources(hiveChain(t), fixture.Gzip)
 	dir := t.TempDir()
 	ls := buildChain(t, b, srcs, dir)
 
@@ -204,7 +204,7 @@ func TestIntegrationForkedChainMergesHives(t *testing.T) {
 
 func TestIntegrationCancelLeavesNothing(t *testing.T) {
 	b := newBuilder(t)
-	srcs, tars := sources(wclayertest.Chain(1), wclayertest.Uncompressed)
+	srcs, tars := sources(fixture.Chain(1), fixture.Uncompressed)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	src := srcs[0]
@@ -232,7 +232,7 @@ func TestIntegrationBlockBaseLayer(t *testing.T) {
 		t.Skipf("block CIMs not writable on Windows %s", host)
 	}
 	b := newBuilder(t, hcsshim.WithFormat(builder.FormatBlock), hcsshim.WithIntegrity(host.VerifiedCIMWrite))
-	srcs, _ := sources(wclayertest.Chain(1), wclayertest.Zstd)
+	srcs, _ := sources(fixture.Chain(1), fixture.Zstd)
 	dir := t.TempDir()
 	l := buildChain(t, b, srcs, dir)[0]
 	if host.VerifiedCIMWrite && len(l.IntegrityDigest) != 64 {

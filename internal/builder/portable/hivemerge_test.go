@@ -14,7 +14,7 @@ import (
 	"github.com/cimconv/cimconv/internal/cim"
 	reghive "github.com/cimconv/cimconv/internal/hive"
 	"github.com/cimconv/cimconv/internal/hive/hivegen"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // cimFile reads a file of a layer's CIM.
@@ -170,7 +170,7 @@ func TestHiveMergeNearestAncestor(t *testing.T) {
 	dir := t.TempDir()
 	layers := chainBytes(2)
 	built := buildChain(t, New(), dir, layers)
-	plain := wclayertest.NewLayer().File("Files/plain.txt", []byte("x")).Bytes(wclayertest.Gzip)
+	plain := fixture.NewLayer().File("Files/plain.txt", []byte("x")).Bytes(fixture.Gzip)
 	mid, err := New().BuildLayer(context.Background(), source(plain, "sha256:plain"), built[1], dir)
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +178,7 @@ func TestHiveMergeNearestAncestor(t *testing.T) {
 	// Hide the middle layer's side files: the merge must look further up.
 	stripped := *mid
 	stripped.SideFiles = nil
-	delta := wclayertest.DeltaHiveLayer().Bytes(wclayertest.Gzip)
+	delta := fixture.DeltaHiveLayer().Bytes(fixture.Gzip)
 	top, err := New().BuildLayer(context.Background(), source(delta, "sha256:delta"), &stripped, dir)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +188,7 @@ func TestHiveMergeNearestAncestor(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, err := reghive.MergeHives(context.Background(), reghive.Input{Name: "base", Data: parentSystem},
-		[]reghive.Input{{Name: "delta", Data: wclayertest.RegistryDelta(hivegen.Delta("SYSTEM", 99))}})
+		[]reghive.Input{{Name: "delta", Data: fixture.RegistryDelta(hivegen.Delta("SYSTEM", 99))}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,10 +198,10 @@ func TestHiveMergeNearestAncestor(t *testing.T) {
 }
 
 func TestHiveMergeRefusals(t *testing.T) {
-	delta := wclayertest.DeltaHiveLayer().Bytes(wclayertest.Gzip)
+	delta := fixture.DeltaHiveLayer().Bytes(fixture.Gzip)
 	t.Run("no ancestor hive", func(t *testing.T) {
 		dir := t.TempDir()
-		plain := wclayertest.NewLayer().File("Files/plain.txt", []byte("x")).Bytes(wclayertest.Gzip)
+		plain := fixture.NewLayer().File("Files/plain.txt", []byte("x")).Bytes(fixture.Gzip)
 		parent := buildChain(t, New(), dir, [][]byte{plain})[0]
 		before := dirFiles(t, dir)
 		_, err := New().BuildLayer(context.Background(), source(delta, "sha256:delta"), parent, dir)
@@ -214,8 +214,8 @@ func TestHiveMergeRefusals(t *testing.T) {
 	})
 	t.Run("corrupt delta", func(t *testing.T) {
 		dir := t.TempDir()
-		parent := buildChain(t, New(), dir, [][]byte{wclayertest.BaseLayer().Bytes(wclayertest.Gzip)})[0]
-		bad := wclayertest.NewLayer().Dir("Hives").File("Hives/System_Delta", []byte("regf but not a hive")).Bytes(wclayertest.Gzip)
+		parent := buildChain(t, New(), dir, [][]byte{fixture.BaseLayer().Bytes(fixture.Gzip)})[0]
+		bad := fixture.NewLayer().Dir("Hives").File("Hives/System_Delta", []byte("regf but not a hive")).Bytes(fixture.Gzip)
 		before := dirFiles(t, dir)
 		_, err := New().BuildLayer(context.Background(), source(bad, "sha256:bad"), parent, dir)
 		if !errors.Is(err, reghive.ErrCorrupt) || !strings.Contains(err.Error(), "System_Delta") {

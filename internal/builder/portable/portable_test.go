@@ -16,7 +16,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/cim"
 	"github.com/cimconv/cimconv/internal/wclayer"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 func source(b []byte, name string) builder.LayerSource {
@@ -53,9 +53,9 @@ func buildChain(t *testing.T, b *Builder, dir string, layers [][]byte) []*builde
 }
 
 func chainBytes(n int) [][]byte {
-	comps := []wclayertest.Compression{wclayertest.Gzip, wclayertest.Zstd, wclayertest.Uncompressed}
+	comps := []fixture.Compression{fixture.Gzip, fixture.Zstd, fixture.Uncompressed}
 	var out [][]byte
-	for i, l := range wclayertest.Chain(n) {
+	for i, l := range fixture.Chain(n) {
 		out = append(out, l.Bytes(comps[i%len(comps)]))
 	}
 	return out
@@ -225,8 +225,8 @@ func diffIDOf(t testing.TB, layer []byte) string {
 }
 
 func TestDeltaHivesRefused(t *testing.T) {
-	base := wclayertest.BaseLayer().Bytes(wclayertest.Gzip)
-	delta := wclayertest.DeltaHiveLayer().Bytes(wclayertest.Gzip)
+	base := fixture.BaseLayer().Bytes(fixture.Gzip)
+	delta := fixture.DeltaHiveLayer().Bytes(fixture.Gzip)
 	dir := t.TempDir()
 	parent := buildChain(t, New(), dir, [][]byte{base})[0]
 	before := dirFiles(t, dir)
@@ -250,8 +250,8 @@ func TestDeltaHivesRefused(t *testing.T) {
 }
 
 func TestBadLayersLeaveNothing(t *testing.T) {
-	traversal := wclayertest.NewLayer().Raw(&tar.Header{Name: "Files/../../etc/passwd", Typeflag: tar.TypeReg, Size: 1}, []byte("x")).Bytes(wclayertest.Uncompressed)
-	good := wclayertest.BaseLayer().Bytes(wclayertest.Gzip)
+	traversal := fixture.NewLayer().Raw(&tar.Header{Name: "Files/../../etc/passwd", Typeflag: tar.TypeReg, Size: 1}, []byte("x")).Bytes(fixture.Uncompressed)
+	good := fixture.BaseLayer().Bytes(fixture.Gzip)
 	truncated := good[:len(good)/2]
 	tests := []struct {
 		name  string
@@ -279,7 +279,7 @@ func TestCancelledBuildLeavesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	dir := t.TempDir()
-	_, err := New().BuildLayer(ctx, source(wclayertest.BaseLayer().Bytes(wclayertest.Gzip), "l"), nil, dir)
+	_, err := New().BuildLayer(ctx, source(fixture.BaseLayer().Bytes(fixture.Gzip), "l"), nil, dir)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -289,7 +289,7 @@ func TestCancelledBuildLeavesNothing(t *testing.T) {
 }
 
 func TestDiffIDMismatch(t *testing.T) {
-	src := source(wclayertest.BaseLayer().Bytes(wclayertest.Gzip), "l")
+	src := source(fixture.BaseLayer().Bytes(fixture.Gzip), "l")
 	src.DiffID = "sha256:" + strings.Repeat("0", 64)
 	src.ChainID = src.DiffID
 	_, err := New().BuildLayer(context.Background(), src, nil, t.TempDir())

@@ -19,7 +19,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/builder/buildertest"
 	"github.com/cimconv/cimconv/internal/cim"
-	"github.com/cimconv/cimconv/internal/wclayer/wclayertest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 // chainSources gives each layer its diffID and chainID, as the registry
@@ -171,8 +171,8 @@ func onlyEmptyLayersDir(t testing.TB, dir string) bool {
 }
 
 func TestPrepareRefusals(t *testing.T) {
-	base := wclayertest.BaseLayer().Bytes(wclayertest.Gzip)
-	traversal := wclayertest.NewLayer().Raw(&tar.Header{Name: "Files/../../etc/passwd", Typeflag: tar.TypeReg, Size: 1}, []byte("x")).Bytes(wclayertest.Uncompressed)
+	base := fixture.BaseLayer().Bytes(fixture.Gzip)
+	traversal := fixture.NewLayer().Raw(&tar.Header{Name: "Files/../../etc/passwd", Typeflag: tar.TypeReg, Size: 1}, []byte("x")).Bytes(fixture.Uncompressed)
 	withDiff := func(b []byte, diff string) builder.LayerSource {
 		s := source(b, "sha256:under-test")
 		s.DiffID, s.ChainID = diff, "sha256:chain"
@@ -186,10 +186,10 @@ func TestPrepareRefusals(t *testing.T) {
 		is    error
 		want  string
 	}{
-		{"delta hives", okSrc(wclayertest.DeltaHiveLayer().Bytes(wclayertest.Zstd)), 1, ErrDeltaHives, "Hives/"},
+		{"delta hives", okSrc(fixture.DeltaHiveLayer().Bytes(fixture.Zstd)), 1, ErrDeltaHives, "Hives/"},
 		{"truncated gzip", okSrc(base[:len(base)/2]), 0, nil, "sha256:under-test"},
 		{"path traversal", okSrc(traversal), 0, nil, "Files/../../etc/passwd"},
-		{"whiteout in a base layer", okSrc(wclayertest.NewLayer().Whiteout("Files/x").Bytes(wclayertest.Gzip)), 0, nil, "Files/"},
+		{"whiteout in a base layer", okSrc(fixture.NewLayer().Whiteout("Files/x").Bytes(fixture.Gzip)), 0, nil, "Files/"},
 		{"diffID mismatch", withDiff(base, "sha256:"+strings.Repeat("0", 64)), 0, nil, "diffID mismatch"},
 		{"no chainID", source(base, "sha256:under-test"), 0, nil, "chainID"},
 		{"negative depth", okSrc(base), -1, nil, "depth"},
@@ -219,8 +219,8 @@ func TestPrepareRefusals(t *testing.T) {
 // fails at Finish, naming the entry, and removes the staged data too.
 func TestFinishFailureLeavesNothing(t *testing.T) {
 	baseLayer := chainBytes(1)[0]
-	badLink := wclayertest.NewLayer().HardLink("Files/new-link.exe", "Files/Windows/System32/missing.exe").Bytes(wclayertest.Gzip)
-	badStream := wclayertest.NewLayer().Dir("Files").Raw(&tar.Header{Name: "Files/absent.txt:ads:$DATA", Typeflag: tar.TypeReg, Size: 2}, []byte("hi")).Bytes(wclayertest.Gzip)
+	badLink := fixture.NewLayer().HardLink("Files/new-link.exe", "Files/Windows/System32/missing.exe").Bytes(fixture.Gzip)
+	badStream := fixture.NewLayer().Dir("Files").Raw(&tar.Header{Name: "Files/absent.txt:ads:$DATA", Typeflag: tar.TypeReg, Size: 2}, []byte("hi")).Bytes(fixture.Gzip)
 	app := chainBytes(2)[1]
 	tests := []struct {
 		name  string
@@ -352,7 +352,7 @@ func TestTwoPhaseCancellation(t *testing.T) {
 // 3:1, under Files/<name>.
 func benchLayer(name string, n, size int, seed uint64) []byte {
 	rng := rand.New(rand.NewPCG(seed, 1))
-	l := wclayertest.NewLayer()
+	l := fixture.NewLayer()
 	l.Dir("Files")
 	for i := 0; i < n; i++ {
 		data := make([]byte, size)
@@ -361,7 +361,7 @@ func benchLayer(name string, n, size int, seed uint64) []byte {
 		}
 		l.File(fmt.Sprintf("Files/%s/f%04d.bin", name, i), data)
 	}
-	return l.Bytes(wclayertest.Gzip)
+	return l.Bytes(fixture.Gzip)
 }
 
 // BenchmarkTwoPhaseVsBuildLayer converts three gzip layers of ~24 MiB each:
