@@ -155,3 +155,7 @@ func splitPath(p string) ([]string, error) {
 // Windows way (registry hive subkey lists, see internal/hive) use it so the
 // project has one table.
 func Upcase(c uint16) uint16 { return upcaseTable()[c] }
+
+// UpcaseTable is that table, indexed by UTF-16 code unit, for loops over many
+// code units (Upcase fetches it on every call). It is shared: do not modify it.
+func UpcaseTable() []uint16 { return upcaseTable() }

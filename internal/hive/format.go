@@ -121,10 +121,6 @@ const (
 
 var le = binary.LittleEndian
 
-// upcase is the Windows upper-case mapping of one UTF-16 code unit, shared
-// with the CIM writer.
-func upcase(c uint16) uint16 { return cim.Upcase(c) }
-
 // checksum is the base block checksum: XOR of the first 127 dwords, with 0
 // and 0xffffffff remapped as Windows does.
 func checksum(h []byte) uint32 {
@@ -145,8 +141,9 @@ func checksum(h []byte) uint32 {
 // UTF-16 code units.
 func lhHash(name []uint16) uint32 {
 	var h uint32
+	up := cim.UpcaseTable()
 	for _, c := range name {
-		h = 37*h + uint32(upcase(c))
+		h = 37*h + uint32(up[c])
 	}
 	return h
 }
@@ -154,8 +151,9 @@ func lhHash(name []uint16) uint32 {
 // compareNames orders two UTF-16 names as Windows orders subkey lists: code
 // unit by code unit after upcasing, a prefix first.
 func compareNames(a, b []uint16) int {
+	up := cim.UpcaseTable()
 	for i := 0; i < len(a) && i < len(b); i++ {
-		x, y := upcase(a[i]), upcase(b[i])
+		x, y := up[a[i]], up[b[i]]
 		if x != y {
 			if x < y {
 				return -1

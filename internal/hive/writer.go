@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
+
+	"github.com/cimconv/cimconv/internal/cim"
 )
 
 // WriteOption configures Write and Marshal.
@@ -531,8 +533,9 @@ func putName(dst []byte, u []uint16, comp bool) {
 // foldString is a name's case-folded form, for maps of names.
 func foldString(u []uint16) string {
 	b := make([]byte, 2*len(u))
+	up := cim.UpcaseTable()
 	for i, c := range u {
-		le.PutUint16(b[2*i:], upcase(c))
+		le.PutUint16(b[2*i:], up[c])
 	}
 	return string(b)
 }
