@@ -17,6 +17,9 @@
 #   4. (BIG=1) a 4 GiB layer streamed from a pipe: peak RSS
 # Usage: [ROUNDS=3] [FLAT_FILES=200000] bench/cim-build.sh [FILES] [BYTES]
 #        (defaults 20000 files, 512 MiB; SKIP_EXTRA=1 runs only part 1)
+# On a VM that hands freed memory back to its host (free page reporting),
+# builds pay for faulting it in again and the hash does not: run it as
+# `bench/vm-pages.sh bench/cim-build.sh` there (see bench/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files=${1:-20000}
