@@ -481,6 +481,15 @@ func TestStatusNeverRegresses(t *testing.T) {
 		{Status{State: StateRunning, Key: "k", Seq: 5, Attempts: 4}, StateSucceeded},
 		{Status{State: StateRunning, Key: "old", Seq: 3}, StateSucceeded},
 		{Status{State: StateQueued, Key: "k2", Seq: 9}, StateQueued}, // newer request
+		{Status{State: StateRunning, Key: "k2", Seq: 9, Attempts: 1}, StateRunning},
+		// redelivered during a NATS election while attempt 1 still runs;
+		// attempt 2 fails first ("will retry") ...
+		{Status{State: StateRunning, Key: "k2", Seq: 9, Attempts: 2}, StateRunning},
+		{Status{State: StateFailed, Key: "k2", Seq: 9, Attempts: 2}, StateFailed},
+		// ... then attempt 1 succeeds and its ack ends the request: no
+		// attempt 3 will come, so its success must show
+		{Status{State: StateSucceeded, Key: "k2", Seq: 9, Attempts: 1}, StateSucceeded},
+		{Status{State: StateFailed, Key: "k2", Seq: 9, Attempts: 2}, StateSucceeded}, // late
 	}
 	for i, s := range steps {
 		if err := q.UpdateStatus(ctx, pinned, s.st); err != nil {

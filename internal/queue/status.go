@@ -108,10 +108,11 @@ func rank(st Status) int {
 
 // Supersedes reports whether st may replace old under one status key:
 // states only move forward. A newer request (higher Seq) always wins; within
-// one request a later delivery attempt wins, and within one attempt the state
-// must not go back (a late "queued" from submit never hides "running"); a
-// final state is only replaced by a final state of the same or a later
-// attempt.
+// one request a final state (succeeded, dead) replaces any state that is not
+// final, whatever attempt it comes from; a final state is only replaced by a
+// final state of the same or a later attempt; otherwise a later delivery
+// attempt wins, and within one attempt the state must not go back (a late
+// "queued" from submit never hides "running").
 func Supersedes(old, st Status) bool {
 	if st.Seq != old.Seq {
 		return st.Seq > old.Seq
@@ -121,6 +122,14 @@ func Supersedes(old, st Status) bool {
 		// delivery redelivered while its first worker still ran, e.g.
 		// through a NATS election, finishes twice).
 		return st.State.Final() && st.Attempts >= old.Attempts
+	}
+	if st.State.Final() {
+		// A final state settles the request: its ack (or dead letter)
+		// ends the message, so a later attempt that failed or still runs
+		// gets no retry and must not hide it. Seen in the cluster failover
+		// test: attempt 2, redelivered during an election, failed waiting
+		// for a build claim while attempt 1 went on, succeeded and acked.
+		return true
 	}
 	if st.Attempts != old.Attempts {
 		return st.Attempts > old.Attempts
