@@ -260,7 +260,8 @@ func (r *recorder) states(imageOrDigest string) []string {
 // violations lists every non-monotonic step of every recorded history: a
 // status of an older request (lower seq) after a newer one; for one
 // request, queued after it ran, anything after a final state but the same
-// final state, and attempts going down.
+// final state, and attempts going down other than into a final state (a
+// redelivered request whose first attempt succeeds last is settled by it).
 func (r *recorder) violations() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -284,7 +285,9 @@ func (r *recorder) violations() []string {
 				bad = "left a final state"
 			case cur.State == queue.StateQueued && prev.State != queue.StateQueued:
 				bad = "went back to queued"
-			case cur.Attempts < prev.Attempts:
+			case cur.Attempts < prev.Attempts && !(cur.State.Final() && !prev.State.Final()):
+				// An older attempt may only settle the request: a final
+				// state ends the message whatever attempt reaches it.
 				bad = "attempts went down"
 			}
 			if bad != "" {
