@@ -490,6 +490,9 @@ func TestStatusNeverRegresses(t *testing.T) {
 		// attempt 3 will come, so its success must show
 		{Status{State: StateSucceeded, Key: "k2", Seq: 9, Attempts: 1}, StateSucceeded},
 		{Status{State: StateFailed, Key: "k2", Seq: 9, Attempts: 2}, StateSucceeded}, // late
+		// attempt 2, on its last delivery, dead-letters after that: the
+		// artifact exists, the success stays
+		{Status{State: StateDead, Key: "k2", Seq: 9, Attempts: 2}, StateSucceeded},
 	}
 	for i, s := range steps {
 		if err := q.UpdateStatus(ctx, pinned, s.st); err != nil {

@@ -110,7 +110,8 @@ func rank(st Status) int {
 // states only move forward. A newer request (higher Seq) always wins; within
 // one request a final state (succeeded, dead) replaces any state that is not
 // final, whatever attempt it comes from; a final state is only replaced by a
-// final state of the same or a later attempt; otherwise a later delivery
+// final state of the same or a later attempt, and a success never by a dead
+// letter; otherwise a later delivery
 // attempt wins, and within one attempt the state must not go back (a late
 // "queued" from submit never hides "running").
 func Supersedes(old, st Status) bool {
@@ -120,7 +121,11 @@ func Supersedes(old, st Status) bool {
 	if old.State.Final() {
 		// Only by a final state, and not by an older attempt's (a
 		// delivery redelivered while its first worker still ran, e.g.
-		// through a NATS election, finishes twice).
+		// through a NATS election, finishes twice); never a success by a
+		// dead letter: the artifact exists.
+		if old.State == StateSucceeded && st.State == StateDead {
+			return false
+		}
 		return st.State.Final() && st.Attempts >= old.Attempts
 	}
 	if st.State.Final() {
