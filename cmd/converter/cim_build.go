@@ -138,7 +138,9 @@ func buildLocalChain(ctx context.Context, b builder.Builder, out string, files [
 				}
 				// No buffer here: the layer reader buffers (a bufio in front of
 				// its own would copy every byte once more).
-				return readcount.New(fh, 0, func(n, _ int64) {
+				// Progress every MiB: the reads run on the hashing goroutine,
+				// the build's critical path.
+				return readcount.New(fh, 1<<20, func(n, _ int64) {
 					pr.Update("layer %d/%d %s: %s / %s (%s in all)", i+1, len(files), filepath.Base(path), progress.Bytes(n), progress.Bytes(st.Size()), progress.Bytes(done+n))
 				}), nil
 			},

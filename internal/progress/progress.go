@@ -93,12 +93,13 @@ func (p *Printer) Update(format string, args ...any) {
 	o := p.out
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	line := fmt.Sprintf(format, args...)
 	now := p.now()
 	if p.tty {
-		// Redraw at most ten times a second: callers report every read.
+		// Redraw at most ten times a second: callers report often, and
+		// the line is formatted only when it is drawn.
 		if now.Sub(p.last) >= 100*time.Millisecond {
 			p.last = now
+			line := fmt.Sprintf(format, args...)
 			fmt.Fprintf(o.w, "\r\033[K%s", line)
 			o.pending = line
 		}
@@ -106,7 +107,7 @@ func (p *Printer) Update(format string, args ...any) {
 	}
 	if now.Sub(p.last) >= p.interval {
 		p.last = now
-		fmt.Fprintln(o.w, line)
+		fmt.Fprintln(o.w, fmt.Sprintf(format, args...))
 	}
 }
 
