@@ -397,11 +397,16 @@ func TestFastPath(t *testing.T) {
 		t.Fatalf("layers handed to the applier: %v", a)
 	}
 	// The registry served the artifact's blobs to the snapshotter.
-	blobs := e.artifactLayerBlobs(img, art)
-	for _, d := range blobs {
+	var size int64
+	for _, l := range e.artifactLayers(img, art) {
+		d := l.Digest.String()
 		if n := e.ctl.count("snapshotter", func(p string) bool { return strings.HasSuffix(p, "/blobs/"+d) }); n != 1 {
 			t.Errorf("artifact blob %s fetched %d times by the snapshotter, want 1", d, n)
 		}
+		size += l.Size
+	}
+	if got := e.metric(metrics.SnapshotterBytesTotal, "", ""); got != float64(size) {
+		t.Errorf("%s = %v, want the artifact blobs' %d bytes", metrics.SnapshotterBytesTotal, got, size)
 	}
 	sn := e.snapshots()
 	for i, c := range img.chainIDs {
@@ -520,6 +525,16 @@ func countRegionFiles(t *testing.T, e *env, guid string) int {
 
 func (e *env) artifactLayerBlobs(img image, art string) []string {
 	e.t.Helper()
+	var out []string
+	for _, l := range e.artifactLayers(img, art) {
+		out = append(out, l.Digest.String())
+	}
+	return out
+}
+
+// artifactLayers lists the layer descriptors of artifact art of img.
+func (e *env) artifactLayers(img image, art string) []v1.Descriptor {
+	e.t.Helper()
 	r, _ := name.ParseReference(img.ref)
 	raw, _, err := e.reg.FetchManifest(context.Background(), r.Context().Digest(art))
 	if err != nil {
@@ -529,11 +544,7 @@ func (e *env) artifactLayerBlobs(img image, art string) []string {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		e.t.Fatal(err)
 	}
-	var out []string
-	for _, l := range m.Layers {
-		out = append(out, l.Digest.String())
-	}
-	return out
+	return m.Layers
 }
 
 // checkContainerMounts prepares a container's snapshot on img's top layer

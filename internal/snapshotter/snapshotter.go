@@ -23,6 +23,7 @@ import (
 	"github.com/cimconv/cimconv/internal/cim"
 	"github.com/cimconv/cimconv/internal/keymutex"
 	"github.com/cimconv/cimconv/internal/metrics"
+	"github.com/cimconv/cimconv/internal/readcount"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/trust"
 )
@@ -264,9 +265,9 @@ func (s *Snapshotter) download(ctx context.Context, r *resolved, i int, stage st
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
-	cr := &countingReader{r: rc}
-	defer func() { s.metrics.AddBytes(cr.n) }()
+	// Downloaded bytes count as they pass (every 4 MiB) and the rest on Close.
+	cr := readcount.New(rc, 4<<20, func(_, delta int64) { s.metrics.AddBytes(delta) })
+	defer cr.Close()
 	lc := r.cfg.Layers[i]
 	if _, err := artifact.Unpack(cr, filepath.Join(stage, "cim"), filepath.Join(stage, "side"), &lc); err != nil {
 		if isRegistryErr(err) || ctx.Err() != nil {
@@ -279,7 +280,7 @@ func (s *Snapshotter) download(ctx context.Context, r *resolved, i int, stage st
 	if _, err := io.Copy(io.Discard, cr); err != nil {
 		return err
 	}
-	return rc.Close()
+	return cr.Close()
 }
 
 // provenance is what the fast path records on a committed snapshot.
@@ -428,15 +429,4 @@ func (s *Snapshotter) resolveShared(ctx context.Context, imageRef, manifest stri
 		}
 		return res.Val.(*resolved), nil
 	}
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
