@@ -445,7 +445,7 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 			}
 			n, err := r.Read(buf)
 			if n > 0 {
-				m, werr := w.Write(w.scratch[:n])
+				m, werr := w.Write(buf[:n])
 				total += int64(m)
 				if werr != nil {
 					return total, werr

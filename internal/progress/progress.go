@@ -107,7 +107,7 @@ func (p *Printer) Update(format string, args ...any) {
 	}
 	if now.Sub(p.last) >= p.interval {
 		p.last = now
-		fmt.Fprintln(o.w, fmt.Sprintf(format, args...))
+		fmt.Fprintf(o.w, format+"\n", args...)
 	}
 }
 

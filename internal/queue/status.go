@@ -107,13 +107,12 @@ func rank(st Status) int {
 }
 
 // Supersedes reports whether st may replace old under one status key:
-// states only move forward. A newer request (higher Seq) always wins; within
-// one request a final state (succeeded, dead) replaces any state that is not
+// states only move forward. A newer request (higher Seq) always wins. Within
+// one request, a final state (succeeded, dead) replaces any state that is not
 // final, whatever attempt it comes from; a final state is only replaced by a
 // final state of the same or a later attempt, and a success never by a dead
-// letter; otherwise a later delivery
-// attempt wins, and within one attempt the state must not go back (a late
-// "queued" from submit never hides "running").
+// letter. Otherwise a later delivery attempt wins, and within one attempt the
+// state must not go back (a late "queued" from submit never hides "running").
 func Supersedes(old, st Status) bool {
 	if st.Seq != old.Seq {
 		return st.Seq > old.Seq
