@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/cimconv/cimconv/internal/tarstream"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 )
@@ -58,7 +59,7 @@ type Reader struct {
 	zr     *zstd.Decoder
 	out    *hashingReader
 	tarSrc io.Reader // what the tar reader reads: out, or a readahead over it
-	tr     *tar.Reader
+	tr     *tarstream.Reader
 	stats  Stats
 	cur    *Entry
 	last   string   // TarName of the previous entry, for errors between entries
@@ -104,7 +105,7 @@ func NewReader(r io.Reader, opts ...Option) (*Reader, error) {
 		lr.ra = newReadahead(lr.out, 256<<10, 4)
 		lr.tarSrc = lr.ra
 	}
-	lr.tr = tar.NewReader(lr.tarSrc)
+	lr.tr = tarstream.NewReader(lr.tarSrc)
 	return lr, nil
 }
 

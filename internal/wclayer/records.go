@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf16"
+
+	"github.com/cimconv/cimconv/internal/tarstream"
 )
 
 // PAX records written by go-winio's backuptar (the Windows layer exporter).
@@ -50,28 +52,13 @@ func filetime(t time.Time) (int64, bool) {
 }
 
 // parsePAXTime parses "secs[.frac]" (PAX time syntax, as libarchive writes
-// LIBARCHIVE.creationtime), negative seconds allowed.
+// LIBARCHIVE.creationtime), negative seconds allowed. Unlike archive/tar it
+// refuses a trailing dot without digits.
 func parsePAXTime(s string) (time.Time, bool) {
-	secStr, frac, hasFrac := strings.Cut(s, ".")
-	secs, err := strconv.ParseInt(secStr, 10, 64)
-	if err != nil {
+	if strings.HasSuffix(s, ".") {
 		return time.Time{}, false
 	}
-	if !hasFrac {
-		return time.Unix(secs, 0), true
-	}
-	if frac == "" || strings.Trim(frac, "0123456789") != "" {
-		return time.Time{}, false
-	}
-	if len(frac) > 9 {
-		frac = frac[:9]
-	}
-	frac += strings.Repeat("0", 9-len(frac))
-	ns, _ := strconv.ParseInt(frac, 10, 64)
-	if strings.HasPrefix(secStr, "-") {
-		ns = -ns
-	}
-	return time.Unix(secs, ns), true
+	return tarstream.ParsePAXTime(s)
 }
 
 // checkSD checks the frame of a self-relative SECURITY_DESCRIPTOR:
