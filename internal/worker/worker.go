@@ -349,6 +349,13 @@ func (j *job) failed(ctx context.Context, err error) {
 		j.log.Warn("conversion failed; will retry", zap.Error(err), zap.Duration("retryIn", delay))
 		return
 	}
+	if j.alreadySucceeded(ctx) {
+		if aerr := j.d.Ack(ctx); aerr != nil {
+			j.log.Warn("ack failed", zap.Error(aerr))
+		}
+		j.log.Warn("conversion failed, but another delivery of this request succeeded meanwhile; acknowledged, not dead-lettered", zap.Error(err))
+		return
+	}
 	// Term stores the dead letter and the dead status.
 	if terr := j.d.Term(ctx, reason, err); terr != nil {
 		j.log.Error("dead-lettering failed; NAKed", zap.Error(terr))
@@ -360,6 +367,15 @@ func (j *job) failed(ctx context.Context, err error) {
 		j.log.Warn("result event not published (status is up to date)", zap.Error(perr))
 	}
 	j.log.Error("conversion failed; dead-lettered", zap.String("reason", reason), zap.Error(err))
+}
+
+// alreadySucceeded reports whether the request's status says it succeeded:
+// another delivery of the same request (redelivered while this one ran,
+// e.g. when a NATS election lost this one's heartbeats) converted it and
+// acked. A dead letter would then be false, and alert for nothing.
+func (j *job) alreadySucceeded(ctx context.Context) bool {
+	st, err := j.w.q.Status(ctx, j.d.Request.Image)
+	return err == nil && st != nil && st.Seq == j.d.Seq && st.State == queue.StateSucceeded
 }
 
 // convert runs the converter with heartbeats and stage timing.

@@ -458,3 +458,50 @@ func TestShutdownOnLastDeliveryRequeues(t *testing.T) {
 		t.Errorf("interrupted last delivery was dead-lettered: %+v", dead)
 	}
 }
+
+// A delivery redelivered while its first attempt still runs (a NATS
+// election can lose the first one's heartbeats) may fail after the first
+// attempt succeeded and acked: it must not leave a dead letter for a request
+// whose artifact exists. Otherwise a failure is dead-lettered as before.
+func TestFailureAfterAnotherAttemptSucceededIsNotDeadLettered(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		succeeded bool // the status says another attempt succeeded
+		wantDead  int
+	}{
+		{"another attempt succeeded", true, 0},
+		{"no other attempt", false, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			ctx := ctxT(t)
+			img := "registry.example/app:twice"
+			if _, err := e.q.Submit(ctx, queue.Request{Image: img}); err != nil {
+				t.Fatal(err)
+			}
+			w, err := New(e.q, newScripted("w"), WithLogger(zaptest.NewLogger(t)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cctx, cancel := context.WithCancel(ctx)
+			handled := make(chan struct{})
+			go func() {
+				_ = e.q.Consume(cctx, func(ctx context.Context, d *queue.Delivery) {
+					defer close(handled)
+					j := &job{w: w, d: d, log: w.log, status: queue.Status{Image: img, Key: d.Key(), Seq: d.Seq, Attempts: d.Attempt}}
+					if tc.succeeded {
+						j.setStatus(ctx, queue.StateSucceeded, nil)
+					}
+					j.failed(ctx, Permanent(errors.New("lost the build claim")))
+				}, queue.WithConcurrency(1))
+			}()
+			<-handled
+			cancel()
+			dead, err := e.q.Dead(ctx)
+			if err != nil || len(dead) != tc.wantDead {
+				t.Fatalf("%d dead letters (%v), want %d", len(dead), err, tc.wantDead)
+			}
+			settled(t, e.q)
+		})
+	}
+}
