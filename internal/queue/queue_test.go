@@ -493,6 +493,12 @@ func TestStatusNeverRegresses(t *testing.T) {
 		// attempt 2, on its last delivery, dead-letters after that: the
 		// artifact exists, the success stays
 		{Status{State: StateDead, Key: "k2", Seq: 9, Attempts: 2}, StateSucceeded},
+		// the other order: attempt 2, on its last delivery, dead-letters
+		// while attempt 1 still runs; attempt 1 then succeeds: the
+		// artifact exists, so the success shows
+		{Status{State: StateRunning, Key: "k3", Seq: 11, Attempts: 1}, StateRunning},
+		{Status{State: StateDead, Key: "k3", Seq: 11, Attempts: 2}, StateDead},
+		{Status{State: StateSucceeded, Key: "k3", Seq: 11, Attempts: 1}, StateSucceeded},
 	}
 	for i, s := range steps {
 		if err := q.UpdateStatus(ctx, pinned, s.st); err != nil {

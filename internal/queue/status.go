@@ -110,8 +110,9 @@ func rank(st Status) int {
 // states only move forward. A newer request (higher Seq) always wins. Within
 // one request, a final state (succeeded, dead) replaces any state that is not
 // final, whatever attempt it comes from; a final state is only replaced by a
-// final state of the same or a later attempt, and a success never by a dead
-// letter. Otherwise a later delivery attempt wins, and within one attempt the
+// final state of the same or a later attempt, a success never by a dead
+// letter, and a dead letter by a success of any attempt (the artifact
+// exists). Otherwise a later delivery attempt wins, and within one attempt the
 // state must not go back (a late "queued" from submit never hides "running").
 func Supersedes(old, st Status) bool {
 	if st.Seq != old.Seq {
@@ -122,8 +123,11 @@ func Supersedes(old, st Status) bool {
 		// delivery redelivered while its first worker still ran, e.g.
 		// through a NATS election, finishes twice); never a success by a
 		// dead letter: the artifact exists.
-		if old.State == StateSucceeded && st.State == StateDead {
+		switch {
+		case old.State == StateSucceeded && st.State == StateDead:
 			return false
+		case old.State == StateDead && st.State == StateSucceeded:
+			return true // an older attempt's late success: the artifact exists
 		}
 		return st.State.Final() && st.Attempts >= old.Attempts
 	}

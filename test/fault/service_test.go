@@ -281,6 +281,8 @@ func (r *recorder) violations() []string {
 				bad = "an older request overwrote a newer one"
 			case cur.Seq > prev.Seq || cur.Key != prev.Key:
 				continue
+			case prev.State == queue.StateDead && cur.State == queue.StateSucceeded:
+				continue // an older attempt's late success (queue.Supersedes)
 			case prev.State.Final() && cur.State != prev.State:
 				bad = "left a final state"
 			case cur.State == queue.StateQueued && prev.State != queue.StateQueued:
