@@ -129,9 +129,8 @@ func (k *Key) Subkey(name string) (*Key, error) {
 	if err := k.Load(); err != nil {
 		return nil, err
 	}
-	n := encodeName(name)
 	for _, s := range k.Subkeys {
-		if compareNames(encodeName(s.Name), n) == 0 {
+		if compareNameStrings(s.Name, name) == 0 {
 			return s, nil
 		}
 	}

@@ -283,31 +283,40 @@ func (h *Hive) loadChildren(k *Key) error {
 // sortSubkeys puts keys in Windows order (a hive may store them out of
 // order) and refuses two keys with the same name.
 func sortSubkeys(subs []*Key) error {
-	names := make([][]uint16, len(subs))
 	sorted := true
-	for i, s := range subs {
-		names[i] = encodeName(s.Name)
-		if i > 0 && compareNames(names[i-1], names[i]) >= 0 {
+	for i := 1; i < len(subs); i++ {
+		if compareKeys(subs[i-1], subs[i]) >= 0 {
 			sorted = false
+			break
 		}
 	}
 	if sorted {
 		return nil
 	}
-	idx := make([]int, len(subs))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortStableFunc(idx, func(a, b int) int { return compareNames(names[a], names[b]) })
-	out := make([]*Key, len(subs))
-	for i, j := range idx {
-		out[i] = subs[j]
-		if i > 0 && compareNames(names[idx[i-1]], names[j]) == 0 {
-			return &FormatError{Offset: -1, Msg: fmt.Sprintf("two subkeys named %q", subs[j].Name)}
+	out := sortKeys(subs)
+	for i := 1; i < len(out); i++ {
+		if compareKeys(out[i-1], out[i]) == 0 {
+			return &FormatError{Offset: -1, Msg: fmt.Sprintf("two subkeys named %q", out[i].Name)}
 		}
 	}
 	copy(subs, out)
 	return nil
+}
+
+// sortKeys returns a copy of keys in Windows order (stable), converting each
+// name to UTF-16 once rather than in every comparison.
+func sortKeys(keys []*Key) []*Key {
+	names := make([][]uint16, len(keys))
+	idx := make([]int, len(keys))
+	for i, k := range keys {
+		names[i], idx[i] = encodeName(k.Name), i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return compareNames(names[a], names[b]) })
+	out := make([]*Key, len(keys))
+	for i, j := range idx {
+		out[i] = keys[j]
+	}
+	return out
 }
 
 func (h *Hive) values(k *Key) ([]Value, error) {

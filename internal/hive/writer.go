@@ -265,28 +265,15 @@ func (w *writer) key(k *Key, parent uint32, depth int, inheritedSD []byte) (uint
 	}
 
 	subs := k.Subkeys
-	names := make([][]uint16, len(subs))
-	for i, s := range subs {
-		names[i] = encodeName(s.Name)
-	}
-	if !slices.IsSortedFunc(names, compareNames) {
-		idx := make([]int, len(subs))
-		for i := range idx {
-			idx[i] = i
-		}
-		slices.SortStableFunc(idx, func(a, b int) int { return compareNames(names[a], names[b]) })
-		ss, nn := make([]*Key, len(subs)), make([][]uint16, len(subs))
-		for i, j := range idx {
-			ss[i], nn[i] = subs[j], names[j]
-		}
-		subs, names = ss, nn
+	if !slices.IsSortedFunc(subs, compareKeys) {
+		subs = sortKeys(subs)
 	}
 	var maxSubName, maxSubClass int
 	for i, s := range subs {
-		if i > 0 && compareNames(names[i-1], names[i]) == 0 {
+		if i > 0 && compareKeys(subs[i-1], s) == 0 {
 			return 0, fmt.Errorf("key %q: two subkeys named %q", k.Name, s.Name)
 		}
-		maxSubName = max(maxSubName, 2*len(names[i]))
+		maxSubName = max(maxSubName, 2*utf16Len(s.Name))
 		maxSubClass = max(maxSubClass, 2*utf16Len(s.Class))
 	}
 	var listOff uint32 = noCell
@@ -325,7 +312,7 @@ func (w *writer) key(k *Key, parent uint32, depth int, inheritedSD []byte) (uint
 		}
 		d, j := leafData[i/maxLeaf], i%maxLeaf
 		le.PutUint32(d[4+8*j:], off)
-		le.PutUint32(d[8+8*j:], lhHash(names[i]))
+		le.PutUint32(d[8+8*j:], lhHashString(s.Name))
 	}
 	for i, l := range leaves {
 		w.put(l+4, leafData[i])
@@ -566,10 +553,7 @@ func uniqueValueNames(k *Key) error {
 
 // equalFold compares two names the Windows way (upper-case table).
 func equalFold(a, b string) bool {
-	if a == b {
-		return true
-	}
-	return compareNames(encodeName(a), encodeName(b)) == 0
+	return a == b || compareNameStrings(a, b) == 0
 }
 
 // utf16Len is the number of UTF-16 code units of s.
