@@ -197,7 +197,11 @@ func string16(u []uint16) string {
 // encodeName converts a name to UTF-16 code units, the inverse of
 // string16 (WTF-8 surrogates included).
 func encodeName(s string) []uint16 {
-	u := make([]uint16, 0, len(s))
+	return appendName(make([]uint16, 0, len(s)), s)
+}
+
+// appendName is encodeName appending to u.
+func appendName(u []uint16, s string) []uint16 {
 	if isASCII(s) {
 		for i := 0; i < len(s); i++ {
 			u = append(u, uint16(s[i]))
