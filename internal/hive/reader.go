@@ -257,27 +257,36 @@ func (h *Hive) security(off uint32) ([]byte, error) {
 
 // loadChildren fills k.Values and k.Subkeys (unloaded) from k's nk cell.
 func (h *Hive) loadChildren(k *Key) error {
-	vals, err := h.values(k)
+	vals, err := h.appendValues(nil, k)
 	if err != nil {
 		return err
 	}
-	offs, err := h.subkeyOffsets(k.subOff, k.nsubs)
+	subs, err := h.subkeys(k)
 	if err != nil {
 		return err
+	}
+	k.Values, k.Subkeys = vals, subs
+	return nil
+}
+
+// subkeys reads k's subkeys, unloaded, in Windows order.
+func (h *Hive) subkeys(k *Key) ([]*Key, error) {
+	offs, err := h.subkeyOffsets(k.subOff, k.nsubs)
+	if err != nil {
+		return nil, err
 	}
 	subs := make([]*Key, 0, len(offs))
 	for _, o := range offs {
 		s, err := h.loadKey(o, k.off, k.depth+1)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		subs = append(subs, s)
 	}
 	if err := sortSubkeys(subs); err != nil {
-		return fmt.Errorf("key %q: %w", k.Name, err)
+		return nil, fmt.Errorf("key %q: %w", k.Name, err)
 	}
-	k.Values, k.Subkeys = vals, subs
-	return nil
+	return subs, nil
 }
 
 // sortSubkeys puts keys in Windows order (a hive may store them out of
@@ -319,9 +328,11 @@ func sortKeys(keys []*Key) []*Key {
 	return out
 }
 
-func (h *Hive) values(k *Key) ([]Value, error) {
+// appendValues appends k's values, read from its value list, to vals (a
+// new slice when vals is nil).
+func (h *Hive) appendValues(vals []Value, k *Key) ([]Value, error) {
 	if k.nvals == 0 {
-		return nil, nil
+		return vals, nil
 	}
 	lc, err := h.cell(k.valOff, "value list")
 	if err != nil {
@@ -330,7 +341,9 @@ func (h *Hive) values(k *Key) ([]Value, error) {
 	if uint64(k.nvals)*4 > uint64(len(lc)) {
 		return nil, corrupt(k.valOff, "value list of %d entries overruns its %d-byte cell", k.nvals, len(lc))
 	}
-	vals := make([]Value, 0, k.nvals)
+	if vals == nil {
+		vals = make([]Value, 0, k.nvals)
+	}
 	for i := uint32(0); i < k.nvals; i++ {
 		v, err := h.value(le.Uint32(lc[4*i:]))
 		if err != nil {

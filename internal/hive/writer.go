@@ -131,6 +131,7 @@ type writer struct {
 	// Scratch space reused from cell to cell (see scratch).
 	cellBuf []byte   // a cell's content, before put
 	listBuf []byte   // a value list, while its values are written
+	vals    []Value  // the values of the key being written, read from its hive
 	keyName []uint16 // the UTF-16 name of the key being written
 	units   []uint16 // a value name or class in UTF-16
 	// offs is a stack of the subkey lists being written: for each key on
@@ -255,11 +256,10 @@ func (w *writer) key(k *Key, parent uint32, depth int, inheritedSD []byte) (uint
 	if depth > maxDepth {
 		return 0, fmt.Errorf("key %q: deeper than %d levels", k.Name, maxDepth)
 	}
-	lazy := k.origin()
-	if err := k.Load(); err != nil {
+	vals, subs, err := w.children(k)
+	if err != nil {
 		return 0, err
 	}
-	defer k.unload(lazy)
 	if !w.o.layered && (k.Layer != LayerNone || k.InheritClass) {
 		return 0, fmt.Errorf("key %q: layered key (%s) in a flat hive; merge it or write with WithLayered", k.Name, k.Layer)
 	}
@@ -277,12 +277,11 @@ func (w *writer) key(k *Key, parent uint32, depth int, inheritedSD []byte) (uint
 	}
 	skOff := w.security(sd)
 
-	valList, maxValName, maxValData, err := w.values(k)
+	valList, maxValName, maxValData, err := w.values(k, vals)
 	if err != nil {
 		return 0, err
 	}
 
-	subs := k.Subkeys
 	if !slices.IsSortedFunc(subs, compareKeys) {
 		subs = sortKeys(subs)
 	}
@@ -323,7 +322,7 @@ func (w *writer) key(k *Key, parent uint32, depth int, inheritedSD []byte) (uint
 	le.PutUint32(c[nkSubkeys:], uint32(len(subs)))
 	le.PutUint32(c[nkSubkeyList:], listOff)
 	le.PutUint32(c[nkVolSubkeyList:], noCell)
-	le.PutUint32(c[nkValues:], uint32(len(k.Values)))
+	le.PutUint32(c[nkValues:], uint32(len(vals)))
 	le.PutUint32(c[nkValueList:], valList)
 	le.PutUint32(c[nkSecurity:], skOff)
 	le.PutUint32(c[nkClass:], classOff)
@@ -346,6 +345,26 @@ func (w *writer) key(k *Key, parent uint32, depth int, inheritedSD []byte) (uint
 	w.leaves(subs, w.offs[base:])
 	w.offs = w.offs[:base]
 	return rel(nk), nil
+}
+
+// children returns k's values and subkeys. A key not loaded yet stays so:
+// its values are read into w.vals, which the next key reuses, and its
+// subkeys into a new slice.
+func (w *writer) children(k *Key) ([]Value, []*Key, error) {
+	h := k.origin()
+	if h == nil {
+		return k.Values, k.Subkeys, nil
+	}
+	vals, err := h.appendValues(w.vals[:0], k)
+	if err != nil {
+		return nil, nil, err
+	}
+	w.vals = vals
+	subs, err := h.subkeys(k)
+	if err != nil {
+		return nil, nil, err
+	}
+	return vals, subs, nil
 }
 
 // class writes a key's class name, returning its cell and its length in
@@ -411,18 +430,19 @@ func (w *writer) leaves(subs []*Key, offs []uint32) {
 	}
 }
 
-// values writes k's value list, value cells and data, returning the list's
-// offset and the largest value name (bytes of UTF-16) and data sizes.
-func (w *writer) values(k *Key) (list uint32, maxName, maxData int, err error) {
-	if len(k.Values) == 0 {
+// values writes k's values vals: the value list, value cells and data. It
+// returns the list's offset and the largest value name (bytes of UTF-16)
+// and data sizes.
+func (w *writer) values(k *Key, vals []Value) (list uint32, maxName, maxData int, err error) {
+	if len(vals) == 0 {
 		return noCell, 0, 0, nil
 	}
-	if err := uniqueValueNames(k); err != nil {
+	if err := uniqueValueNames(k.Name, vals); err != nil {
 		return 0, 0, 0, err
 	}
-	l := w.alloc(4 * len(k.Values))
-	listData := scratch(&w.listBuf, 4*len(k.Values))
-	for i, v := range k.Values {
+	l := w.alloc(4 * len(vals))
+	listData := scratch(&w.listBuf, 4*len(vals))
+	for i, v := range vals {
 		if v.Tombstone && !w.o.layered {
 			return 0, 0, 0, fmt.Errorf("key %q: value %q is a tombstone in a flat hive", k.Name, v.Name)
 		}
@@ -588,22 +608,22 @@ func foldString(u []uint16) string {
 
 // uniqueValueNames refuses two values whose names differ only in case. Most
 // keys have a handful of values: compare pairs; use a map above that.
-func uniqueValueNames(k *Key) error {
-	if len(k.Values) > 16 {
-		seen := make(map[string]bool, len(k.Values))
-		for _, v := range k.Values {
+func uniqueValueNames(key string, vals []Value) error {
+	if len(vals) > 16 {
+		seen := make(map[string]bool, len(vals))
+		for _, v := range vals {
 			f := foldString(encodeName(v.Name))
 			if seen[f] {
-				return fmt.Errorf("key %q: two values named %q", k.Name, v.Name)
+				return fmt.Errorf("key %q: two values named %q", key, v.Name)
 			}
 			seen[f] = true
 		}
 		return nil
 	}
-	for i := range k.Values {
-		for j := i + 1; j < len(k.Values); j++ {
-			if equalFold(k.Values[i].Name, k.Values[j].Name) {
-				return fmt.Errorf("key %q: two values named %q", k.Name, k.Values[j].Name)
+	for i := range vals {
+		for j := i + 1; j < len(vals); j++ {
+			if equalFold(vals[i].Name, vals[j].Name) {
+				return fmt.Errorf("key %q: two values named %q", key, vals[j].Name)
 			}
 		}
 	}
