@@ -114,7 +114,7 @@ func (c *checker) key(off, parent uint32, path string, depth int) error {
 		c.skRefs[so]++
 	}
 	// Values.
-	if _, err := c.h.values(k); err != nil {
+	if _, err := c.h.appendValues(nil, k); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	if k.nvals > 0 {

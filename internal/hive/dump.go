@@ -73,7 +73,7 @@ func walk(ctx context.Context, k *Key, path string, depth int, fn func(string, *
 func sortedSubkeys(k *Key) ([]*Key, error) {
 	subs := k.Subkeys
 	for i := 1; i < len(subs); i++ {
-		if compareNames(encodeName(subs[i-1].Name), encodeName(subs[i].Name)) >= 0 {
+		if compareKeys(subs[i-1], subs[i]) >= 0 {
 			subs = append([]*Key(nil), subs...)
 			if err := sortSubkeys(subs); err != nil {
 				return nil, err

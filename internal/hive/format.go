@@ -148,6 +148,51 @@ func lhHash(name []uint16) uint32 {
 	return h
 }
 
+// lhHashString is lhHash of a decoded name; an ASCII name is hashed without
+// converting it to UTF-16.
+func lhHashString(s string) uint32 {
+	if !isASCII(s) {
+		return lhHash(encodeName(s))
+	}
+	var h uint32
+	up := cim.UpcaseTable()
+	for i := 0; i < len(s); i++ {
+		h = 37*h + uint32(up[s[i]])
+	}
+	return h
+}
+
+// compareNameStrings is compareNames of two decoded names. While both are
+// ASCII, a byte is a UTF-16 code unit, so only names that differ after a
+// shared ASCII prefix at a non-ASCII character are converted to UTF-16.
+func compareNameStrings(a, b string) int {
+	up := cim.UpcaseTable()
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if a[i] >= 0x80 || b[i] >= 0x80 {
+			return compareNames(encodeName(a), encodeName(b))
+		}
+		x, y := up[a[i]], up[b[i]]
+		if x != y {
+			if x < y {
+				return -1
+			}
+			return 1
+		}
+	}
+	// One is an ASCII prefix of the other: the longer one has more code
+	// units too.
+	switch {
+	case len(a) < len(b):
+		return -1
+	case len(a) > len(b):
+		return 1
+	}
+	return 0
+}
+
+// compareKeys orders keys by name, as compareNames.
+func compareKeys(a, b *Key) int { return compareNameStrings(a.Name, b.Name) }
+
 // compareNames orders two UTF-16 names as Windows orders subkey lists: code
 // unit by code unit after upcasing, a prefix first.
 func compareNames(a, b []uint16) int {

@@ -129,9 +129,8 @@ func (k *Key) Subkey(name string) (*Key, error) {
 	if err := k.Load(); err != nil {
 		return nil, err
 	}
-	n := encodeName(name)
 	for _, s := range k.Subkeys {
-		if compareNames(encodeName(s.Name), n) == 0 {
+		if compareNameStrings(s.Name, name) == 0 {
 			return s, nil
 		}
 	}
@@ -198,7 +197,11 @@ func string16(u []uint16) string {
 // encodeName converts a name to UTF-16 code units, the inverse of
 // string16 (WTF-8 surrogates included).
 func encodeName(s string) []uint16 {
-	u := make([]uint16, 0, len(s))
+	return appendName(make([]uint16, 0, len(s)), s)
+}
+
+// appendName is encodeName appending to u.
+func appendName(u []uint16, s string) []uint16 {
 	if isASCII(s) {
 		for i := 0; i < len(s); i++ {
 			u = append(u, uint16(s[i]))

@@ -179,7 +179,7 @@ func (m *merger) subkeys(b, d *Key, depth int, replace bool) ([]*Key, error) {
 		case j == len(ds):
 			c = -1
 		default:
-			c = compareNames(encodeName(bs[i].Name), encodeName(ds[j].Name))
+			c = compareKeys(bs[i], ds[j])
 		}
 		var below, delta *Key
 		switch {

@@ -257,62 +257,82 @@ func (h *Hive) security(off uint32) ([]byte, error) {
 
 // loadChildren fills k.Values and k.Subkeys (unloaded) from k's nk cell.
 func (h *Hive) loadChildren(k *Key) error {
-	vals, err := h.values(k)
+	vals, err := h.appendValues(nil, k)
 	if err != nil {
 		return err
 	}
-	offs, err := h.subkeyOffsets(k.subOff, k.nsubs)
+	subs, err := h.subkeys(k)
 	if err != nil {
 		return err
-	}
-	subs := make([]*Key, 0, len(offs))
-	for _, o := range offs {
-		s, err := h.loadKey(o, k.off, k.depth+1)
-		if err != nil {
-			return err
-		}
-		subs = append(subs, s)
-	}
-	if err := sortSubkeys(subs); err != nil {
-		return fmt.Errorf("key %q: %w", k.Name, err)
 	}
 	k.Values, k.Subkeys = vals, subs
 	return nil
 }
 
+// subkeys reads k's subkeys, unloaded, in Windows order.
+func (h *Hive) subkeys(k *Key) ([]*Key, error) {
+	offs, err := h.subkeyOffsets(k.subOff, k.nsubs)
+	if err != nil {
+		return nil, err
+	}
+	subs := make([]*Key, 0, len(offs))
+	for _, o := range offs {
+		s, err := h.loadKey(o, k.off, k.depth+1)
+		if err != nil {
+			return nil, err
+		}
+		subs = append(subs, s)
+	}
+	if err := sortSubkeys(subs); err != nil {
+		return nil, fmt.Errorf("key %q: %w", k.Name, err)
+	}
+	return subs, nil
+}
+
 // sortSubkeys puts keys in Windows order (a hive may store them out of
 // order) and refuses two keys with the same name.
 func sortSubkeys(subs []*Key) error {
-	names := make([][]uint16, len(subs))
 	sorted := true
-	for i, s := range subs {
-		names[i] = encodeName(s.Name)
-		if i > 0 && compareNames(names[i-1], names[i]) >= 0 {
+	for i := 1; i < len(subs); i++ {
+		if compareKeys(subs[i-1], subs[i]) >= 0 {
 			sorted = false
+			break
 		}
 	}
 	if sorted {
 		return nil
 	}
-	idx := make([]int, len(subs))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortStableFunc(idx, func(a, b int) int { return compareNames(names[a], names[b]) })
-	out := make([]*Key, len(subs))
-	for i, j := range idx {
-		out[i] = subs[j]
-		if i > 0 && compareNames(names[idx[i-1]], names[j]) == 0 {
-			return &FormatError{Offset: -1, Msg: fmt.Sprintf("two subkeys named %q", subs[j].Name)}
+	out := sortKeys(subs)
+	for i := 1; i < len(out); i++ {
+		if compareKeys(out[i-1], out[i]) == 0 {
+			return &FormatError{Offset: -1, Msg: fmt.Sprintf("two subkeys named %q", out[i].Name)}
 		}
 	}
 	copy(subs, out)
 	return nil
 }
 
-func (h *Hive) values(k *Key) ([]Value, error) {
+// sortKeys returns a copy of keys in Windows order (stable), converting each
+// name to UTF-16 once rather than in every comparison.
+func sortKeys(keys []*Key) []*Key {
+	names := make([][]uint16, len(keys))
+	idx := make([]int, len(keys))
+	for i, k := range keys {
+		names[i], idx[i] = encodeName(k.Name), i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return compareNames(names[a], names[b]) })
+	out := make([]*Key, len(keys))
+	for i, j := range idx {
+		out[i] = keys[j]
+	}
+	return out
+}
+
+// appendValues appends k's values, read from its value list, to vals (a
+// new slice when vals is nil).
+func (h *Hive) appendValues(vals []Value, k *Key) ([]Value, error) {
 	if k.nvals == 0 {
-		return nil, nil
+		return vals, nil
 	}
 	lc, err := h.cell(k.valOff, "value list")
 	if err != nil {
@@ -321,7 +341,9 @@ func (h *Hive) values(k *Key) ([]Value, error) {
 	if uint64(k.nvals)*4 > uint64(len(lc)) {
 		return nil, corrupt(k.valOff, "value list of %d entries overruns its %d-byte cell", k.nvals, len(lc))
 	}
-	vals := make([]Value, 0, k.nvals)
+	if vals == nil {
+		vals = make([]Value, 0, k.nvals)
+	}
 	for i := uint32(0); i < k.nvals; i++ {
 		v, err := h.value(le.Uint32(lc[4*i:]))
 		if err != nil {

@@ -195,6 +195,20 @@ func roundTrip(t *testing.T, b []byte, layered bool) []byte {
 	if err != nil || !bytes.Equal(out, again) {
 		t.Fatalf("second write differs (err %v)", err)
 	}
+	h, err := Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lazy, err := h.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Marshal(lazy, opts...); err != nil || !bytes.Equal(out, got) {
+		t.Fatalf("writing the tree unloaded differs (err %v)", err)
+	}
+	if lazy.Loaded() {
+		t.Fatal("writing the tree loaded its root")
+	}
 	root2, err := ReadTree(out)
 	if err != nil {
 		t.Fatal(err)

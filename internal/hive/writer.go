@@ -127,6 +127,17 @@ type writer struct {
 	sks      map[string]int
 	skList   []skCell
 	newest   uint64
+
+	// Scratch space reused from cell to cell (see scratch).
+	cellBuf []byte   // a cell's content, before put
+	listBuf []byte   // a value list, while its values are written
+	vals    []Value  // the values of the key being written, read from its hive
+	keyName []uint16 // the UTF-16 name of the key being written
+	units   []uint16 // a value name or class in UTF-16
+	// offs is a stack of the subkey lists being written: for each key on
+	// the current path, its lh leaves' offsets, then the offsets of the
+	// subkeys written so far.
+	offs []uint32
 }
 
 type skCell struct {
@@ -154,9 +165,24 @@ func (w *writer) put(off int, b []byte) {
 }
 
 func (w *writer) put32(off int, v uint32) {
+	if off >= w.flushed {
+		le.PutUint32(w.buf[off-w.flushed:], v)
+		return
+	}
 	var b [4]byte
 	le.PutUint32(b[:], v)
 	w.put(off, b[:])
+}
+
+// scratch returns n zero bytes in *buf, reusing its array: room to build
+// a cell's content in before put, valid until the next scratch of buf.
+func scratch(buf *[]byte, n int) []byte {
+	if cap(*buf) < n {
+		*buf = make([]byte, n)
+	}
+	b := (*buf)[:n]
+	clear(b)
+	return b
 }
 
 func (w *writer) flush() {
@@ -230,108 +256,49 @@ func (w *writer) key(k *Key, parent uint32, depth int, inheritedSD []byte) (uint
 	if depth > maxDepth {
 		return 0, fmt.Errorf("key %q: deeper than %d levels", k.Name, maxDepth)
 	}
-	lazy := k.origin()
-	if err := k.Load(); err != nil {
+	vals, subs, err := w.children(k)
+	if err != nil {
 		return 0, err
 	}
-	defer k.unload(lazy)
 	if !w.o.layered && (k.Layer != LayerNone || k.InheritClass) {
 		return 0, fmt.Errorf("key %q: layered key (%s) in a flat hive; merge it or write with WithLayered", k.Name, k.Layer)
 	}
-	name := encodeName(k.Name)
+	w.keyName = appendName(w.keyName[:0], k.Name)
+	name := w.keyName
 	if len(name) > maxNameLen || (len(name) == 0 && parent != noCell) {
 		return 0, fmt.Errorf("key %q: name must have 1 to %d characters", k.Name, maxNameLen)
 	}
 	comp := compressible(name)
 	nk := w.alloc(nkFixed + nameBytes(name, comp))
-	var classOff uint32 = noCell
-	class := encodeName(k.Class)
-	if len(class) > 0 {
-		c := w.alloc(2 * len(class))
-		b := make([]byte, 2*len(class))
-		putName(b, class, false)
-		w.put(c+4, b)
-		classOff = rel(c)
-	}
+	classOff, classLen := w.class(k.Class)
 	sd := k.Security
 	if sd == nil {
 		sd = inheritedSD
 	}
 	skOff := w.security(sd)
 
-	valList, maxValName, maxValData, err := w.values(k)
+	valList, maxValName, maxValData, err := w.values(k, vals)
 	if err != nil {
 		return 0, err
 	}
 
-	subs := k.Subkeys
-	names := make([][]uint16, len(subs))
-	for i, s := range subs {
-		names[i] = encodeName(s.Name)
-	}
-	if !slices.IsSortedFunc(names, compareNames) {
-		idx := make([]int, len(subs))
-		for i := range idx {
-			idx[i] = i
-		}
-		slices.SortStableFunc(idx, func(a, b int) int { return compareNames(names[a], names[b]) })
-		ss, nn := make([]*Key, len(subs)), make([][]uint16, len(subs))
-		for i, j := range idx {
-			ss[i], nn[i] = subs[j], names[j]
-		}
-		subs, names = ss, nn
+	if !slices.IsSortedFunc(subs, compareKeys) {
+		subs = sortKeys(subs)
 	}
 	var maxSubName, maxSubClass int
 	for i, s := range subs {
-		if i > 0 && compareNames(names[i-1], names[i]) == 0 {
+		if i > 0 && compareKeys(subs[i-1], s) == 0 {
 			return 0, fmt.Errorf("key %q: two subkeys named %q", k.Name, s.Name)
 		}
-		maxSubName = max(maxSubName, 2*len(names[i]))
+		maxSubName = max(maxSubName, 2*utf16Len(s.Name))
 		maxSubClass = max(maxSubClass, 2*utf16Len(s.Class))
 	}
-	var listOff uint32 = noCell
-	var leaves []int      // file offsets of the lh leaves, in order
-	var leafData [][]byte // their content, filled in as subkeys are written
-	if len(subs) > 0 {
-		nLeaves := (len(subs) + maxLeaf - 1) / maxLeaf
-		var ri int
-		if nLeaves > 1 {
-			ri = w.alloc(4 + 4*nLeaves)
-			listOff = rel(ri)
-		}
-		riData := make([]byte, 4+4*nLeaves)
-		copy(riData, "ri")
-		le.PutUint16(riData[2:], uint16(nLeaves))
-		for i := 0; i < nLeaves; i++ {
-			n := min(maxLeaf, len(subs)-i*maxLeaf)
-			l := w.alloc(4 + 8*n)
-			le.PutUint32(riData[4+4*i:], rel(l))
-			leaves = append(leaves, l)
-			d := make([]byte, 4+8*n)
-			copy(d, "lh")
-			le.PutUint16(d[2:], uint16(n))
-			leafData = append(leafData, d)
-		}
-		if nLeaves > 1 {
-			w.put(ri+4, riData)
-		} else {
-			listOff = rel(leaves[0])
-		}
-	}
-	for i, s := range subs {
-		off, err := w.key(s, rel(nk), depth+1, sd)
-		if err != nil {
-			return 0, err
-		}
-		d, j := leafData[i/maxLeaf], i%maxLeaf
-		le.PutUint32(d[4+8*j:], off)
-		le.PutUint32(d[8+8*j:], lhHash(names[i]))
-	}
-	for i, l := range leaves {
-		w.put(l+4, leafData[i])
-	}
+	base := len(w.offs)
+	listOff := w.subkeyList(len(subs))
 
-	c := make([]byte, nkFixed+nameBytes(name, comp))
+	// The nk cell is complete before the subkeys are written: only the
+	// leaves wait for their offsets.
+	c := scratch(&w.cellBuf, nkFixed+nameBytes(name, comp))
 	copy(c, "nk")
 	flags := k.Flags &^ (KeyHiveEntry | keyCompName)
 	if parent == noCell {
@@ -355,7 +322,7 @@ func (w *writer) key(k *Key, parent uint32, depth int, inheritedSD []byte) (uint
 	le.PutUint32(c[nkSubkeys:], uint32(len(subs)))
 	le.PutUint32(c[nkSubkeyList:], listOff)
 	le.PutUint32(c[nkVolSubkeyList:], noCell)
-	le.PutUint32(c[nkValues:], uint32(len(k.Values)))
+	le.PutUint32(c[nkValues:], uint32(len(vals)))
 	le.PutUint32(c[nkValueList:], valList)
 	le.PutUint32(c[nkSecurity:], skOff)
 	le.PutUint32(c[nkClass:], classOff)
@@ -364,28 +331,123 @@ func (w *writer) key(k *Key, parent uint32, depth int, inheritedSD []byte) (uint
 	le.PutUint32(c[nkMaxValueName:], uint32(maxValName))
 	le.PutUint32(c[nkMaxValueData:], uint32(maxValData))
 	le.PutUint16(c[nkNameLen:], uint16(nameBytes(name, comp)))
-	le.PutUint16(c[nkClassLen:], uint16(2*len(class)))
+	le.PutUint16(c[nkClassLen:], uint16(classLen))
 	putName(c[nkFixed:], name, comp)
 	w.put(nk+4, c)
+
+	for _, s := range subs {
+		off, err := w.key(s, rel(nk), depth+1, sd)
+		if err != nil {
+			return 0, err
+		}
+		w.offs = append(w.offs, off)
+	}
+	w.leaves(subs, w.offs[base:])
+	w.offs = w.offs[:base]
 	return rel(nk), nil
 }
 
-// values writes k's value list, value cells and data, returning the list's
-// offset and the largest value name (bytes of UTF-16) and data sizes.
-func (w *writer) values(k *Key) (list uint32, maxName, maxData int, err error) {
-	if len(k.Values) == 0 {
+// children returns k's values and subkeys. A key not loaded yet stays so:
+// its values are read into w.vals, which the next key reuses, and its
+// subkeys into a new slice.
+func (w *writer) children(k *Key) ([]Value, []*Key, error) {
+	h := k.origin()
+	if h == nil {
+		return k.Values, k.Subkeys, nil
+	}
+	vals, err := h.appendValues(w.vals[:0], k)
+	if err != nil {
+		return nil, nil, err
+	}
+	w.vals = vals
+	subs, err := h.subkeys(k)
+	if err != nil {
+		return nil, nil, err
+	}
+	return vals, subs, nil
+}
+
+// class writes a key's class name, returning its cell and its length in
+// bytes (noCell and 0 for none).
+func (w *writer) class(class string) (uint32, int) {
+	if class == "" {
+		return noCell, 0
+	}
+	w.units = appendName(w.units[:0], class)
+	n := 2 * len(w.units)
+	c := w.alloc(n)
+	b := scratch(&w.cellBuf, n)
+	putName(b, w.units, false)
+	w.put(c+4, b)
+	return rel(c), n
+}
+
+// subkeyList allocates the subkey list of n keys: one lh leaf, or an ri
+// index of leaves of up to maxLeaf keys. It pushes the leaves' offsets on
+// w.offs (leaves fills them in) and returns the list's offset.
+func (w *writer) subkeyList(n int) uint32 {
+	if n == 0 {
+		return noCell
+	}
+	nLeaves := (n + maxLeaf - 1) / maxLeaf
+	ri := -1
+	if nLeaves > 1 {
+		ri = w.alloc(4 + 4*nLeaves)
+	}
+	base := len(w.offs)
+	for i := 0; i < nLeaves; i++ {
+		l := w.alloc(4 + 8*min(maxLeaf, n-i*maxLeaf))
+		w.offs = append(w.offs, rel(l))
+	}
+	if ri < 0 {
+		return w.offs[base]
+	}
+	d := scratch(&w.cellBuf, 4+4*nLeaves)
+	copy(d, "ri")
+	le.PutUint16(d[2:], uint16(nLeaves))
+	for i, l := range w.offs[base:] {
+		le.PutUint32(d[4+4*i:], l)
+	}
+	w.put(ri+4, d)
+	return rel(ri)
+}
+
+// leaves writes the lh leaves of subs, sorted, given offs: the leaves'
+// offsets (from subkeyList), then the subkeys' nk offsets.
+func (w *writer) leaves(subs []*Key, offs []uint32) {
+	nLeaves := len(offs) - len(subs)
+	keyOffs := offs[nLeaves:]
+	for i, l := range offs[:nLeaves] {
+		from, to := i*maxLeaf, min(len(subs), (i+1)*maxLeaf)
+		d := scratch(&w.cellBuf, 4+8*(to-from))
+		copy(d, "lh")
+		le.PutUint16(d[2:], uint16(to-from))
+		for j := from; j < to; j++ {
+			le.PutUint32(d[4+8*(j-from):], keyOffs[j])
+			le.PutUint32(d[8+8*(j-from):], lhHashString(subs[j].Name))
+		}
+		w.put(headerSize+int(l)+4, d)
+	}
+}
+
+// values writes k's values vals: the value list, value cells and data. It
+// returns the list's offset and the largest value name (bytes of UTF-16)
+// and data sizes.
+func (w *writer) values(k *Key, vals []Value) (list uint32, maxName, maxData int, err error) {
+	if len(vals) == 0 {
 		return noCell, 0, 0, nil
 	}
-	if err := uniqueValueNames(k); err != nil {
+	if err := uniqueValueNames(k.Name, vals); err != nil {
 		return 0, 0, 0, err
 	}
-	l := w.alloc(4 * len(k.Values))
-	listData := make([]byte, 4*len(k.Values))
-	for i, v := range k.Values {
+	l := w.alloc(4 * len(vals))
+	listData := scratch(&w.listBuf, 4*len(vals))
+	for i, v := range vals {
 		if v.Tombstone && !w.o.layered {
 			return 0, 0, 0, fmt.Errorf("key %q: value %q is a tombstone in a flat hive", k.Name, v.Name)
 		}
-		name := encodeName(v.Name)
+		w.units = appendName(w.units[:0], v.Name)
+		name := w.units
 		if len(name) > maxValueLen {
 			return 0, 0, 0, fmt.Errorf("key %q: value name longer than %d characters", k.Name, maxValueLen)
 		}
@@ -395,7 +457,12 @@ func (w *writer) values(k *Key) (list uint32, maxName, maxData int, err error) {
 		comp := compressible(name)
 		vk := w.alloc(vkFixed + nameBytes(name, comp))
 		le.PutUint32(listData[4*i:], rel(vk))
-		c := make([]byte, vkFixed+nameBytes(name, comp))
+		n := len(v.Data)
+		var dataOff uint32
+		if n > residentMax {
+			dataOff = w.data(v.Data) // its cells follow the vk cell
+		}
+		c := scratch(&w.cellBuf, vkFixed+nameBytes(name, comp))
 		copy(c, "vk")
 		le.PutUint16(c[vkNameLen:], uint16(nameBytes(name, comp)))
 		le.PutUint32(c[vkType:], v.Type)
@@ -408,7 +475,6 @@ func (w *writer) values(k *Key) (list uint32, maxName, maxData int, err error) {
 		}
 		le.PutUint16(c[vkFlags:], flags)
 		putName(c[vkFixed:], name, comp)
-		n := len(v.Data)
 		switch {
 		case n <= residentMax && n > 0:
 			le.PutUint32(c[vkDataSize:], uint32(n)|dataResident)
@@ -417,7 +483,7 @@ func (w *writer) values(k *Key) (list uint32, maxName, maxData int, err error) {
 			le.PutUint32(c[vkDataSize:], dataResident)
 		default:
 			le.PutUint32(c[vkDataSize:], uint32(n))
-			le.PutUint32(c[vkData:], w.data(v.Data))
+			le.PutUint32(c[vkData:], dataOff)
 		}
 		w.put(vk+4, c)
 		maxName = max(maxName, 2*len(name))
@@ -464,7 +530,7 @@ func (w *writer) security(sd []byte) uint32 {
 		return w.skList[i].off
 	}
 	c := w.alloc(skFixed + len(sd))
-	b := make([]byte, skFixed+len(sd))
+	b := scratch(&w.cellBuf, skFixed+len(sd))
 	copy(b, "sk")
 	le.PutUint32(b[skSize:], uint32(len(sd)))
 	copy(b[skFixed:], sd)
@@ -542,22 +608,22 @@ func foldString(u []uint16) string {
 
 // uniqueValueNames refuses two values whose names differ only in case. Most
 // keys have a handful of values: compare pairs; use a map above that.
-func uniqueValueNames(k *Key) error {
-	if len(k.Values) > 16 {
-		seen := make(map[string]bool, len(k.Values))
-		for _, v := range k.Values {
+func uniqueValueNames(key string, vals []Value) error {
+	if len(vals) > 16 {
+		seen := make(map[string]bool, len(vals))
+		for _, v := range vals {
 			f := foldString(encodeName(v.Name))
 			if seen[f] {
-				return fmt.Errorf("key %q: two values named %q", k.Name, v.Name)
+				return fmt.Errorf("key %q: two values named %q", key, v.Name)
 			}
 			seen[f] = true
 		}
 		return nil
 	}
-	for i := range k.Values {
-		for j := i + 1; j < len(k.Values); j++ {
-			if equalFold(k.Values[i].Name, k.Values[j].Name) {
-				return fmt.Errorf("key %q: two values named %q", k.Name, k.Values[j].Name)
+	for i := range vals {
+		for j := i + 1; j < len(vals); j++ {
+			if equalFold(vals[i].Name, vals[j].Name) {
+				return fmt.Errorf("key %q: two values named %q", key, vals[j].Name)
 			}
 		}
 	}
@@ -566,10 +632,7 @@ func uniqueValueNames(k *Key) error {
 
 // equalFold compares two names the Windows way (upper-case table).
 func equalFold(a, b string) bool {
-	if a == b {
-		return true
-	}
-	return compareNames(encodeName(a), encodeName(b)) == 0
+	return a == b || compareNameStrings(a, b) == 0
 }
 
 // utf16Len is the number of UTF-16 code units of s.
