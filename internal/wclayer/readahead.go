@@ -3,8 +3,10 @@ package wclayer
 import (
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 var errClosed = errors.New("wclayer: reader closed")
@@ -17,36 +19,92 @@ var errClosed = errors.New("wclayer: reader closed")
 // returns (a Read of r in flight when Close is called finishes first). It
 // exits by itself at the end of the stream or on an error; a panic in r is
 // recovered into the stream's error.
+//
+// With a hash (newHashingReadahead), a second goroutine hashes each chunk
+// while the consumer reads it: the hash of an uncompressed layer, the
+// slowest part of building it, runs beside the reading and the parsing
+// instead of before them. A chunk's buffer is reused once both are done.
 type readahead struct {
 	r      io.Reader
 	filled chan chunk
-	free   chan []byte
+	free   chan *buffer
 	done   chan struct{}
 	exited chan struct{}
 	once   sync.Once
-	cur    []byte // unread part of the current chunk
-	curBuf []byte // the current chunk's buffer, returned to free when used
+	cur    []byte  // unread part of the current chunk
+	curBuf *buffer // the current chunk's buffer, released when used
 	err    error
+
+	hash   hash.Hash  // nil: no hashing goroutine
+	toHash chan chunk // chunks for the hashing goroutine, closed by run
+	hashed chan struct{}
+}
+
+// buffer is a chunk's memory; users counts who still reads it (the
+// consumer, and the hashing goroutine if any).
+type buffer struct {
+	b     []byte
+	users atomic.Int32
 }
 
 type chunk struct {
-	data, buf []byte
-	err       error
+	data []byte
+	buf  *buffer
+	err  error
 }
 
 func newReadahead(r io.Reader, size, depth int) *readahead {
+	return startReadahead(r, size, depth, nil)
+}
+
+// newHashingReadahead is newReadahead with h written, in order, with every
+// byte read; Sum waits for it.
+func newHashingReadahead(r io.Reader, size, depth int, h hash.Hash) *readahead {
+	return startReadahead(r, size, depth, h)
+}
+
+func startReadahead(r io.Reader, size, depth int, h hash.Hash) *readahead {
 	ra := &readahead{
 		r:      r,
 		filled: make(chan chunk, depth),
-		free:   make(chan []byte, depth+1),
+		free:   make(chan *buffer, depth+1),
 		done:   make(chan struct{}),
 		exited: make(chan struct{}),
+		hash:   h,
 	}
 	for i := 0; i < depth+1; i++ {
-		ra.free <- make([]byte, size)
+		ra.free <- &buffer{b: make([]byte, size)}
+	}
+	if h != nil {
+		ra.toHash = make(chan chunk, depth)
+		ra.hashed = make(chan struct{})
+		go ra.hashAll()
 	}
 	go ra.run()
 	return ra
+}
+
+// release gives a buffer back when its last user is done with it.
+func (ra *readahead) release(b *buffer) {
+	if b.users.Add(-1) == 0 {
+		ra.free <- b // never blocks: free holds every buffer
+	}
+}
+
+// hashAll hashes the chunks in order until run closes toHash.
+func (ra *readahead) hashAll() {
+	defer close(ra.hashed)
+	for c := range ra.toHash {
+		ra.hash.Write(c.data)
+		ra.release(c.buf)
+	}
+}
+
+// Sum waits until every chunk read is hashed and returns the hash. It is
+// for the end of the stream (after Read returned io.EOF).
+func (ra *readahead) Sum() []byte {
+	<-ra.hashed
+	return ra.hash.Sum(nil)
 }
 
 // errPanic is wrapped by the error of a source that panicked.
@@ -54,6 +112,9 @@ var errPanic = errors.New("wclayer: reading the layer panicked")
 
 func (ra *readahead) run() {
 	defer close(ra.exited)
+	if ra.toHash != nil {
+		defer close(ra.toHash)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			err := fmt.Errorf("%w: %v", errPanic, r)
@@ -64,20 +125,31 @@ func (ra *readahead) run() {
 		}
 	}()
 	for {
-		var buf []byte
+		var buf *buffer
 		select {
 		case buf = <-ra.free:
 		case <-ra.done:
 			return
 		}
 		n, err := 0, error(nil)
-		for n < len(buf) && err == nil {
+		for n < len(buf.b) && err == nil {
 			var m int
-			m, err = ra.r.Read(buf[n:])
+			m, err = ra.r.Read(buf.b[n:])
 			n += m
 		}
+		c := chunk{data: buf.b[:n], buf: buf, err: err}
+		if ra.toHash != nil {
+			buf.users.Store(2)
+			select {
+			case ra.toHash <- c:
+			case <-ra.done:
+				return
+			}
+		} else {
+			buf.users.Store(1)
+		}
 		select {
-		case ra.filled <- chunk{data: buf[:n], buf: buf, err: err}:
+		case ra.filled <- c:
 		case <-ra.done:
 			return
 		}
@@ -90,7 +162,7 @@ func (ra *readahead) run() {
 func (ra *readahead) Read(p []byte) (int, error) {
 	for len(ra.cur) == 0 {
 		if ra.curBuf != nil {
-			ra.free <- ra.curBuf // never blocks: free holds every buffer
+			ra.release(ra.curBuf)
 			ra.curBuf = nil
 		}
 		if ra.err != nil {
@@ -108,8 +180,12 @@ func (ra *readahead) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Close stops the goroutine and waits until it no longer touches r.
+// Close stops the goroutines and waits until they no longer touch r (or
+// the hash).
 func (ra *readahead) Close() {
 	ra.once.Do(func() { close(ra.done) })
 	<-ra.exited
+	if ra.hashed != nil {
+		<-ra.hashed
+	}
 }

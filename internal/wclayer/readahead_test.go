@@ -107,3 +107,30 @@ func TestReadaheadPanicIsAnError(t *testing.T) {
 		t.Fatalf("err = %v, want the source's panic as an error", err)
 	}
 }
+
+// An uncompressed layer is hashed on a goroutine of its own while it is
+// parsed; chunk buffers are reused only when both are done with them. A
+// layer of many chunks (more than the readahead holds) must give the DiffID
+// of its bytes and every file's data unchanged.
+func TestHashingReadaheadSeesEveryChunk(t *testing.T) {
+	l := fixture.NewLayer()
+	files := map[string][]byte{}
+	for i := range 12 {
+		name := "Files/big" + string(rune('a'+i)) + ".bin"
+		files[name] = fixture.PE(name, 300<<10+i*4099)
+		l.File(name, files[name])
+	}
+	blob := l.Bytes(fixture.Uncompressed)
+	res, err := readLayer(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "sha256:" + sha(blob); res.diffID != want {
+		t.Fatalf("DiffID %s, want %s (the hash of the %d-byte layer)", res.diffID, want, len(blob))
+	}
+	for name, data := range files {
+		if got := res.data[name]; got != sha(data) {
+			t.Errorf("%s: data hash %s, want %s", name, got, sha(data))
+		}
+	}
+}

@@ -100,9 +100,12 @@ func NewReader(r io.Reader, opts ...Option) (*Reader, error) {
 	lr.out = &hashingReader{r: plain, h: sha256.New(), src: lr.src, limits: lr.o.limits}
 	lr.tarSrc = lr.out
 	if lr.ra == nil && lr.zr == nil {
-		// Uncompressed: read and hash on a goroutine of their own, so that
-		// hashing overlaps with parsing and with the caller's writes.
-		lr.ra = newReadahead(lr.out, 256<<10, 4)
+		// Uncompressed: read on a goroutine of their own and hash on
+		// another, so that hashing overlaps with reading, with parsing
+		// and with the caller's writes.
+		h := lr.out.h
+		lr.out.h = nil
+		lr.ra = newHashingReadahead(lr.out, 256<<10, 4, h)
 		lr.tarSrc = lr.ra
 	}
 	lr.tr = tarstream.NewReader(lr.tarSrc)
@@ -222,7 +225,13 @@ func (r *Reader) finish() error {
 	}
 	r.done = true
 	r.cur = nil
-	r.diffID = "sha256:" + hex.EncodeToString(r.out.h.Sum(nil))
+	var sum []byte
+	if r.out.h != nil {
+		sum = r.out.h.Sum(nil)
+	} else {
+		sum = r.ra.Sum()
+	}
+	r.diffID = "sha256:" + hex.EncodeToString(sum)
 	r.Close()
 	return nil
 }
@@ -563,8 +572,9 @@ func (s *sourceReader) failure() error {
 	return nil
 }
 
-// hashingReader hashes and counts the uncompressed stream and enforces the
-// total-size and ratio limits on it.
+// hashingReader hashes (unless a hashing readahead over it does) and counts
+// the uncompressed stream and enforces the total-size and ratio limits on
+// it.
 type hashingReader struct {
 	r        io.Reader
 	h        hash.Hash
@@ -581,7 +591,9 @@ func (h *hashingReader) Read(p []byte) (int, error) {
 	}
 	n, err := h.r.Read(p)
 	if n > 0 {
-		h.h.Write(p[:n])
+		if h.h != nil { // nil: a hashing readahead hashes what it reads
+			h.h.Write(p[:n])
+		}
 		h.n += int64(n)
 		h.count.Store(h.n)
 		if h.n > h.limits.MaxTotalSize {
