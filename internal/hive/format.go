@@ -1,6 +1,7 @@
 package hive
 
 import (
+	"cmp"
 	"encoding/binary"
 
 	"github.com/cimconv/cimconv/internal/cim"
@@ -167,27 +168,17 @@ func lhHashString(s string) uint32 {
 // shared ASCII prefix at a non-ASCII character are converted to UTF-16.
 func compareNameStrings(a, b string) int {
 	up := cim.UpcaseTable()
-	for i := 0; i < len(a) && i < len(b); i++ {
+	for i := range min(len(a), len(b)) {
 		if a[i] >= 0x80 || b[i] >= 0x80 {
 			return compareNames(encodeName(a), encodeName(b))
 		}
-		x, y := up[a[i]], up[b[i]]
-		if x != y {
-			if x < y {
-				return -1
-			}
-			return 1
+		if x, y := up[a[i]], up[b[i]]; x != y {
+			return cmp.Compare(x, y)
 		}
 	}
 	// One is an ASCII prefix of the other: the longer one has more code
 	// units too.
-	switch {
-	case len(a) < len(b):
-		return -1
-	case len(a) > len(b):
-		return 1
-	}
-	return 0
+	return cmp.Compare(len(a), len(b))
 }
 
 // compareKeys orders keys by name, as compareNames.
@@ -197,20 +188,10 @@ func compareKeys(a, b *Key) int { return compareNameStrings(a.Name, b.Name) }
 // unit by code unit after upcasing, a prefix first.
 func compareNames(a, b []uint16) int {
 	up := cim.UpcaseTable()
-	for i := 0; i < len(a) && i < len(b); i++ {
-		x, y := up[a[i]], up[b[i]]
-		if x != y {
-			if x < y {
-				return -1
-			}
-			return 1
+	for i := range min(len(a), len(b)) {
+		if x, y := up[a[i]], up[b[i]]; x != y {
+			return cmp.Compare(x, y)
 		}
 	}
-	switch {
-	case len(a) < len(b):
-		return -1
-	case len(a) > len(b):
-		return 1
-	}
-	return 0
+	return cmp.Compare(len(a), len(b))
 }
