@@ -1,6 +1,11 @@
 package wclayer
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"hash"
+	"io"
+	"strings"
 	"testing"
 	"time"
 )
@@ -96,5 +101,24 @@ func TestCleanPath(t *testing.T) {
 		if got != tt.want || kind != tt.wantKind {
 			t.Errorf("cleanPath(%q, %v) = %q %v, want %q %v", tt.in, tt.dir, got, kind, tt.want, tt.wantKind)
 		}
+	}
+}
+
+type panickingHash struct{ hash.Hash }
+
+func (panickingHash) Write([]byte) (int, error) { panic("hash bug") }
+
+// A panic of the hash on its goroutine is an error from Sum, not a crash;
+// the buffers keep flowing so the reader does not stall.
+func TestHashingReadaheadPanicIsAnError(t *testing.T) {
+	data := bytes.Repeat([]byte("x"), 3<<20)
+	ra := newHashingReadahead(bytes.NewReader(data), 256<<10, 4, panickingHash{sha256.New()})
+	defer ra.Close()
+	n, err := io.Copy(io.Discard, ra)
+	if err != nil || n != int64(len(data)) {
+		t.Fatalf("read %d bytes, %v; want all %d", n, err, len(data))
+	}
+	if _, err := ra.Sum(); err == nil || !strings.Contains(err.Error(), "hash bug") {
+		t.Fatalf("Sum: %v, want the hash's panic as an error", err)
 	}
 }

@@ -35,9 +35,10 @@ type readahead struct {
 	curBuf *buffer // the current chunk's buffer, released when used
 	err    error
 
-	hash   hash.Hash  // nil: no hashing goroutine
-	toHash chan chunk // chunks for the hashing goroutine, closed by run
-	hashed chan struct{}
+	hash    hash.Hash  // nil: no hashing goroutine
+	toHash  chan chunk // chunks for the hashing goroutine, closed by run
+	hashed  chan struct{}
+	hashErr error // a panic of the hash, read after hashed is closed
 }
 
 // buffer is a chunk's memory; users counts who still reads it (the
@@ -91,20 +92,36 @@ func (ra *readahead) release(b *buffer) {
 	}
 }
 
-// hashAll hashes the chunks in order until run closes toHash.
+// hashAll hashes the chunks in order until run closes toHash. After a
+// panic of the hash it only releases the rest.
 func (ra *readahead) hashAll() {
 	defer close(ra.hashed)
 	for c := range ra.toHash {
-		ra.hash.Write(c.data)
+		if ra.hashErr == nil {
+			ra.hashErr = ra.hashChunk(c.data)
+		}
 		ra.release(c.buf)
 	}
 }
 
+func (ra *readahead) hashChunk(b []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("wclayer: hashing the layer panicked: %v", r)
+		}
+	}()
+	ra.hash.Write(b)
+	return nil
+}
+
 // Sum waits until every chunk read is hashed and returns the hash. It is
 // for the end of the stream (after Read returned io.EOF).
-func (ra *readahead) Sum() []byte {
+func (ra *readahead) Sum() ([]byte, error) {
 	<-ra.hashed
-	return ra.hash.Sum(nil)
+	if ra.hashErr != nil {
+		return nil, ra.hashErr
+	}
+	return ra.hash.Sum(nil), nil
 }
 
 // errPanic is wrapped by the error of a source that panicked.

@@ -229,7 +229,11 @@ func (r *Reader) finish() error {
 	if r.out.h != nil {
 		sum = r.out.h.Sum(nil)
 	} else {
-		sum = r.ra.Sum()
+		var err error
+		if sum, err = r.ra.Sum(); err != nil {
+			// A bug, not the layer's fault: not an *Error.
+			return fmt.Errorf("layer %s: computing the DiffID: %w", r.o.name, err)
+		}
 	}
 	r.diffID = "sha256:" + hex.EncodeToString(sum)
 	r.Close()
