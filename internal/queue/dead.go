@@ -111,6 +111,27 @@ func (q *Queue) Replay(ctx context.Context, seq uint64) error {
 	return nil
 }
 
+// DropDeadLetter removes the dead letter of the request with stream
+// sequence requestSeq, if there is one, and reports whether it did: for a
+// request that an earlier delivery converted after a later one was
+// dead-lettered (see worker). It lists the dead letters to find it.
+func (q *Queue) DropDeadLetter(ctx context.Context, requestSeq uint64) (bool, error) {
+	dead, err := q.Dead(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, d := range dead {
+		if d.RequestSeq != requestSeq {
+			continue
+		}
+		if err := q.stream.DeleteMsg(ctx, d.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, fmt.Errorf("queue: remove dead letter #%d of request #%d: %w", d.Seq, requestSeq, err)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
 // ReplayAll re-queues every dead letter and returns how many.
 func (q *Queue) ReplayAll(ctx context.Context) (int, error) {
 	dead, err := q.Dead(ctx)

@@ -273,6 +273,10 @@ func (j *job) succeeded(ctx context.Context, res *queue.Result) {
 		res = &queue.Result{}
 	}
 	res.Request, res.Key, res.Attempts = j.d.Request, j.d.Key(), j.d.Attempt
+	// A later delivery of this request, redelivered while this one ran,
+	// may have been dead-lettered on its last attempt meanwhile: the
+	// artifact exists, so its dead letter goes.
+	wasDead := j.storedState(ctx) == queue.StateDead
 	j.setStatus(ctx, queue.StateSucceeded, func(st *queue.Status) {
 		st.Artifacts, st.Subjects = res.ArtifactDigests, res.SubjectDigests
 		st.LayersBuilt, st.LayersCached = res.LayersBuilt, res.LayersCached
@@ -280,6 +284,13 @@ func (j *job) succeeded(ctx context.Context, res *queue.Result) {
 	if err := j.d.Ack(ctx); err != nil {
 		// The artifact exists: a redelivery finds it and acks quickly.
 		j.log.Warn("ack failed; the request will be redelivered", zap.Error(err))
+	}
+	if wasDead {
+		if dropped, err := j.w.q.DropDeadLetter(ctx, j.d.Seq); err != nil {
+			j.log.Warn("a later delivery of this request was dead-lettered; removing its dead letter failed", zap.Error(err))
+		} else if dropped {
+			j.log.Info("a later delivery of this request was dead-lettered meanwhile; its dead letter is removed")
+		}
 	}
 	m := j.w.m
 	m.ConversionDone(metrics.ResultSucceeded, metrics.ReasonNone)
@@ -349,7 +360,9 @@ func (j *job) failed(ctx context.Context, err error) {
 		j.log.Warn("conversion failed; will retry", zap.Error(err), zap.Duration("retryIn", delay))
 		return
 	}
-	if j.alreadySucceeded(ctx) {
+	// Another delivery succeeded: a dead letter would be false, and alert
+	// for nothing.
+	if j.storedState(ctx) == queue.StateSucceeded {
 		if aerr := j.d.Ack(ctx); aerr != nil {
 			j.log.Warn("ack failed", zap.Error(aerr))
 		}
@@ -369,13 +382,16 @@ func (j *job) failed(ctx context.Context, err error) {
 	j.log.Error("conversion failed; dead-lettered", zap.String("reason", reason), zap.Error(err))
 }
 
-// alreadySucceeded reports whether the request's status says it succeeded:
-// another delivery of the same request (redelivered while this one ran,
-// e.g. when a NATS election lost this one's heartbeats) converted it and
-// acked. A dead letter would then be false, and alert for nothing.
-func (j *job) alreadySucceeded(ctx context.Context) bool {
+// storedState is the request's stored status if it is this request's (the
+// same stream sequence), else "". Another delivery of the same request,
+// redelivered while this one ran (e.g. when a NATS election lost this one's
+// heartbeats), may have settled it already.
+func (j *job) storedState(ctx context.Context) queue.State {
 	st, err := j.w.q.Status(ctx, j.d.Request.Image)
-	return err == nil && st != nil && st.Seq == j.d.Seq && st.State == queue.StateSucceeded
+	if err != nil || st == nil || st.Seq != j.d.Seq {
+		return ""
+	}
+	return st.State
 }
 
 // convert runs the converter with heartbeats and stage timing.

@@ -505,3 +505,57 @@ func TestFailureAfterAnotherAttemptSucceededIsNotDeadLettered(t *testing.T) {
 		})
 	}
 }
+
+// The other order: a later delivery, on its last attempt, is dead-lettered
+// while an earlier one still runs; then the earlier one succeeds. The
+// success shows, and the dead letter (false: the artifact exists) goes.
+func TestSuccessAfterAnotherAttemptWasDeadLetteredRemovesTheDeadLetter(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	img := "registry.example/app:late-success"
+	if _, err := e.q.Submit(ctx, queue.Request{Image: "registry.example/app:unrelated"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.q.Submit(ctx, queue.Request{Image: img}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(e.q, newScripted("w"), WithLogger(zaptest.NewLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	handled := make(chan struct{}, 2)
+	go func() {
+		_ = e.q.Consume(cctx, func(ctx context.Context, d *queue.Delivery) {
+			defer func() { handled <- struct{}{} }()
+			if d.Request.Image != img {
+				// Another request's dead letter, which must stay.
+				j := &job{w: w, d: d, log: w.log, status: queue.Status{Image: d.Request.Image, Key: d.Key(), Seq: d.Seq, Attempts: d.Attempt}}
+				j.failed(ctx, Permanent(errors.New("not windows")))
+				return
+			}
+			late := &job{w: w, d: d, log: w.log, status: queue.Status{Image: img, Key: d.Key(), Seq: d.Seq, Attempts: 2}}
+			late.failed(ctx, Permanent(errors.New("lost the build claim")))
+			early := &job{w: w, d: d, log: w.log, status: queue.Status{Image: img, Key: d.Key(), Seq: d.Seq, Attempts: 1}}
+			early.succeeded(ctx, &queue.Result{LayersBuilt: 1})
+		}, queue.WithConcurrency(1))
+	}()
+	<-handled
+	<-handled
+	cancel()
+	dead, err := e.q.Dead(ctx)
+	if err != nil || len(dead) != 1 || dead[0].Request == nil || dead[0].Request.Image != "registry.example/app:unrelated" {
+		var images []string
+		for _, d := range dead {
+			if d.Request != nil {
+				images = append(images, d.Request.Image)
+			}
+		}
+		t.Fatalf("dead letters of %v (%v), want only the unrelated request's", images, err)
+	}
+	st, err := e.q.Status(ctx, img)
+	if err != nil || st.State != queue.StateSucceeded {
+		t.Fatalf("status %+v (%v), want succeeded", st, err)
+	}
+}
