@@ -29,13 +29,17 @@ func (j *job) waiting(ctx context.Context, n, of int, holder string) {
 	if n > 0 {
 		what = fmt.Sprintf("waiting for layer %d/%d", n, of)
 	}
-	detail := fmt.Sprintf("%s (held by worker %s)", what, holder)
+	j.waitingFor(ctx, fmt.Sprintf("%s (held by worker %s)", what, holder), zap.Int("layer", n), zap.Int("layers", of), zap.String("holder", holder))
+}
+
+// waitingFor records a wait described by detail (see waiting).
+func (j *job) waitingFor(ctx context.Context, detail string, fields ...zap.Field) {
 	sctx, cancel := j.w.settleCtx(ctx)
 	defer cancel()
 	j.setStatus(sctx, queue.StateRunning, func(st *queue.Status) { st.Detail = detail })
 	j.waited.Store(true)
 	parked := j.d.Park()
-	j.log.Info(detail, zap.Int("layer", n), zap.Int("layers", of), zap.String("holder", holder), zap.Bool("slotReleased", parked))
+	j.log.Info(detail, append(fields, zap.Bool("slotReleased", parked))...)
 }
 
 // resumed takes a slot again after a wait (it waits for one when every slot

@@ -95,6 +95,11 @@ type Worker struct {
 	fetchWait   time.Duration
 	settle      time.Duration
 	maxParked   int
+
+	// running holds, per request (stream sequence), a channel closed when
+	// this worker's delivery of it ends: see oneAtATime.
+	runningMu sync.Mutex
+	running   map[uint64]chan struct{}
 }
 
 // Option configures a Worker.
@@ -150,7 +155,7 @@ func New(q *queue.Queue, conv Converter, opts ...Option) (*Worker, error) {
 		q: q, conv: conv, log: zap.NewNop(), name: host, concurrency: 2,
 		heartbeat: q.AckWait() / 4, grace: 30 * time.Second,
 		retryBase: 5 * time.Second, retryMax: 5 * time.Minute, fetchWait: time.Second,
-		settle: 30 * time.Second, maxParked: -1,
+		settle: 30 * time.Second, maxParked: -1, running: map[uint64]chan struct{}{},
 	}
 	for _, o := range opts {
 		o(w)
@@ -223,7 +228,10 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	log.Info("conversion started")
 
 	w.m.Inflight(1)
-	res, err := w.convert(withWaiter(ctx, j), d, d.Request, log)
+	res, done, err := w.convert(withWaiter(ctx, j), d, d.Request, log)
+	// Another delivery of this request waiting in this worker goes on once
+	// this one is settled (oneAtATime).
+	defer done()
 	w.m.Inflight(-1)
 
 	// The conversion is over: settling gets its own deadline from now.
@@ -394,8 +402,9 @@ func (j *job) storedState(ctx context.Context) queue.State {
 	return st.State
 }
 
-// convert runs the converter with heartbeats and stage timing.
-func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Request, log *zap.Logger) (*queue.Result, error) {
+// convert runs the converter with heartbeats and stage timing. done ends
+// this delivery's turn (oneAtATime); the caller calls it after settling.
+func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Request, log *zap.Logger) (_ *queue.Result, done func(), _ error) {
 	hbCtx, stopHB := context.WithCancel(ctx)
 	var hbWG sync.WaitGroup
 	hbWG.Add(1)
@@ -436,6 +445,10 @@ func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Reque
 		stage, stageStart = next, now
 		log.Debug("stage", zap.String("stage", next))
 	}
+	done, err := w.oneAtATime(ctx, d, log)
+	if err != nil {
+		return nil, func() {}, err
+	}
 	res, err := w.safeConvert(ctx, req, progress)
 	mu.Lock()
 	if stage != "" {
@@ -449,7 +462,55 @@ func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Reque
 	}
 	mu.Unlock()
 	w.m.ObserveStage("total", time.Since(start), err)
-	return res, err
+	return res, done, err
+}
+
+// oneAtATime lets one delivery of a request convert in this worker at a
+// time. A request redelivered while this worker still converts it (its
+// heartbeats lost, e.g. through a NATS election) waits, parked and
+// heartbeating, for the first delivery to end, then converts: quickly, as
+// it finds the artifact the first one pushed, or again if that one failed.
+// Without this the two raced for the same build claims.
+func (w *Worker) oneAtATime(ctx context.Context, d *queue.Delivery, log *zap.Logger) (release func(), err error) {
+	var j *job
+	waited := false
+	for {
+		w.runningMu.Lock()
+		busy, ok := w.running[d.Seq]
+		if !ok {
+			mine := make(chan struct{})
+			w.running[d.Seq] = mine
+			w.runningMu.Unlock()
+			release = func() {
+				w.runningMu.Lock()
+				delete(w.running, d.Seq)
+				w.runningMu.Unlock()
+				close(mine)
+			}
+			break
+		}
+		w.runningMu.Unlock()
+		if !waited {
+			waited = true
+			if j = waiterFrom(ctx); j != nil {
+				j.waitingFor(ctx, "waiting for this worker's other delivery of the request to end")
+			} else {
+				log.Info("waiting for this worker's other delivery of the request to end")
+			}
+		}
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if j != nil {
+		if err := j.resumed(ctx); err != nil {
+			release()
+			return nil, err
+		}
+	}
+	return release, nil
 }
 
 // stageReporter is a Converter that reports every stage's duration itself,

@@ -559,3 +559,52 @@ func TestSuccessAfterAnotherAttemptWasDeadLetteredRemovesTheDeadLetter(t *testin
 		t.Fatalf("status %+v (%v), want succeeded", st, err)
 	}
 }
+
+// A request redelivered to the same worker while that worker still
+// converts it (heartbeats lost) waits for the first delivery to end instead
+// of converting beside it and racing it for the build claims.
+func TestRedeliveryToTheSameWorkerWaitsForTheFirst(t *testing.T) {
+	e := newEnv(t) // AckWait 1s
+	ctx := ctxT(t)
+	img := "registry.example/app:redelivered"
+	var mu sync.Mutex
+	var running, overlap, calls int
+	conv := ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		mu.Lock()
+		calls++
+		first := calls == 1
+		running++
+		if running > 1 {
+			overlap++
+		}
+		mu.Unlock()
+		defer func() { mu.Lock(); running--; mu.Unlock() }()
+		if first {
+			// Until the redelivery is being handled, and a little longer.
+			waitFor(t, "the redelivery", func() bool {
+				st, err := e.q.Status(ctx, img)
+				return err == nil && st.Attempts >= 2
+			})
+			time.Sleep(300 * time.Millisecond)
+		}
+		return &queue.Result{LayersBuilt: 1}, nil
+	})
+	w, err := New(e.q, conv, WithLogger(zaptest.NewLogger(t)), WithConcurrency(2), WithFetchWait(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.heartbeat = time.Hour // lose the heartbeats: the ack wait runs out mid-conversion
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(cctx) }()
+	defer func() { cancel(); <-done }()
+	if _, err := e.q.Submit(ctx, queue.Request{Image: img}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a conversion after the first", func() bool { mu.Lock(); defer mu.Unlock(); return calls >= 2 && running == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if overlap != 0 {
+		t.Fatalf("%d conversions of the request ran beside another in the same worker", overlap)
+	}
+}
