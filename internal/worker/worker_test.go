@@ -479,24 +479,13 @@ func TestFailureAfterAnotherAttemptSucceededIsNotDeadLettered(t *testing.T) {
 			if _, err := e.q.Submit(ctx, queue.Request{Image: img}); err != nil {
 				t.Fatal(err)
 			}
-			w, err := New(e.q, newScripted("w"), WithLogger(zaptest.NewLogger(t)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cctx, cancel := context.WithCancel(ctx)
-			handled := make(chan struct{})
-			go func() {
-				_ = e.q.Consume(cctx, func(ctx context.Context, d *queue.Delivery) {
-					defer close(handled)
-					j := &job{w: w, d: d, log: w.log, status: queue.Status{Image: img, Key: d.Key(), Seq: d.Seq, Attempts: d.Attempt}}
-					if tc.succeeded {
-						j.setStatus(ctx, queue.StateSucceeded, nil)
-					}
-					j.failed(ctx, Permanent(errors.New("lost the build claim")))
-				}, queue.WithConcurrency(1))
-			}()
-			<-handled
-			cancel()
+			handleDeliveries(t, e, 1, func(ctx context.Context, w *Worker, d *queue.Delivery) {
+				j := newJob(w, d, d.Attempt)
+				if tc.succeeded {
+					j.setStatus(ctx, queue.StateSucceeded, nil)
+				}
+				j.failed(ctx, Permanent(errors.New("lost the build claim")))
+			})
 			dead, err := e.q.Dead(ctx)
 			if err != nil || len(dead) != tc.wantDead {
 				t.Fatalf("%d dead letters (%v), want %d", len(dead), err, tc.wantDead)
@@ -519,31 +508,15 @@ func TestSuccessAfterAnotherAttemptWasDeadLetteredRemovesTheDeadLetter(t *testin
 	if _, err := e.q.Submit(ctx, queue.Request{Image: img}); err != nil {
 		t.Fatal(err)
 	}
-	w, err := New(e.q, newScripted("w"), WithLogger(zaptest.NewLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	handled := make(chan struct{}, 2)
-	go func() {
-		_ = e.q.Consume(cctx, func(ctx context.Context, d *queue.Delivery) {
-			defer func() { handled <- struct{}{} }()
-			if d.Request.Image != img {
-				// Another request's dead letter, which must stay.
-				j := &job{w: w, d: d, log: w.log, status: queue.Status{Image: d.Request.Image, Key: d.Key(), Seq: d.Seq, Attempts: d.Attempt}}
-				j.failed(ctx, Permanent(errors.New("not windows")))
-				return
-			}
-			late := &job{w: w, d: d, log: w.log, status: queue.Status{Image: img, Key: d.Key(), Seq: d.Seq, Attempts: 2}}
-			late.failed(ctx, Permanent(errors.New("lost the build claim")))
-			early := &job{w: w, d: d, log: w.log, status: queue.Status{Image: img, Key: d.Key(), Seq: d.Seq, Attempts: 1}}
-			early.succeeded(ctx, &queue.Result{LayersBuilt: 1})
-		}, queue.WithConcurrency(1))
-	}()
-	<-handled
-	<-handled
-	cancel()
+	handleDeliveries(t, e, 2, func(ctx context.Context, w *Worker, d *queue.Delivery) {
+		if d.Request.Image != img {
+			// Another request's dead letter, which must stay.
+			newJob(w, d, d.Attempt).failed(ctx, Permanent(errors.New("not windows")))
+			return
+		}
+		newJob(w, d, 2).failed(ctx, Permanent(errors.New("lost the build claim"))) // the later delivery
+		newJob(w, d, 1).succeeded(ctx, &queue.Result{LayersBuilt: 1})              // the earlier one
+	})
 	dead, err := e.q.Dead(ctx)
 	if err != nil || len(dead) != 1 || dead[0].Request == nil || dead[0].Request.Image != "registry.example/app:unrelated" {
 		var images []string
@@ -607,4 +580,31 @@ func TestRedeliveryToTheSameWorkerWaitsForTheFirst(t *testing.T) {
 	if overlap != 0 {
 		t.Fatalf("%d conversions of the request ran beside another in the same worker", overlap)
 	}
+}
+
+// handleDeliveries runs h on the next n deliveries of e's queue, with a
+// worker to settle them through, and returns when all n are handled.
+func handleDeliveries(t *testing.T, e *env, n int, h func(ctx context.Context, w *Worker, d *queue.Delivery)) {
+	t.Helper()
+	w, err := New(e.q, newScripted("w"), WithLogger(zaptest.NewLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	handled := make(chan struct{}, n)
+	go func() {
+		_ = e.q.Consume(ctx, func(ctx context.Context, d *queue.Delivery) {
+			defer func() { handled <- struct{}{} }()
+			h(ctx, w, d)
+		}, queue.WithConcurrency(1))
+	}()
+	for range n {
+		<-handled
+	}
+}
+
+// newJob is the job handle would make for d, as attempt attempts.
+func newJob(w *Worker, d *queue.Delivery, attempts int) *job {
+	return &job{w: w, d: d, log: w.log, status: queue.Status{Image: d.Request.Image, Key: d.Key(), Seq: d.Seq, Attempts: attempts}}
 }
