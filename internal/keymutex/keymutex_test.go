@@ -1,6 +1,8 @@
 package keymutex
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"testing"
 )
@@ -39,5 +41,34 @@ func TestDifferentKeysDoNotBlock(t *testing.T) {
 	unlockB()
 	if n := k.Len(); n != 0 {
 		t.Fatalf("Len = %d after release, want 0", n)
+	}
+}
+
+func TestTryLockAndLockContext(t *testing.T) {
+	var k Mutex
+	unlock, ok := k.TryLock("a")
+	if !ok {
+		t.Fatal("TryLock of a free key failed")
+	}
+	if _, ok := k.TryLock("a"); ok {
+		t.Fatal("TryLock took a key that is held")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := k.LockContext(ctx, "a"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("LockContext of a held key with an ended context: %v, want context.Canceled", err)
+	}
+	got := make(chan func())
+	go func() {
+		u, err := k.LockContext(context.Background(), "a")
+		if err != nil {
+			t.Error(err)
+		}
+		got <- u
+	}()
+	unlock()
+	(<-got)() // the waiter got the key once it was released
+	if n := k.Len(); n != 0 {
+		t.Fatalf("Len = %d after every lock was released or given up, want 0", n)
 	}
 }

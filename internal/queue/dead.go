@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 )
 
 // DeadLetter is a request the workers gave up on, stored on cimconv.dead.
@@ -111,25 +113,26 @@ func (q *Queue) Replay(ctx context.Context, seq uint64) error {
 	return nil
 }
 
-// DropDeadLetter removes the dead letter of the request with stream
-// sequence requestSeq, if there is one, and reports whether it did: for a
-// request that an earlier delivery converted after a later one was
-// dead-lettered (see worker). It lists the dead letters to find it.
-func (q *Queue) DropDeadLetter(ctx context.Context, requestSeq uint64) (bool, error) {
+// dropDeadLetter removes the dead letter of the request with stream
+// sequence requestSeq, if there is one (see UpdateStatus). It lists the dead
+// letters to find it; a failure is logged: the status already says
+// succeeded.
+func (q *Queue) dropDeadLetter(ctx context.Context, requestSeq uint64) {
 	dead, err := q.Dead(ctx)
-	if err != nil {
-		return false, err
-	}
-	for _, d := range dead {
-		if d.RequestSeq != requestSeq {
-			continue
+	if err == nil {
+		i := slices.IndexFunc(dead, func(d DeadLetter) bool { return d.RequestSeq == requestSeq })
+		if i < 0 {
+			return
 		}
-		if err := q.stream.DeleteMsg(ctx, d.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, fmt.Errorf("queue: remove dead letter #%d of request #%d: %w", d.Seq, requestSeq, err)
+		err = q.stream.DeleteMsg(ctx, dead[i].Seq)
+		if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+			q.log.Info("request succeeded after a later delivery was dead-lettered; dead letter removed",
+				zap.Uint64("requestSeq", requestSeq), zap.Uint64("deadLetter", dead[i].Seq))
+			return
 		}
-		return true, nil
 	}
-	return false, nil
+	q.log.Warn("request succeeded after a later delivery was dead-lettered; removing its dead letter failed",
+		zap.Uint64("requestSeq", requestSeq), zap.Error(err))
 }
 
 // ReplayAll re-queues every dead letter and returns how many.

@@ -148,7 +148,8 @@ func Supersedes(old, st Status) bool {
 // UpdateStatus stores st under the status key of imageOrDigest unless the
 // stored state supersedes it (see Supersedes). It is a revision-checked
 // compare-and-set, safe against concurrent writers: a writer that loses the
-// race reads again and decides again.
+// race reads again and decides again. A success replacing a dead state of
+// the same request removes that request's dead letter.
 func (q *Queue) UpdateStatus(ctx context.Context, imageOrDigest string, st Status) error {
 	key, err := StatusKey(imageOrDigest)
 	if err != nil {
@@ -172,10 +173,17 @@ func (q *Queue) UpdateStatus(ctx context.Context, imageOrDigest string, st Statu
 			return fmt.Errorf("status of %s: %w", imageOrDigest, err)
 		default:
 			var old Status
-			if json.Unmarshal(e.Value(), &old) == nil && !Supersedes(old, st) {
+			decoded := json.Unmarshal(e.Value(), &old) == nil
+			if decoded && !Supersedes(old, st) {
 				return nil
 			}
 			if _, err = q.status.Update(ctx, key, val, e.Revision()); err == nil {
+				if decoded && old.Seq == st.Seq && old.State == StateDead && st.State == StateSucceeded {
+					// An earlier delivery succeeded after a later one was
+					// dead-lettered: the artifact exists, the dead letter
+					// is false.
+					q.dropDeadLetter(ctx, st.Seq)
+				}
 				return nil
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/cimconv/cimconv/internal/keymutex"
 	"github.com/cimconv/cimconv/internal/metrics"
 	"github.com/cimconv/cimconv/internal/queue"
 )
@@ -96,10 +98,9 @@ type Worker struct {
 	settle      time.Duration
 	maxParked   int
 
-	// running holds, per request (stream sequence), a channel closed when
-	// this worker's delivery of it ends: see oneAtATime.
-	runningMu sync.Mutex
-	running   map[uint64]chan struct{}
+	// running is locked per request (stream sequence) while one of its
+	// deliveries converts here: see oneAtATime.
+	running keymutex.Mutex
 }
 
 // Option configures a Worker.
@@ -155,7 +156,7 @@ func New(q *queue.Queue, conv Converter, opts ...Option) (*Worker, error) {
 		q: q, conv: conv, log: zap.NewNop(), name: host, concurrency: 2,
 		heartbeat: q.AckWait() / 4, grace: 30 * time.Second,
 		retryBase: 5 * time.Second, retryMax: 5 * time.Minute, fetchWait: time.Second,
-		settle: 30 * time.Second, maxParked: -1, running: map[uint64]chan struct{}{},
+		settle: 30 * time.Second, maxParked: -1,
 	}
 	for _, o := range opts {
 		o(w)
@@ -228,7 +229,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	log.Info("conversion started")
 
 	w.m.Inflight(1)
-	res, done, err := w.convert(withWaiter(ctx, j), d, d.Request, log)
+	res, done, err := w.convert(withWaiter(ctx, j), j)
 	// Another delivery of this request waiting in this worker goes on once
 	// this one is settled (oneAtATime).
 	defer done()
@@ -281,10 +282,6 @@ func (j *job) succeeded(ctx context.Context, res *queue.Result) {
 		res = &queue.Result{}
 	}
 	res.Request, res.Key, res.Attempts = j.d.Request, j.d.Key(), j.d.Attempt
-	// A later delivery of this request, redelivered while this one ran,
-	// may have been dead-lettered on its last attempt meanwhile: the
-	// artifact exists, so its dead letter goes.
-	wasDead := j.storedState(ctx) == queue.StateDead
 	j.setStatus(ctx, queue.StateSucceeded, func(st *queue.Status) {
 		st.Artifacts, st.Subjects = res.ArtifactDigests, res.SubjectDigests
 		st.LayersBuilt, st.LayersCached = res.LayersBuilt, res.LayersCached
@@ -292,13 +289,6 @@ func (j *job) succeeded(ctx context.Context, res *queue.Result) {
 	if err := j.d.Ack(ctx); err != nil {
 		// The artifact exists: a redelivery finds it and acks quickly.
 		j.log.Warn("ack failed; the request will be redelivered", zap.Error(err))
-	}
-	if wasDead {
-		if dropped, err := j.w.q.DropDeadLetter(ctx, j.d.Seq); err != nil {
-			j.log.Warn("a later delivery of this request was dead-lettered; removing its dead letter failed", zap.Error(err))
-		} else if dropped {
-			j.log.Info("a later delivery of this request was dead-lettered meanwhile; its dead letter is removed")
-		}
 	}
 	m := j.w.m
 	m.ConversionDone(metrics.ResultSucceeded, metrics.ReasonNone)
@@ -369,8 +359,9 @@ func (j *job) failed(ctx context.Context, err error) {
 		return
 	}
 	// Another delivery succeeded: a dead letter would be false, and alert
-	// for nothing.
-	if j.storedState(ctx) == queue.StateSucceeded {
+	// for nothing. (The other order, a success after the dead letter, is
+	// queue.UpdateStatus's.)
+	if j.otherDeliverySucceeded(ctx) {
 		if aerr := j.d.Ack(ctx); aerr != nil {
 			j.log.Warn("ack failed", zap.Error(aerr))
 		}
@@ -390,21 +381,19 @@ func (j *job) failed(ctx context.Context, err error) {
 	j.log.Error("conversion failed; dead-lettered", zap.String("reason", reason), zap.Error(err))
 }
 
-// storedState is the request's stored status if it is this request's (the
-// same stream sequence), else "". Another delivery of the same request,
+// otherDeliverySucceeded reports whether the request's status says it
+// succeeded: another delivery of the same request (same stream sequence),
 // redelivered while this one ran (e.g. when a NATS election lost this one's
-// heartbeats), may have settled it already.
-func (j *job) storedState(ctx context.Context) queue.State {
+// heartbeats), converted it and acked.
+func (j *job) otherDeliverySucceeded(ctx context.Context) bool {
 	st, err := j.w.q.Status(ctx, j.d.Request.Image)
-	if err != nil || st == nil || st.Seq != j.d.Seq {
-		return ""
-	}
-	return st.State
+	return err == nil && st != nil && st.Seq == j.d.Seq && st.State == queue.StateSucceeded
 }
 
 // convert runs the converter with heartbeats and stage timing. done ends
 // this delivery's turn (oneAtATime); the caller calls it after settling.
-func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Request, log *zap.Logger) (_ *queue.Result, done func(), _ error) {
+func (w *Worker) convert(ctx context.Context, j *job) (_ *queue.Result, done func(), _ error) {
+	d, log := j.d, j.log
 	hbCtx, stopHB := context.WithCancel(ctx)
 	var hbWG sync.WaitGroup
 	hbWG.Add(1)
@@ -445,11 +434,11 @@ func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Reque
 		stage, stageStart = next, now
 		log.Debug("stage", zap.String("stage", next))
 	}
-	done, err := w.oneAtATime(ctx, d, log)
+	done, err := w.oneAtATime(ctx, j)
 	if err != nil {
 		return nil, func() {}, err
 	}
-	res, err := w.safeConvert(ctx, req, progress)
+	res, err := w.safeConvert(ctx, d.Request, progress)
 	mu.Lock()
 	if stage != "" {
 		if !own {
@@ -471,44 +460,18 @@ func (w *Worker) convert(ctx context.Context, d *queue.Delivery, req queue.Reque
 // heartbeating, for the first delivery to end, then converts: quickly, as
 // it finds the artifact the first one pushed, or again if that one failed.
 // Without this the two raced for the same build claims.
-func (w *Worker) oneAtATime(ctx context.Context, d *queue.Delivery, log *zap.Logger) (release func(), err error) {
-	var j *job
-	waited := false
-	for {
-		w.runningMu.Lock()
-		busy, ok := w.running[d.Seq]
-		if !ok {
-			mine := make(chan struct{})
-			w.running[d.Seq] = mine
-			w.runningMu.Unlock()
-			release = func() {
-				w.runningMu.Lock()
-				delete(w.running, d.Seq)
-				w.runningMu.Unlock()
-				close(mine)
-			}
-			break
-		}
-		w.runningMu.Unlock()
-		if !waited {
-			waited = true
-			if j = waiterFrom(ctx); j != nil {
-				j.waitingFor(ctx, "waiting for this worker's other delivery of the request to end")
-			} else {
-				log.Info("waiting for this worker's other delivery of the request to end")
-			}
-		}
-		select {
-		case <-busy:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+func (w *Worker) oneAtATime(ctx context.Context, j *job) (release func(), err error) {
+	key := strconv.FormatUint(j.d.Seq, 10)
+	if release, ok := w.running.TryLock(key); ok {
+		return release, nil
 	}
-	if j != nil {
-		if err := j.resumed(ctx); err != nil {
-			release()
-			return nil, err
-		}
+	j.waitingFor(ctx, "waiting for this worker's other delivery of the request to end")
+	if release, err = w.running.LockContext(ctx, key); err != nil {
+		return nil, err
+	}
+	if err := j.resumed(ctx); err != nil {
+		release()
+		return nil, err
 	}
 	return release, nil
 }
