@@ -123,13 +123,13 @@ func (r *Reader) next() (*tar.Header, error) {
 			return nil, r.end()
 		}
 		r.replay = append(r.replay, r.blk[:]...)
-		if !r.simpleBlock() {
+		num, ok := r.simpleBlock()
+		if !ok {
 			return r.handOver()
 		}
 		typ := r.blk[offType]
-		size, _ := octal(r.blk[offSize : offSize+12])
 		if typ == tar.TypeXHeader {
-			ok, err := r.readPAX(size)
+			ok, err := r.readPAX(num.size)
 			if err != nil {
 				return nil, err
 			}
@@ -146,13 +146,9 @@ func (r *Reader) next() (*tar.Header, error) {
 			h.Name = cstring(prefix) + "/" + h.Name
 		}
 		h.Linkname = cstring(r.blk[offLinkname : offLinkname+100])
-		h.Size = size
-		h.Mode, _ = octal(r.blk[offMode : offMode+8])
-		uid, _ := octal(r.blk[offUID : offUID+8])
-		gid, _ := octal(r.blk[offGID : offGID+8])
-		h.Uid, h.Gid = int(uid), int(gid)
-		mtime, _ := octal(r.blk[offMtime : offMtime+12])
-		h.ModTime = time.Unix(mtime, 0)
+		h.Size, h.Mode = num.size, num.mode
+		h.Uid, h.Gid = int(num.uid), int(num.gid)
+		h.ModTime = time.Unix(num.mtime, 0)
 		if havePAX {
 			if !mergePAX(h, r.pax) {
 				return r.handOver()
@@ -172,7 +168,7 @@ func (r *Reader) next() (*tar.Header, error) {
 		if nb < 0 {
 			return r.handOver()
 		}
-		r.remain, r.pad = nb, -nb&(blockSize-1)
+		r.remain, r.pad = nb, padding(nb)
 		return h, nil
 	}
 }
@@ -238,7 +234,7 @@ func (r *Reader) readPAX(size int64) (bool, error) {
 		r.pax[k] = v
 		s = rest
 	}
-	pad := -size & (blockSize - 1)
+	pad := padding(size)
 	if err := tryReadFull(r.src, r.blk[:pad]); err != nil {
 		return false, err
 	}
@@ -257,32 +253,45 @@ func (r *Reader) handOver() (*tar.Header, error) {
 	return r.fb.Next()
 }
 
-// simpleBlock reports whether the block in r.blk is one this reader parses
-// itself: a USTAR (or PAX) header with a valid checksum, of a type Windows
-// layers use, whose numeric fields are octal.
-func (r *Reader) simpleBlock() bool {
+// numbers are a header's numeric fields, parsed once.
+type numbers struct {
+	mode, uid, gid, size, mtime int64
+}
+
+// simpleBlock parses the numeric fields of the block in r.blk if it is one
+// this reader parses itself: a USTAR (or PAX) header with a valid checksum,
+// of a type Windows layers use, whose numeric fields are all octal.
+func (r *Reader) simpleBlock() (numbers, bool) {
+	var n numbers
 	b := &r.blk
 	if string(b[offMagic:offMagic+6]) != "ustar\x00" || string(b[offTrailer:]) == "tar\x00" {
-		return false
+		return n, false
 	}
 	switch b[offType] {
 	case tar.TypeReg, tar.TypeRegA, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeXHeader:
 	default:
-		return false
+		return n, false
 	}
 	want, ok := octal(b[offChksum : offChksum+8])
 	if !ok {
-		return false
+		return n, false
 	}
 	if u, s := checksums(b); want != u && want != s {
-		return false
+		return n, false
 	}
-	for _, f := range [...][2]int{{offMode, 8}, {offUID, 8}, {offGID, 8}, {offSize, 12}, {offMtime, 12}, {offDevmajor, 8}, {offDevminor, 8}} {
-		if _, ok := octal(b[f[0] : f[0]+f[1]]); !ok {
-			return false
+	var devmajor, devminor int64 // checked, not kept
+	for _, f := range [...]struct {
+		off, len int
+		dst      *int64
+	}{
+		{offMode, 8, &n.mode}, {offUID, 8, &n.uid}, {offGID, 8, &n.gid}, {offSize, 12, &n.size},
+		{offMtime, 12, &n.mtime}, {offDevmajor, 8, &devmajor}, {offDevminor, 8, &devminor},
+	} {
+		if *f.dst, ok = octal(b[f.off : f.off+f.len]); !ok {
+			return n, false
 		}
 	}
-	return true
+	return n, true
 }
 
 // checksums returns the unsigned and the signed sum of the block's bytes
@@ -337,6 +346,9 @@ func cstring(b []byte) string {
 	}
 	return string(b)
 }
+
+// padding is the zero bytes after n bytes of data, up to a block.
+func padding(n int64) int64 { return -n & (blockSize - 1) }
 
 func headerOnly(typ byte) bool {
 	switch typ {
