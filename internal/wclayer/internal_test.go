@@ -112,7 +112,7 @@ func (panickingHash) Write([]byte) (int, error) { panic("hash bug") }
 // the buffers keep flowing so the reader does not stall.
 func TestHashingReadaheadPanicIsAnError(t *testing.T) {
 	data := bytes.Repeat([]byte("x"), 3<<20)
-	ra := newHashingReadahead(bytes.NewReader(data), 256<<10, 4, panickingHash{sha256.New()})
+	ra := newReadahead(bytes.NewReader(data), 256<<10, 4, panickingHash{sha256.New()})
 	defer ra.Close()
 	n, err := io.Copy(io.Discard, ra)
 	if err != nil || n != int64(len(data)) {

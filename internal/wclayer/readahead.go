@@ -20,7 +20,7 @@ var errClosed = errors.New("wclayer: reader closed")
 // exits by itself at the end of the stream or on an error; a panic in r is
 // recovered into the stream's error.
 //
-// With a hash (newHashingReadahead), a second goroutine hashes each chunk
+// With a hash, a second goroutine hashes each chunk
 // while the consumer reads it: the hash of an uncompressed layer, the
 // slowest part of building it, runs beside the reading and the parsing
 // instead of before them. A chunk's buffer is reused once both are done.
@@ -54,17 +54,10 @@ type chunk struct {
 	err  error
 }
 
-func newReadahead(r io.Reader, size, depth int) *readahead {
-	return startReadahead(r, size, depth, nil)
-}
-
-// newHashingReadahead is newReadahead with h written, in order, with every
-// byte read; Sum waits for it.
-func newHashingReadahead(r io.Reader, size, depth int, h hash.Hash) *readahead {
-	return startReadahead(r, size, depth, h)
-}
-
-func startReadahead(r io.Reader, size, depth int, h hash.Hash) *readahead {
+// newReadahead starts reading r in chunks of size, depth ahead. With a
+// hash h, every byte read is written to h, in order, on a goroutine of its
+// own; Sum waits for it.
+func newReadahead(r io.Reader, size, depth int, h hash.Hash) *readahead {
 	ra := &readahead{
 		r:      r,
 		filled: make(chan chunk, depth),

@@ -58,7 +58,8 @@ type Reader struct {
 	ra     *readahead
 	zr     *zstd.Decoder
 	out    *hashingReader
-	tarSrc io.Reader // what the tar reader reads: out, or a readahead over it
+	tarSrc io.Reader              // what the tar reader reads: out, or a readahead over it
+	sum    func() ([]byte, error) // the DiffID's hash, once the stream is read
 	tr     *tarstream.Reader
 	stats  Stats
 	cur    *Entry
@@ -88,7 +89,7 @@ func NewReader(r io.Reader, opts ...Option) (*Reader, error) {
 		if err != nil {
 			return nil, lr.streamErr(err, "gzip header")
 		}
-		lr.ra = newReadahead(gz, 256<<10, 4)
+		lr.ra = newReadahead(gz, 256<<10, 4, nil)
 		plain, lr.stats.Compression = lr.ra, Gzip
 	case Zstd:
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxMemory(1<<30))
@@ -97,16 +98,17 @@ func NewReader(r io.Reader, opts ...Option) (*Reader, error) {
 		}
 		lr.zr, plain, lr.stats.Compression = zr, zr, Zstd
 	}
-	lr.out = &hashingReader{r: plain, h: sha256.New(), src: lr.src, limits: lr.o.limits}
-	lr.tarSrc = lr.out
+	h := sha256.New()
+	lr.out = &hashingReader{r: plain, src: lr.src, limits: lr.o.limits}
 	if lr.ra == nil && lr.zr == nil {
 		// Uncompressed: read on a goroutine of their own and hash on
 		// another, so that hashing overlaps with reading, with parsing
 		// and with the caller's writes.
-		h := lr.out.h
-		lr.out.h = nil
-		lr.ra = newHashingReadahead(lr.out, 256<<10, 4, h)
-		lr.tarSrc = lr.ra
+		lr.ra = newReadahead(lr.out, 256<<10, 4, h)
+		lr.tarSrc, lr.sum = lr.ra, lr.ra.Sum
+	} else {
+		lr.out.h = h
+		lr.tarSrc, lr.sum = lr.out, func() ([]byte, error) { return h.Sum(nil), nil }
 	}
 	lr.tr = tarstream.NewReader(lr.tarSrc)
 	return lr, nil
@@ -225,15 +227,10 @@ func (r *Reader) finish() error {
 	}
 	r.done = true
 	r.cur = nil
-	var sum []byte
-	if r.out.h != nil {
-		sum = r.out.h.Sum(nil)
-	} else {
-		var err error
-		if sum, err = r.ra.Sum(); err != nil {
-			// A bug, not the layer's fault: not an *Error.
-			return fmt.Errorf("layer %s: computing the DiffID: %w", r.o.name, err)
-		}
+	sum, err := r.sum()
+	if err != nil {
+		// A bug, not the layer's fault: not an *Error.
+		return fmt.Errorf("layer %s: computing the DiffID: %w", r.o.name, err)
 	}
 	r.diffID = "sha256:" + hex.EncodeToString(sum)
 	r.Close()
