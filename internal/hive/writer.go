@@ -92,9 +92,10 @@ func newWriter(out io.WriterAt, opts []WriteOption) *writer {
 	if o.layered {
 		o.minor = layeredMinor
 	}
-	w := &writer{o: o, sks: map[string]int{}, out: out}
+	w := &writer{o: o, sks: map[string]int{}}
 	size := max(o.sizeHint, headerSize+binAlign)
 	if out != nil {
+		w.async = newAsyncWriter(out)
 		size = streamWindow + 2*binAlign
 	}
 	w.buf = make([]byte, headerSize, size)
@@ -102,7 +103,14 @@ func newWriter(out io.WriterAt, opts []WriteOption) *writer {
 	return w
 }
 
-func (w *writer) write(root *Key) error {
+func (w *writer) write(root *Key) (err error) {
+	if w.async != nil {
+		defer func() {
+			if cerr := w.async.close(); err == nil {
+				err = cerr
+			}
+		}()
+	}
 	rootOff, err := w.key(root, noCell, 0, defaultSecurity)
 	if err != nil {
 		return err
@@ -110,20 +118,19 @@ func (w *writer) write(root *Key) error {
 	w.finishBin()
 	w.finishSecurity()
 	w.header(rootOff)
-	if w.out != nil {
+	if w.async != nil {
 		w.flush()
 	}
-	return w.err
+	return nil
 }
 
 type writer struct {
 	o        writeOptions
-	out      io.WriterAt // nil: the whole hive stays in buf
-	buf      []byte      // output from file offset flushed on
-	flushed  int         // file offset of buf[0]
-	err      error       // first write error to out
-	binStart int         // file offset of the current bin
-	binEnd   int         // file offset where the current bin ends
+	async    *asyncWriter // nil: the whole hive stays in buf
+	buf      []byte       // output from file offset flushed on
+	flushed  int          // file offset of buf[0]
+	binStart int          // file offset of the current bin
+	binEnd   int          // file offset where the current bin ends
 	sks      map[string]int
 	skList   []skCell
 	newest   uint64
@@ -152,16 +159,14 @@ func rel(fileOff int) uint32 { return uint32(fileOff - headerSize) }
 func (w *writer) end() int { return w.flushed + len(w.buf) }
 
 // put writes b at file offset off: into buf, or, for bytes already flushed
-// to out, in place with WriteAt. A put never straddles the flush point: buf
-// is flushed whole, between cells.
+// to out, in place with WriteAt (queued behind the flush that wrote them).
+// A put never straddles the flush point: buf is flushed whole, between cells.
 func (w *writer) put(off int, b []byte) {
 	if off >= w.flushed {
 		copy(w.buf[off-w.flushed:], b)
 		return
 	}
-	if _, err := w.out.WriteAt(b, int64(off)); err != nil && w.err == nil {
-		w.err = err
-	}
+	w.async.patch(b, off)
 }
 
 func (w *writer) put32(off int, v uint32) {
@@ -185,15 +190,15 @@ func scratch(buf *[]byte, n int) []byte {
 	return b
 }
 
+// flush hands buf to the asynchronous writer and carries on in an empty
+// window.
 func (w *writer) flush() {
 	if len(w.buf) == 0 {
 		return
 	}
-	if _, err := w.out.WriteAt(w.buf, int64(w.flushed)); err != nil && w.err == nil {
-		w.err = err
-	}
-	w.flushed += len(w.buf)
-	w.buf = w.buf[:0]
+	n := len(w.buf)
+	w.buf = w.async.window(w.buf, w.flushed)
+	w.flushed += n
 }
 
 // alloc reserves an allocated cell with room for n bytes of data and returns
@@ -206,7 +211,7 @@ func (w *writer) alloc(n int) int {
 		w.finishBin()
 		w.newBin(size)
 	}
-	if w.out != nil && len(w.buf) >= streamWindow {
+	if w.async != nil && len(w.buf) >= streamWindow {
 		w.flush()
 	}
 	off := w.end()
@@ -222,7 +227,7 @@ func (w *writer) grow(n int) {
 		w.buf = nb
 	}
 	w.buf = w.buf[:len(w.buf)+n]
-	if w.out != nil {
+	if w.async != nil {
 		// buf is reused after a flush: clear what it held. (Fresh
 		// capacity from make is already zero.)
 		clear(w.buf[len(w.buf)-n:])
