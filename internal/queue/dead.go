@@ -46,8 +46,20 @@ func (q *Queue) deadLetter(ctx context.Context, d DeadLetter) error {
 			Attempts: d.Attempts, LastError: d.Error, Reason: d.Reason,
 		})
 	}
+	if q.afterDeadStatus != nil {
+		q.afterDeadStatus()
+	}
 	if err := q.publishJSON(ctx, SubjectDead, "dead-"+strconv.FormatUint(d.RequestSeq, 10), d); err != nil {
 		return fmt.Errorf("queue: dead-letter request #%d: %w", d.RequestSeq, err)
+	}
+	// Another delivery of the request may have succeeded between the dead
+	// status and the dead letter: its UpdateStatus replaced the dead state
+	// and looked for a dead letter to remove before this one was stored.
+	// Look again now that it is; whichever of the two looks last finds it.
+	if d.Request != nil {
+		if st, err := q.Status(ctx, d.Request.Image); err == nil && st.Seq == d.RequestSeq && st.State == StateSucceeded {
+			q.dropDeadLetter(ctx, d.RequestSeq)
+		}
 	}
 	return nil
 }

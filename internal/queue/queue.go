@@ -106,6 +106,10 @@ type Queue struct {
 
 	chainsOnce sync.Once
 	chainsView *Chains
+
+	// afterDeadStatus, when set (tests), runs between the dead status and
+	// the dead letter's publication.
+	afterDeadStatus func()
 }
 
 // Open provisions (idempotently) or binds the stream, consumer and buckets on

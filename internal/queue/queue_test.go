@@ -581,3 +581,60 @@ func TestEmbeddedPortInUse(t *testing.T) {
 		t.Fatalf("err = %v, want an error naming port %d", err, port)
 	}
 }
+
+// TestSuccessBetweenDeadStatusAndDeadLetter: another delivery of the request
+// succeeds after this one wrote the dead status but before it stored the
+// dead letter. The success's own clean-up finds no dead letter yet; the
+// dead-lettering side must find the success and remove its dead letter, or
+// operators see a false one (and an alert) for a converted image. The
+// control case, a success of another request, keeps the dead letter.
+func TestSuccessBetweenDeadStatusAndDeadLetter(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		sameSeq  bool
+		wantDead int
+	}{
+		{"success of the same request", true, 0},
+		{"control: the status of an older request", false, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, _ := openQueue(t)
+			ctx := ctxT(t)
+			var injected atomic.Bool
+			var term = make(chan error, 1)
+			consumeUntil(t, q, func(ctx context.Context, d *Delivery) {
+				q.afterDeadStatus = func() {
+					seq := d.Seq
+					if !tc.sameSeq {
+						seq-- // not this request
+					}
+					err := q.UpdateStatus(ctx, d.Request.Image, Status{State: StateSucceeded, Image: d.Request.Image,
+						Key: d.Key(), Seq: seq, Attempts: d.Attempt + 1})
+					injected.Store(err == nil)
+				}
+				term <- d.Term(ctx, "max_deliver", errors.New("registry timed out"))
+			})
+			if _, err := q.Submit(ctx, Request{Image: pinned}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-term:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-ctx.Done():
+				t.Fatal("no delivery")
+			}
+			if !injected.Load() {
+				t.Fatal("the success was not written between the dead status and the dead letter")
+			}
+			dead, err := q.Dead(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(dead) != tc.wantDead {
+				t.Fatalf("%d dead letters after Term, want %d", len(dead), tc.wantDead)
+			}
+		})
+	}
+}
