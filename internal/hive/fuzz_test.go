@@ -126,11 +126,31 @@ func FuzzMerge(f *testing.F) {
 			return
 		}
 		out, err := Marshal(m)
+		// The streaming writer (window, asynchronous writes) must agree.
+		var mem memWriterAt
+		n, serr := WriteAt(&mem, m)
+		if (err == nil) != (serr == nil) || (err != nil && err.Error() != serr.Error()) {
+			t.Fatalf("Marshal error %v, WriteAt error %v", err, serr)
+		}
 		if err != nil {
 			return
+		}
+		if n != int64(len(out)) || !bytes.Equal(mem.b, out) {
+			t.Fatalf("WriteAt wrote %d bytes, Marshal %d, not the same", n, len(out))
 		}
 		if err := Check(out); err != nil {
 			t.Fatalf("merged hive fails the check: %v", err)
 		}
 	})
+}
+
+// memWriterAt is an io.WriterAt into memory.
+type memWriterAt struct{ b []byte }
+
+func (m *memWriterAt) WriteAt(p []byte, off int64) (int, error) {
+	if end := int(off) + len(p); end > len(m.b) {
+		m.b = append(m.b, make([]byte, end-len(m.b))...)
+	}
+	copy(m.b[off:], p)
+	return len(p), nil
 }
