@@ -26,6 +26,9 @@
 //
 //	go run ./bench/hivebuild -base-mb 100 -delta-mb 5 -app-files 2000 -app-mb 128
 //	go run ./bench/hivebuild -compress gzip -compressible 0.5
+//
+// -system-mb N also gives the base a SYSTEM hive of N MiB (and the app
+// layer a 1 MiB System_Delta), to see the merges of a layer run side by side.
 package main
 
 import (
@@ -42,6 +45,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/builder/portable"
+	"github.com/cimconv/cimconv/internal/hive"
 	"github.com/cimconv/cimconv/internal/hive/hivegen"
 	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
@@ -55,28 +59,36 @@ func main() {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the timed rounds to this file")
 	compress := flag.String("compress", "none", "app layer blob: none, gzip or zstd")
 	compressible := flag.Float64("compressible", 0, "fraction of each app file that is repetitive (0: incompressible, 0.5: about 2:1)")
+	systemMB := flag.Int("system-mb", 0, "size of the base SYSTEM hive in MiB, with a 1 MiB System_Delta (0: a small one)")
 	flag.Parse()
 	c, ok := map[string]fixture.Compression{"none": fixture.Uncompressed, "gzip": fixture.Gzip, "zstd": fixture.Zstd}[*compress]
 	if !ok || *compressible < 0 || *compressible > 1 {
 		fmt.Fprintln(os.Stderr, "hivebuild: want -compress none|gzip|zstd and 0 <= -compressible <= 1")
 		os.Exit(2)
 	}
-	if err := run(*baseMB, *deltaMB, *appFiles, *appMB, *rounds, *cpuProfile, c, *compressible); err != nil {
+	if err := run(*baseMB, *deltaMB, *systemMB, *appFiles, *appMB, *rounds, *cpuProfile, c, *compressible); err != nil {
 		fmt.Fprintln(os.Stderr, "hivebuild:", err)
 		os.Exit(1)
 	}
 }
 
-func run(baseMB, deltaMB, appFiles, appMB, rounds int, cpuProfile string, c fixture.Compression, compressible float64) error {
+func run(baseMB, deltaMB, systemMB, appFiles, appMB, rounds int, cpuProfile string, c fixture.Compression, compressible float64) error {
 	if rounds < 1 || appFiles < 1 {
 		return fmt.Errorf("want -rounds >= 1 and -app-files >= 1")
 	}
 	soft, softDelta := hivegen.Large(baseMB, deltaMB, 1)
+	var sys, sysDelta *hive.Key
+	if systemMB > 0 {
+		sys, sysDelta = hivegen.Large(systemMB, 1, 2)
+	}
 	base := fixture.NewLayer()
 	for _, name := range []string{"DEFAULT", "SAM", "SECURITY", "SOFTWARE", "SYSTEM"} {
 		root := hivegen.Base(name)
-		if name == "SOFTWARE" {
+		switch {
+		case name == "SOFTWARE":
 			root = soft
+		case name == "SYSTEM" && sys != nil:
+			root = sys
 		}
 		base.File("Files/Windows/System32/config/"+name, fixture.RegistryHive(root), fixture.WithSD(fixture.SDSystemOnly))
 	}
@@ -92,8 +104,11 @@ func run(baseMB, deltaMB, appFiles, appMB, rounds int, cpuProfile string, c fixt
 	app.Dir("Hives")
 	for _, d := range fixture.DeltaHives {
 		root := hivegen.Delta(d.Hive, 1)
-		if d.Hive == "SOFTWARE" {
+		switch {
+		case d.Hive == "SOFTWARE":
 			root = softDelta
+		case d.Hive == "SYSTEM" && sysDelta != nil:
+			root = sysDelta
 		}
 		app.File("Hives/"+d.File, fixture.RegistryDelta(root), fixture.WithSD(fixture.SDSystemOnly))
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/cim"
@@ -95,7 +96,21 @@ func (p *prepared) keepDelta(h hive, path string, e cim.FileInfo, src io.Reader)
 // ancestor's Hives/<NAME>_BASE with it, keep the result as this layer's
 // side file and add it to the CIM as Hives/<NAME>_BASE. The deltas
 // themselves are already in the CIM at their tar paths.
+//
+// The merges are independent (each its own base, delta and output file), so
+// they run side by side, mergeParallel at a time: SYSTEM's next to
+// SOFTWARE's, the two large ones. They go into the CIM afterwards, in
+// hcsshim's order, and a failure is reported for the first failing hive in
+// that order, whichever finished first.
 func (s *layerState) mergeHives(ctx context.Context, parent *builder.BuiltLayer) error {
+	type merge struct {
+		h         hive
+		d         deltaHive
+		base, out string
+		size      int64
+		err       error
+	}
+	var merges []*merge
 	for _, h := range hives {
 		d, ok := s.deltas[h.name]
 		if !ok {
@@ -114,17 +129,44 @@ func (s *layerState) mergeHives(ctx context.Context, parent *builder.BuiltLayer)
 		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 			return err
 		}
-		size, err := mergeFiles(ctx, out, basePath, d.file, d.path)
-		if err != nil {
-			return fmt.Errorf("merge %s onto the parent's %s/%s: %w", d.path, hivesDir, h.base, err)
+		merges = append(merges, &merge{h: h, d: d, base: basePath, out: out})
+	}
+	sem := make(chan struct{}, mergeParallel)
+	var wg sync.WaitGroup
+	for _, m := range merges {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			defer func() {
+				if r := recover(); r != nil {
+					m.err = fmt.Errorf("panic: %v", r)
+				}
+			}()
+			m.size, m.err = mergeFilesFunc(ctx, m.out, m.base, m.d.file, m.d.path)
+		}()
+	}
+	wg.Wait()
+	for _, m := range merges {
+		if m.err != nil {
+			return fmt.Errorf("merge %s onto the parent's %s/%s: %w", m.d.path, hivesDir, m.h.base, m.err)
 		}
-		if err := s.addHive(h, d.info, out, size); err != nil {
+	}
+	for _, m := range merges {
+		if err := s.addHive(m.h, m.d.info, m.out, m.size); err != nil {
 			return err
 		}
 		s.merged = true
 	}
 	return nil
 }
+
+// mergeParallel is how many of a layer's hive merges run at once. Each
+// holds its base hive mapped and a few MiB of output; the large ones are two.
+const mergeParallel = 2
+
+// mergeFilesFunc is mergeFiles; tests replace it.
+var mergeFilesFunc = mergeFiles
 
 func (s *layerState) addHive(h hive, info cim.FileInfo, path string, size int64) error {
 	p := hivesDir + "/" + h.base

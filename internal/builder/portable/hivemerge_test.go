@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/cim"
@@ -225,4 +227,79 @@ func TestHiveMergeRefusals(t *testing.T) {
 			t.Fatalf("failed build left files: %d before, %d after", len(before), len(after))
 		}
 	})
+}
+
+// TestHiveMergesRunSideBySide: a layer's merges run concurrently (two at a
+// time), yet a failure is reported for the first failing hive in hcsshim's
+// order (SYSTEM before SOFTWARE) whichever fails first, a panic in one is
+// that hive's error, and a failed layer leaves no files.
+func TestHiveMergesRunSideBySide(t *testing.T) {
+	base := fixture.BaseLayer().Bytes(fixture.Gzip)
+	app := fixture.DeltaHiveLayer().Bytes(fixture.Gzip)
+	defer func() { mergeFilesFunc = mergeFiles }()
+
+	t.Run("two merges at once", func(t *testing.T) {
+		dir := t.TempDir()
+		parent := buildChain(t, New(), dir, [][]byte{base})[0]
+		var mu sync.Mutex
+		running, most := 0, 0
+		mergeFilesFunc = func(ctx context.Context, out, base, delta, name string) (int64, error) {
+			mu.Lock()
+			running++
+			most = max(most, running)
+			mu.Unlock()
+			time.Sleep(50 * time.Millisecond)
+			mu.Lock()
+			running--
+			mu.Unlock()
+			return mergeFiles(ctx, out, base, delta, name)
+		}
+		if _, err := New().BuildLayer(context.Background(), source(app, "sha256:app-a"), parent, dir); err != nil {
+			t.Fatal(err)
+		}
+		if most != mergeParallel {
+			t.Fatalf("at most %d merges ran at once, want %d", most, mergeParallel)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		fail func(name string) error
+		want string
+	}{
+		{"SOFTWARE fails first, SYSTEM later: SYSTEM is reported", func(name string) error {
+			if strings.Contains(name, "Software") {
+				return errors.New("software broke")
+			}
+			if strings.Contains(name, "System") {
+				time.Sleep(100 * time.Millisecond)
+				return errors.New("system broke")
+			}
+			return nil
+		}, "system broke"},
+		{"a panic is the hive's error", func(name string) error {
+			if strings.Contains(name, "Software") {
+				panic("merge exploded")
+			}
+			return nil
+		}, "panic: merge exploded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mergeFilesFunc = func(ctx context.Context, out, base, delta, name string) (int64, error) {
+				if err := tc.fail(name); err != nil {
+					return 0, err
+				}
+				return mergeFiles(ctx, out, base, delta, name)
+			}
+			dir := t.TempDir()
+			parent := buildChain(t, New(), dir, [][]byte{base})[0]
+			before := dirFiles(t, dir)
+			_, err := New().BuildLayer(context.Background(), source(app, "sha256:app-b"), parent, dir)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one with %q", err, tc.want)
+			}
+			if after := dirFiles(t, dir); len(after) != len(before) {
+				t.Fatalf("failed build left files: %d before, %d after", len(before), len(after))
+			}
+		})
+	}
 }
