@@ -56,10 +56,8 @@ func (q *Queue) deadLetter(ctx context.Context, d DeadLetter) error {
 	// status and the dead letter: its UpdateStatus replaced the dead state
 	// and looked for a dead letter to remove before this one was stored.
 	// Look again now that it is; whichever of the two looks last finds it.
-	if d.Request != nil {
-		if st, err := q.Status(ctx, d.Request.Image); err == nil && st.Seq == d.RequestSeq && st.State == StateSucceeded {
-			q.dropDeadLetter(ctx, d.RequestSeq)
-		}
+	if d.Request != nil && q.Succeeded(ctx, d.Request.Image, d.RequestSeq) {
+		q.dropDeadLetter(ctx, d.RequestSeq)
 	}
 	return nil
 }

@@ -145,6 +145,14 @@ func Supersedes(old, st Status) bool {
 	return rank(st) >= rank(old)
 }
 
+// Succeeded reports whether the status of imageOrDigest says that request
+// seq (its stream sequence) succeeded: some delivery of it converted the
+// image. An error reading the status is a no.
+func (q *Queue) Succeeded(ctx context.Context, imageOrDigest string, seq uint64) bool {
+	st, err := q.Status(ctx, imageOrDigest)
+	return err == nil && st != nil && st.Seq == seq && st.State == StateSucceeded
+}
+
 // UpdateStatus stores st under the status key of imageOrDigest unless the
 // stored state supersedes it (see Supersedes). It is a revision-checked
 // compare-and-set, safe against concurrent writers: a writer that loses the

@@ -386,8 +386,7 @@ func (j *job) failed(ctx context.Context, err error) {
 // redelivered while this one ran (e.g. when a NATS election lost this one's
 // heartbeats), converted it and acked.
 func (j *job) otherDeliverySucceeded(ctx context.Context) bool {
-	st, err := j.w.q.Status(ctx, j.d.Request.Image)
-	return err == nil && st != nil && st.Seq == j.d.Seq && st.State == queue.StateSucceeded
+	return j.w.q.Succeeded(ctx, j.d.Request.Image, j.d.Seq)
 }
 
 // convert runs the converter with heartbeats and stage timing. done ends
