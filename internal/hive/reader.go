@@ -257,16 +257,26 @@ func (h *Hive) security(off uint32) ([]byte, error) {
 
 // loadChildren fills k.Values and k.Subkeys (unloaded) from k's nk cell.
 func (h *Hive) loadChildren(k *Key) error {
-	vals, err := h.appendValues(nil, k)
-	if err != nil {
-		return err
-	}
-	subs, err := h.subkeys(k)
+	vals, subs, err := h.children(nil, k)
 	if err != nil {
 		return err
 	}
 	k.Values, k.Subkeys = vals, subs
 	return nil
+}
+
+// children reads k's values, appended to vals (nil: a new slice), and its
+// subkeys, unloaded and in Windows order, without keeping them in k.
+func (h *Hive) children(vals []Value, k *Key) ([]Value, []*Key, error) {
+	vals, err := h.appendValues(vals, k)
+	if err != nil {
+		return nil, nil, err
+	}
+	subs, err := h.subkeys(k)
+	if err != nil {
+		return nil, nil, err
+	}
+	return vals, subs, nil
 }
 
 // subkeys reads k's subkeys, unloaded, in Windows order.

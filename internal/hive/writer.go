@@ -360,15 +360,11 @@ func (w *writer) children(k *Key) ([]Value, []*Key, error) {
 	if h == nil {
 		return k.Values, k.Subkeys, nil
 	}
-	vals, err := h.appendValues(w.vals[:0], k)
+	vals, subs, err := h.children(w.vals[:0], k)
 	if err != nil {
 		return nil, nil, err
 	}
 	w.vals = vals
-	subs, err := h.subkeys(k)
-	if err != nil {
-		return nil, nil, err
-	}
 	return vals, subs, nil
 }
 
