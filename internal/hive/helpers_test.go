@@ -32,19 +32,21 @@ func readFixture(t testing.TB, name string) []byte {
 	return b
 }
 
+// rootOf opens a hive's bytes and returns its root key, unloaded.
+func rootOf(t testing.TB, b []byte) *Key {
+	t.Helper()
+	root, err := openRoot(Input{Name: "test hive", Data: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
 // dumpOf returns the JSON-lines dump of a hive's bytes.
 func dumpOf(t testing.TB, b []byte) string {
 	t.Helper()
-	h, err := Open(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := h.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var buf bytes.Buffer
-	if err := DumpJSON(context.Background(), &buf, root); err != nil {
+	if err := DumpJSON(context.Background(), &buf, rootOf(t, b)); err != nil {
 		t.Fatal(err)
 	}
 	return buf.String()

@@ -120,8 +120,7 @@ func writtenHives(t *testing.T) map[string][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dh, _ := Open(delta)
-	dr, _ := dh.Root()
+	dr := rootOf(t, delta)
 	base := key("ROOT", sub(key("ControlSet001", sub(key("Services", sub(key("XBOXGIP", sz("Start", "3"))))))))
 	m, err := Merge(context.Background(), base, []*Key{dr})
 	if err != nil {

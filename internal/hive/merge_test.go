@@ -19,29 +19,14 @@ func mergeBytes(t testing.TB, base *Key, deltas ...*Key) []byte {
 	if err != nil {
 		t.Fatalf("write base: %v", err)
 	}
-	bh, err := Open(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	broot, err := bh.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
+	broot := rootOf(t, b)
 	var droots []*Key
 	for _, d := range deltas {
 		db, err := Marshal(d, WithLayered())
 		if err != nil {
 			t.Fatalf("write delta: %v", err)
 		}
-		dh, err := Open(db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dr, err := dh.Root()
-		if err != nil {
-			t.Fatal(err)
-		}
-		droots = append(droots, dr)
+		droots = append(droots, rootOf(t, db))
 	}
 	m, err := Merge(context.Background(), broot, droots)
 	if err != nil {
@@ -315,17 +300,10 @@ func TestMergeLeavesBaseUntouched(t *testing.T) {
 // has the keys it tombstones and supersedes, and checks each rule where the
 // real delta exercises it.
 func TestMergeRealDelta(t *testing.T) {
-	h, err := Open(readFixture(t, "System_Delta"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	delta, err := h.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
+	delta := rootOf(t, readFixture(t, "System_Delta"))
 	// Find the delta's tombstoned and superseded keys.
 	var tombs, trees []string
-	err = Walk(context.Background(), delta, func(p string, k *Key) error {
+	err := Walk(context.Background(), delta, func(p string, k *Key) error {
 		switch k.Layer {
 		case LayerTombstone:
 			tombs = append(tombs, p)
@@ -365,9 +343,7 @@ func TestMergeRealDelta(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bh, _ := Open(bb)
-	broot, _ := bh.Root()
-	m, err := Merge(context.Background(), broot, []*Key{delta})
+	m, err := Merge(context.Background(), rootOf(t, bb), []*Key{delta})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -195,14 +195,7 @@ func roundTrip(t *testing.T, b []byte, layered bool) []byte {
 	if err != nil || !bytes.Equal(out, again) {
 		t.Fatalf("second write differs (err %v)", err)
 	}
-	h, err := Open(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lazy, err := h.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
+	lazy := rootOf(t, b)
 	if got, err := Marshal(lazy, opts...); err != nil || !bytes.Equal(out, got) {
 		t.Fatalf("writing the tree unloaded differs (err %v)", err)
 	}

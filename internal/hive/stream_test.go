@@ -65,13 +65,7 @@ func TestStreamingWriterMatchesMarshalOnFixtures(t *testing.T) {
 			continue
 		}
 		b := readFixture(t, e.Name())
-		open := func() (*Key, error) {
-			h, err := Open(b)
-			if err != nil {
-				return nil, err
-			}
-			return h.Root()
-		}
+		open := func() (*Key, error) { return openRoot(Input{Name: e.Name(), Data: b}) }
 		var opts []WriteOption
 		if h, err := Open(b); err == nil && h.layered {
 			opts = append(opts, WithLayered())
@@ -97,13 +91,7 @@ func TestStreamingWriterMatchesMarshalOnCorruptions(t *testing.T) {
 	for off := headerSize; off < len(good); off += 1999 {
 		b := bytes.Clone(good)
 		b[off] ^= 0x5a
-		open := func() (*Key, error) {
-			h, err := Open(b)
-			if err != nil {
-				return nil, err
-			}
-			return h.Root()
-		}
+		open := func() (*Key, error) { return openRoot(Input{Name: "ManySubkeysHive", Data: b}) }
 		if writeBoth(t, fmt.Sprintf("ManySubkeysHive damaged at %d", off), open) {
 			written++
 		} else {
