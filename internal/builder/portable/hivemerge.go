@@ -9,7 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/cim"
@@ -131,22 +132,22 @@ func (s *layerState) mergeHives(ctx context.Context, parent *builder.BuiltLayer)
 		}
 		merges = append(merges, &merge{h: h, d: d, base: basePath, out: out})
 	}
-	sem := make(chan struct{}, mergeParallel)
-	var wg sync.WaitGroup
+	// Each merge keeps its own error (nil returned to the group): the
+	// report below goes by hcsshim's order, not by which failed first.
+	var g errgroup.Group
+	g.SetLimit(mergeParallel)
 	for _, m := range merges {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		g.Go(func() error {
 			defer func() {
 				if r := recover(); r != nil {
 					m.err = fmt.Errorf("panic: %v", r)
 				}
 			}()
 			m.size, m.err = mergeFilesFunc(ctx, m.out, m.base, m.d.file, m.d.path)
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	_ = g.Wait()
 	for _, m := range merges {
 		if m.err != nil {
 			return fmt.Errorf("merge %s onto the parent's %s/%s: %w", m.d.path, hivesDir, m.h.base, m.err)
