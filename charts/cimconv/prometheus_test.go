@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
+	"github.com/cimconv/cimconv/internal/testport"
 	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
@@ -78,16 +78,6 @@ func TestPrometheusRulesPromtool(t *testing.T) {
 			t.Errorf("alert %s missing from %s", a, rulesFile)
 		}
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // startProcess runs a command until the test ends (then interrupts it and
@@ -218,21 +208,21 @@ func TestPrometheusScrapesLiveService(t *testing.T) {
 	dir := t.TempDir()
 
 	// The service under test, namespace "cimconv".
-	devHTTP := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	devNATS := freePort(t)
-	devReg := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	devHTTP := fmt.Sprintf("127.0.0.1:%d", testport.Port(t))
+	devNATS := testport.Port(t)
+	devReg := fmt.Sprintf("127.0.0.1:%d", testport.Port(t))
 	startProcess(t, converter, "--log-format=json", "serve", "--dev", "--listen", devHTTP,
 		"--embedded-nats-port", strconv.Itoa(devNATS), "--dev-registry", devReg,
 		"--data-dir", filepath.Join(dir, "dev"), "--max-deliver", "2", "--retry-backoff", "100ms")
 	// A webhook-only process with its own queue and no worker, namespace "stalled".
-	stalledHTTP := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	stalledNATS := freePort(t)
+	stalledHTTP := fmt.Sprintf("127.0.0.1:%d", testport.Port(t))
+	stalledNATS := testport.Port(t)
 	startProcess(t, converter, "--log-format=json", "serve", "--role=webhook", "--listen", stalledHTTP,
 		"--embedded-nats-port", strconv.Itoa(stalledNATS), "--data-dir", filepath.Join(dir, "stalled"),
 		"--webhook-insecure-no-auth", "--webhook-allowed-registries", "registry.example.com")
 
 	// Prometheus: 1 s scrapes and rule evaluations, the chart's rule file.
-	promAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	promAddr := fmt.Sprintf("127.0.0.1:%d", testport.Port(t))
 	rules, err := filepath.Abs(rulesFile)
 	if err != nil {
 		t.Fatal(err)

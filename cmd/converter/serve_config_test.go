@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/cimconv/cimconv/internal/testport"
 )
 
 // TestServeRefusesBadDockerConfig: a --docker-config that cannot be read
@@ -23,7 +25,7 @@ func TestServeRefusesBadDockerConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := serveConfig(t)
-	cfg.Listen = freeAddr(t)
+	cfg.Listen = testport.Addr(t)
 	cfg.DockerConfig = bad
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -14,6 +14,7 @@ import (
 	"github.com/cimconv/cimconv/internal/fetch/fetchtest"
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/service"
+	"github.com/cimconv/cimconv/internal/testport"
 )
 
 // devServe runs `serve --dev` (runServe, as the command does) until the
@@ -62,9 +63,9 @@ func devServe(t *testing.T, cfg service.Config) (stop func()) {
 func devConfig(t *testing.T) service.Config {
 	cfg := serveConfig(t)
 	cfg.Dev = true
-	cfg.Listen = freeAddr(t)
-	cfg.DevRegistry = freeAddr(t)
-	_, port, _ := net.SplitHostPort(freeAddr(t))
+	cfg.Listen = testport.Addr(t)
+	cfg.DevRegistry = testport.Addr(t)
+	_, port, _ := net.SplitHostPort(testport.Addr(t))
 	cfg.EmbeddedNATSPort, _ = strconv.Atoi(port)
 	return cfg
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,18 +19,9 @@ import (
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/service"
+	"github.com/cimconv/cimconv/internal/testport"
 	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 func serveConfig(t *testing.T) service.Config {
 	cfg := service.DefaultConfig()
@@ -100,7 +90,7 @@ func checkArtifact(t *testing.T, subject string, layers [][]byte) {
 func TestServeDistributionWebhookEndToEnd(t *testing.T) {
 	const token = "e2e-token"
 	cfg := serveConfig(t)
-	cfg.Listen = freeAddr(t)
+	cfg.Listen = testport.Addr(t)
 	cfg.WebhookTokenFile = filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(cfg.WebhookTokenFile, []byte(token), 0o600); err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/snapshotter"
+	"github.com/cimconv/cimconv/internal/testport"
 	"github.com/cimconv/cimconv/internal/trust/trusttest"
 	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
@@ -63,7 +64,7 @@ func TestSnapshotterCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	root, sock, metricsAddr := filepath.Join(dir, "root"), filepath.Join(dir, "sn.sock"), freeAddr(t)
+	root, sock, metricsAddr := filepath.Join(dir, "root"), filepath.Join(dir, "sn.sock"), testport.Addr(t)
 	cfg := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfg, []byte("timeout: 30s\nregistries:\n  "+host+":\n    insecure: true\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,19 +13,9 @@ import (
 
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
+	"github.com/cimconv/cimconv/internal/testport"
 	"github.com/cimconv/cimconv/internal/worker"
 )
-
-// freeAddr picks a loopback address for the service, so the registry can be
-// told where to send notifications before the service starts.
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // A real distribution registry notifies the service's webhook endpoint
 // (configured through the webhook-* keys); the request goes through NATS to
@@ -45,7 +34,7 @@ func TestDistributionWebhookToWorker(t *testing.T) {
 		return &queue.Result{SubjectDigests: []string{req.Image[strings.LastIndex(req.Image, "@")+1:]}}, nil
 	})
 	cfg := testConfig(t)
-	cfg.Listen = freeAddr(t)
+	cfg.Listen = testport.Addr(t)
 	cfg.WebhookTokenFile = filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(cfg.WebhookTokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)

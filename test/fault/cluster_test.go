@@ -12,6 +12,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
+	"github.com/cimconv/cimconv/internal/testport"
 )
 
 // (c) A 3-node NATS cluster (routes on loopback) with the stream and the
@@ -27,7 +28,7 @@ func TestNATSClusterFailover(t *testing.T) {
 	logs := logDir(t)
 	nodes := startCluster(t, logs, bin, 3)
 	const token = "fault-token"
-	hookPort := freePort(t)
+	hookPort := testport.Port(t)
 	th := newThrottle(0)
 	host := registrytest.NewDistribution(t,
 		registrytest.WithNotifications(fmt.Sprintf("http://127.0.0.1:%d/webhooks/distribution", hookPort),

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cimconv/cimconv/internal/queue"
+	"github.com/cimconv/cimconv/internal/testport"
 )
 
 // natsNode is one nats-server process with JetStream, its store on disk, so
@@ -29,7 +30,7 @@ func (n *natsNode) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.po
 // startNATS starts a single JetStream server.
 func startNATS(t *testing.T, logs, bin string) *natsNode {
 	t.Helper()
-	n := &natsNode{serverName: "n0", port: freePort(t)}
+	n := &natsNode{serverName: "n0", port: testport.Port(t)}
 	n.proc = newProc(t, logs, "nats-"+n.serverName, bin,
 		"-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-n", n.serverName,
 		"-js", "-sd", filepath.Join(t.TempDir(), "store"))
@@ -46,8 +47,8 @@ func startCluster(t *testing.T, logs, bin string, size int) []*natsNode {
 	cports := make([]int, size)
 	var routes []string
 	for i := range nodes {
-		nodes[i] = &natsNode{serverName: fmt.Sprintf("n%d", i), port: freePort(t)}
-		cports[i] = freePort(t)
+		nodes[i] = &natsNode{serverName: fmt.Sprintf("n%d", i), port: testport.Port(t)}
+		cports[i] = testport.Port(t)
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", cports[i]))
 	}
 	for i, n := range nodes {

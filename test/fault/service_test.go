@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cimconv/cimconv/internal/queue"
+	"github.com/cimconv/cimconv/internal/testport"
 )
 
 // knobs are the service timeouts the suite shortens so that a throttled
@@ -105,7 +106,7 @@ func (e *env) workerArgs(listen int, dataDir string) []string {
 // startWorker starts `converter serve --role=worker` and waits for /readyz.
 func (e *env) startWorker(nameStr string) *proc {
 	e.t.Helper()
-	port := freePort(e.t)
+	port := testport.Port(e.t)
 	p := newProc(e.t, e.logs, nameStr, converterBin, e.workerArgs(port, filepath.Join(e.t.TempDir(), "data"))...)
 	p.start()
 	e.procs = append(e.procs, p)

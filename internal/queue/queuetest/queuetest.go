@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/cimconv/cimconv/internal/testport"
 )
 
 // Server is a NATS server with JetStream for one test: embedded in the test
@@ -48,7 +49,7 @@ type Server struct {
 // loopback port and a fresh store.
 func Embedded(tb testing.TB) *Server {
 	tb.Helper()
-	s := &Server{tb: tb, Dir: tb.TempDir(), Port: FreePort(tb), Version: server.VERSION}
+	s := &Server{tb: tb, Dir: tb.TempDir(), Port: testport.Port(tb), Version: server.VERSION}
 	s.Start()
 	tb.Cleanup(s.Stop)
 	return s
@@ -68,8 +69,8 @@ func Cluster(tb testing.TB, n int) []*Server {
 	members := make([]*Server, n)
 	var routes []*url.URL
 	for i := range members {
-		members[i] = &Server{tb: tb, Dir: tb.TempDir(), Port: FreePort(tb), Version: server.VERSION,
-			name: "queuetest-" + strconv.Itoa(i), clusterPort: FreePort(tb)}
+		members[i] = &Server{tb: tb, Dir: tb.TempDir(), Port: testport.Port(tb), Version: server.VERSION,
+			name: "queuetest-" + strconv.Itoa(i), clusterPort: testport.Port(tb)}
 		routes = append(routes, &url.URL{Scheme: "nats-route", Host: "127.0.0.1:" + strconv.Itoa(members[i].clusterPort)})
 	}
 	done := make(chan struct{}, n)
@@ -107,7 +108,7 @@ func External(tb testing.TB, bin string) *Server {
 	if v == nil {
 		tb.Fatalf("%s --version: no version in %q", bin, out)
 	}
-	s := &Server{tb: tb, bin: bin, Dir: tb.TempDir(), Port: FreePort(tb), Version: v[1]}
+	s := &Server{tb: tb, bin: bin, Dir: tb.TempDir(), Port: testport.Port(tb), Version: v[1]}
 	s.Start()
 	tb.Cleanup(s.Stop)
 	return s
@@ -261,17 +262,6 @@ func versionLess(a, b string) bool {
 		}
 	}
 	return false
-}
-
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort(tb testing.TB) int {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // Connect dials url with fast reconnects (a restarted server is found

@@ -1,0 +1,6 @@
+//go:build !unix
+
+package testport
+
+// reserve has no cross-process lock here: the kernel's pick, as before.
+func reserve() (int, func(), error) { return ephemeral() }
