@@ -5,7 +5,9 @@
 #   baseline: `converter hive check BASE` (reads and walks the whole base)
 #   merge:    `converter hive merge --out OUT BASE DELTA`
 # under GNU time, printing wall/CPU seconds, peak RSS and the merge/baseline
-# ratios next to the targets (< 2 s, < 256 MiB peak RSS on an idle machine).
+# ratios next to the targets (< 2 s, < 256 MiB peak RSS on an idle machine;
+# merge/check <= 1.25 in wall and CPU time: a merge costs about one rewrite of
+# the parent hive, issue 11's target as re-scoped on 2026-12-07).
 # No thresholds are enforced: the machine is shared and noisy.
 #   bench/hive.sh [BASE_MB] [DELTA_MB]
 set -euo pipefail
@@ -28,4 +30,4 @@ printf '%-28s %8s %8s %10s\n' "" "wall s" "cpu s" "peak MiB"
 printf '%-28s %8s %8s %10d\n' "hive check (baseline)" "$bw" "$bc" $((br / 1024))
 printf '%-28s %8s %8s %10d\n' "hive merge" "$mw" "$mc" $((mr / 1024))
 echo "merge/baseline: wall $(echo "scale=2; $mw / $bw" | bc)x, cpu $(echo "scale=2; $mc / $bc" | bc)x, rss $(echo "scale=2; $mr / $br" | bc)x"
-echo "targets: merge < 2 s wall and < 256 MiB peak RSS (load now: $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "targets: merge < 2 s wall and < 256 MiB peak RSS; merge/baseline <= 1.25 wall and cpu (load now: $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -1,5 +1,9 @@
 // Command hivebuild measures what the portable hive merge adds to the build
-// of an app layer (issue 11: at most 10%); run it as `go run ./bench/hivebuild`.
+// of an app layer; run it as `go run ./bench/hivebuild`. Issue 11's target,
+// as re-scoped on 2026-12-07 (docs/hive-format.md, "Cost"): at most 10% for
+// app layers whose build takes 3 s or more. A merge is a fixed cost per layer
+// (a rewrite of the parent hive), so on smaller layers its share is larger,
+// and below about 0.6 s even the floor printed here exceeds 10%.
 //
 // It generates, in memory and deterministically, a base layer whose SOFTWARE
 // hive is SOFTWARE-sized (hivegen.Large, default 100 MiB; the other four
@@ -156,7 +160,7 @@ func run(baseMB, deltaMB, systemMB, appFiles, appMB, rounds int, cpuProfile stri
 		}
 		defer pprof.StopCPUProfile()
 	}
-	var shares, floors []float64
+	var shares, floors, keeps []float64
 	var merged []byte // the merged SOFTWARE hive, for the floor
 	for r := range rounds {
 		took := map[string]time.Duration{}
@@ -189,18 +193,34 @@ func run(baseMB, deltaMB, systemMB, appFiles, appMB, rounds int, cpuProfile stri
 		}
 		share := float64(took["merge"]-took["keep"]) / float64(took["keep"])
 		shares = append(shares, share)
+		keeps = append(keeps, took["keep"].Seconds())
 		floors = append(floors, floor.Seconds()/took["keep"].Seconds())
 		fmt.Printf(" round %d: app layer keep-deltas %6.2fs  merge %6.2fs  merge adds %+.1f%%  (floor: writing the merged hive twice %5.3fs, %+.1f%%)\n",
 			r+1, took["keep"].Seconds(), took["merge"].Seconds(), 100*share, floor.Seconds(), 100*floors[r])
 	}
 	slices.Sort(shares)
 	slices.Sort(floors)
-	fmt.Printf("hive merge adds to the app layer build: median %+.1f%% (min %+.1f%%, max %+.1f%%, %d rounds; target <= 10%%)\n",
+	slices.Sort(keeps)
+	fmt.Printf("hive merge adds to the app layer build: median %+.1f%% (min %+.1f%%, max %+.1f%%, %d rounds)\n",
 		100*shares[len(shares)/2], 100*shares[0], 100*shares[len(shares)-1], rounds)
+	build := keeps[len(keeps)/2]
+	if build >= targetFrom.Seconds() {
+		verdict := "met"
+		if shares[len(shares)/2] > 0.10 {
+			verdict = "NOT met"
+		}
+		fmt.Printf("target <= 10%% for app layers whose build takes >= %v: applies (build without the merge %.2f s, median): %s\n", targetFrom, build, verdict)
+	} else {
+		fmt.Printf("target <= 10%% for app layers whose build takes >= %v: does not apply (build without the merge %.2f s, median; the merge is a fixed cost per layer)\n", targetFrom, build)
+	}
 	fmt.Printf("floor of an hcsshim-shaped output (the merged %.1f MiB hive written twice, nothing computed): median %+.1f%%\n",
 		mib(len(merged)), 100*floors[len(floors)/2])
 	return nil
 }
+
+// targetFrom is the app layer build time from which issue 11's 10% target
+// applies (re-scoped 2026-12-07).
+const targetFrom = 3 * time.Second
 
 // appFile returns a file of an app layer: a PE header, then blocks of which
 // the share compressible repeat a short pattern and the rest are random.
