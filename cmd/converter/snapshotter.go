@@ -91,6 +91,6 @@ On Windows the process runs as a service when started by the service control man
 	f.StringVar(&flags.NodeBuild, "os-build", "", "the node's Windows build (10.0.20348.2340); artifacts built on newer builds are not used")
 	f.StringArrayVar(&flags.TrustedKeys, "trusted-key", nil, "PEM public key whose artifact signatures are trusted; repeat for several (key rotation)")
 	f.BoolVar(&flags.TrustUnsigned, "trust-unsigned", false, "DEVELOPMENT ONLY: use unsigned artifacts (anyone with push rights could plant a filesystem)")
-	f.DurationVar(&timeout, "timeout", snapshotter.DefaultTimeout, "fast-path time limit per layer; past it the layer is imported as usual")
+	f.DurationVar(&timeout, "timeout", snapshotter.DefaultTimeout, "fast-path time limit per layer (artifact lookup and download); past it the layer is imported as usual")
 	return cmd
 }

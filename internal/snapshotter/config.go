@@ -18,7 +18,7 @@ import (
 //	address: \\.\pipe\cimconv-snapshotter
 //	listen: 127.0.0.1:9820          # metrics
 //	nodeBuild: 10.0.20348.2340      # default: any
-//	timeout: 5m                     # per layer; past it the layer is imported
+//	timeout: 5m                     # lookup+download per layer; past it the layer is imported
 //	trustedKeys:                    # the workers' public signing keys (PEM)
 //	- C:\ProgramData\cimconv\cimconv.pub
 //	trustUnsigned: false            # DEVELOPMENT ONLY

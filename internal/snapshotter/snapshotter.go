@@ -32,8 +32,10 @@ import (
 // was not told to pass them, see docs/node.md) and the layer is not cached.
 const ReasonNoLabels = "no-labels"
 
-// DefaultTimeout bounds the fast path of one layer (artifact lookup and
-// download included) when WithTimeout is not given.
+// DefaultTimeout bounds the fast path of one layer, its artifact lookup and
+// download, when WithTimeout is not given. Placing the downloaded files is
+// local (renames, or copies across volumes) and not bounded by it: a layer
+// whose bytes are here is placed rather than thrown away for an import.
 const DefaultTimeout = 5 * time.Minute
 
 // Snapshotter is containerd's cimfs snapshotter (or its stand-in) with the
