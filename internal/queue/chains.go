@@ -363,6 +363,16 @@ func (c *Chains) Acquire(ctx context.Context, chainID, worker string, ttl time.D
 		if w != nil {
 			_ = w.Stop()
 		}
+		if claim == nil {
+			// The wait is over: the sighting judge kept of the holder's
+			// claim goes (a won claim's went in held), or a long-lived
+			// worker keeps one per chain it ever waited for.
+			if ckey, err := chainKey("claim", chainID); err == nil {
+				c.mu.Lock()
+				delete(c.seen, ckey)
+				c.mu.Unlock()
+			}
+		}
 	}()
 	for {
 		if v, err := c.Get(ctx, chainID); err == nil {

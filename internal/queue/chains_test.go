@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -269,5 +270,44 @@ func TestChainAcquireHonoursContext(t *testing.T) {
 	}
 	if _, _, err := c.Claim(ctxT(t), "not-a-digest", "a", time.Minute); err == nil || !strings.Contains(err.Error(), "not-a-digest") {
 		t.Errorf("bad chainID: err = %v", err)
+	}
+}
+
+// Chains.seen (claim key -> sighting) gains an entry for every claim this
+// process waits on; a wait that ends with the value (the common case) must
+// drop it, or a long-lived worker keeps one per chain it ever waited for.
+func TestChainsForgetsTheClaimsItWaitedFor(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	c := q.Chains()
+	const n = 20
+	for i := range n {
+		id := fmt.Sprintf("sha256:%064x", i+1)
+		holder, _, err := c.Claim(ctx, id, "builder", time.Minute)
+		if err != nil || holder == nil {
+			t.Fatalf("claim %d: %v", i, err)
+		}
+		got := make(chan error, 1)
+		go func() {
+			_, cl, err := c.Acquire(ctx, id, "waiter", time.Minute)
+			if cl != nil {
+				err = fmt.Errorf("waiter won the claim")
+			}
+			got <- err
+		}()
+		time.Sleep(50 * time.Millisecond) // the waiter saw the claim
+		if err := c.Put(ctx, id, []byte("blob")); err != nil {
+			t.Fatal(err)
+		}
+		_ = holder.Release(ctx)
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.mu.Lock()
+	left := len(c.seen)
+	c.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d sightings left after %d finished waits (every chain waited on stays in memory)", left, n)
 	}
 }
