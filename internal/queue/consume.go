@@ -95,11 +95,17 @@ func (d *Delivery) Nak(delay time.Duration) error {
 }
 
 // Park gives the delivery's concurrency slot back while the handler waits
-// for something other than its own work (another worker's build claim), so
-// the worker may take other requests meanwhile. It reports false, and the
-// delivery keeps its slot, outside Consume, when already parked, or when the
-// worker already has as many parked deliveries as WithMaxParked allows. A
-// parked delivery still heartbeats; Unpark takes a slot again.
+// for something other than its own work (another worker's build claim,
+// another delivery of the same request), so the worker may take other
+// requests meanwhile. It reports false outside Consume and when already
+// parked. A parked delivery still heartbeats; Unpark takes a slot again.
+//
+// Parking always succeeds: a waiter that kept its slot could wait for a
+// parked delivery that, having won what it waited for, waits for that slot
+// (seen: a parked delivery won a build claim released without a value,
+// while the slot's holder needed the same chain). WithMaxParked bounds
+// instead how many deliveries the worker has open, running or parked: past
+// it, it pulls no new request.
 func (d *Delivery) Park() bool {
 	s := d.slot
 	if s == nil {
@@ -108,11 +114,6 @@ func (d *Delivery) Park() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.held || s.parked {
-		return false
-	}
-	select {
-	case s.pool.parked <- struct{}{}:
-	default:
 		return false
 	}
 	<-s.pool.slots
@@ -140,24 +141,47 @@ func (d *Delivery) Unpark(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	s.held, s.parked = true, false
-	<-s.pool.parked
 	s.mu.Unlock()
 	return nil
 }
 
-// slotPool bounds the deliveries handled at once (slots) and those parked
-// while waiting (parked).
+// slotPool bounds the deliveries handled at once (slots) and those open,
+// handled or parked (open: concurrency + WithMaxParked).
 type slotPool struct {
-	slots  chan struct{}
-	parked chan struct{}
+	slots chan struct{}
+	open  chan struct{}
 }
 
-// slot is one delivery's share of the pool.
+// take waits for an open delivery's place and a slot, in that order, or
+// for ctx to end (false).
+func (p *slotPool) take(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case p.open <- struct{}{}:
+	}
+	select {
+	case <-ctx.Done():
+		<-p.open
+		return false
+	case p.slots <- struct{}{}:
+	}
+	return true
+}
+
+// give returns what take took.
+func (p *slotPool) give() {
+	<-p.slots
+	<-p.open
+}
+
+// slot is one delivery's share of the pool: its place among the open
+// deliveries always, and a slot unless parked.
 type slot struct {
 	pool   *slotPool
 	mu     sync.Mutex
 	held   bool // holds one of pool.slots
-	parked bool // holds one of pool.parked
+	parked bool // gave its slot back (Park)
 }
 
 func (s *slot) release() {
@@ -167,10 +191,8 @@ func (s *slot) release() {
 		<-s.pool.slots
 		s.held = false
 	}
-	if s.parked {
-		<-s.pool.parked
-		s.parked = false
-	}
+	s.parked = false
+	<-s.pool.open
 }
 
 // InProgress resets the ack timer: the worker is still on it.
@@ -198,6 +220,23 @@ func (d *Delivery) Term(ctx context.Context, reason string, cause error) error {
 		dl.Request = &r
 	}
 	if err := d.q.deadLetter(ctx, dl); err != nil {
+		// The request lives on (NAKed, delivered again): the dead status
+		// deadLetter wrote first must not stay, final as it is, nor the
+		// dead letter if its publication landed though unconfirmed. With
+		// a context of its own: ctx may be what ran out. On the last
+		// attempt the NAK exhausts the request, and the max-deliveries
+		// advisory dead-letters it again.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if dl.Request != nil {
+			failed := dl.status()
+			failed.State = StateFailed
+			failed.LastError = fmt.Sprintf("%s (dead-lettering failed: %v; delivered again)", dl.Error, err)
+			if uerr := d.q.undoDead(uctx, *dl.Request, dl.status(), failed); uerr != nil {
+				d.q.log.Warn("could not take back the dead status of a request handed back", zap.Uint64("seq", d.Seq), zap.Error(uerr))
+			}
+		}
+		d.q.dropDeadLetter(uctx, d.Seq)
 		_ = d.msg.Nak()
 		return err
 	}
@@ -223,7 +262,7 @@ func (d *Delivery) Requeue(ctx context.Context) error {
 		return fmt.Errorf("requeue request #%d: %w", d.Seq, err)
 	}
 	if d.ParseError == nil && stored {
-		_ = d.q.UpdateStatus(ctx, d.Request.Image, Status{State: StateQueued, Image: d.Request.Image, Key: d.Key(), Seq: ack.Sequence,
+		_ = d.q.updateStatuses(ctx, d.Request, Status{State: StateQueued, Image: d.Request.Image, Key: d.Key(), Seq: ack.Sequence,
 			LastError: "requeued: interrupted by a worker shutdown on its last delivery"})
 	}
 	if err := d.msg.Term(); err != nil {
@@ -249,7 +288,8 @@ type ConsumeOption func(*consumeConfig)
 func WithConcurrency(n int) ConsumeOption { return func(c *consumeConfig) { c.concurrency = n } }
 
 // WithMaxParked bounds the deliveries parked at once (see Delivery.Park;
-// default 4 per concurrency slot). Beyond it a waiting delivery keeps its slot.
+// default 4 per concurrency slot): the worker pulls a request only while it
+// has fewer than concurrency + n deliveries open, handled or parked.
 func WithMaxParked(n int) ConsumeOption { return func(c *consumeConfig) { c.maxParked = n } }
 
 // WithShutdownGrace sets how long in-flight handlers may run after ctx is
@@ -291,8 +331,7 @@ func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOpt
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
 	var wg sync.WaitGroup
-	pool := &slotPool{slots: make(chan struct{}, cfg.concurrency), parked: make(chan struct{}, cfg.maxParked)}
-	slots := pool.slots
+	pool := &slotPool{slots: make(chan struct{}, cfg.concurrency), open: make(chan struct{}, cfg.concurrency+cfg.maxParked)}
 	run := func(m jetstream.Msg) {
 		d := q.newDelivery(m)
 		d.slot = &slot{pool: pool, held: true}
@@ -310,14 +349,12 @@ func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOpt
 
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
+		if !pool.take(ctx) {
 			continue
-		case slots <- struct{}{}:
 		}
 		batch, err := q.cons.Fetch(1, jetstream.FetchMaxWait(cfg.fetchWait))
 		if err != nil {
-			<-slots
+			pool.give()
 			if ctx.Err() == nil {
 				q.log.Warn("pull failed; retrying", zap.Error(err), zap.Duration("in", backoff))
 				_ = wait.Sleep(ctx, backoff)
@@ -334,7 +371,7 @@ func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOpt
 					break recv
 				}
 				if ctx.Err() != nil {
-					_ = m.Nak() // shutting down: hand it straight back
+					q.handBack(m) // shutting down
 					continue
 				}
 				handed = true
@@ -344,13 +381,13 @@ func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOpt
 				// Keep draining: a request may still arrive for this pull
 				// and must be NAKed, not left to its ack timer.
 				for m := range batch.Messages() {
-					_ = m.Nak()
+					q.handBack(m)
 				}
 				break recv
 			}
 		}
 		if !handed {
-			<-slots
+			pool.give()
 			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 				q.log.Warn("pull ended with an error; retrying", zap.Error(err), zap.Duration("in", backoff))
 				_ = wait.Sleep(ctx, backoff)
@@ -371,6 +408,23 @@ func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOpt
 		<-done
 	}
 	return nil
+}
+
+// handBack returns a request pulled while shutting down, unhandled: NAKed
+// for another worker, or, on its last delivery, which a NAK would use up
+// (the request dead-lettered without a worker trying it), requeued as a
+// fresh message, as an interrupted handler's is (Requeue).
+func (q *Queue) handBack(m jetstream.Msg) {
+	d := q.newDelivery(m)
+	if !d.LastAttempt() {
+		_ = m.Nak()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.Requeue(ctx); err != nil {
+		q.log.Warn("requeueing a request pulled on its last delivery while shutting down failed; NAKed", zap.Uint64("seq", d.Seq), zap.Error(err))
+	}
 }
 
 func (q *Queue) newDelivery(m jetstream.Msg) *Delivery {

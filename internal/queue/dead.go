@@ -41,10 +41,7 @@ func (q *Queue) deadLetter(ctx context.Context, d DeadLetter) error {
 	// (A waiter on the status may look for the dead letter a moment before
 	// it is stored: such callers poll.)
 	if d.Request != nil {
-		_ = q.UpdateStatus(ctx, d.Request.Image, Status{
-			State: StateDead, Image: d.Request.Image, Key: d.Request.IdempotencyKey(), Seq: d.RequestSeq,
-			Attempts: d.Attempts, LastError: d.Error, Reason: d.Reason,
-		})
+		_ = q.updateStatuses(ctx, *d.Request, d.status())
 	}
 	if q.afterDeadStatus != nil {
 		q.afterDeadStatus()
@@ -60,6 +57,14 @@ func (q *Queue) deadLetter(ctx context.Context, d DeadLetter) error {
 		q.dropDeadLetter(ctx, d.RequestSeq)
 	}
 	return nil
+}
+
+// status is the dead state deadLetter records for d's request.
+func (d DeadLetter) status() Status {
+	return Status{
+		State: StateDead, Image: d.Request.Image, Key: d.Request.IdempotencyKey(), Seq: d.RequestSeq,
+		Attempts: d.Attempts, LastError: d.Error, Reason: d.Reason,
+	}
 }
 
 // Dead lists the dead letters, oldest first.
@@ -115,7 +120,7 @@ func (q *Queue) Replay(ctx context.Context, seq uint64) error {
 		return fmt.Errorf("replay dead letter #%d: %w", seq, err)
 	}
 	if d.Request != nil && stored {
-		_ = q.UpdateStatus(ctx, d.Request.Image, Status{State: StateQueued, Image: d.Request.Image, Key: d.Request.IdempotencyKey(), Seq: ack.Sequence})
+		_ = q.updateStatuses(ctx, *d.Request, Status{State: StateQueued, Image: d.Request.Image, Key: d.Request.IdempotencyKey(), Seq: ack.Sequence})
 	}
 	if err := q.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("replayed dead letter #%d but could not remove it: %w", seq, err)

@@ -338,11 +338,7 @@ func (q *Queue) submit(ctx context.Context, req Request, msgID string) (uint64, 
 	if !stored {
 		return ack.Sequence, true, nil
 	}
-	for _, img := range req.StatusImages() {
-		if serr := q.UpdateStatus(ctx, img, Status{State: StateQueued, Image: req.Image, Key: key, Seq: ack.Sequence}); serr != nil && err == nil {
-			err = serr
-		}
-	}
+	err = q.updateStatuses(ctx, req, Status{State: StateQueued, Image: req.Image, Key: key, Seq: ack.Sequence})
 	return ack.Sequence, false, err
 }
 

@@ -638,3 +638,103 @@ func TestSuccessBetweenDeadStatusAndDeadLetter(t *testing.T) {
 		})
 	}
 }
+
+// A request whose last delivery reaches a worker's outstanding pull while
+// that worker shuts down is requeued (handBack), not NAKed: a NAK would use
+// up its last delivery, and it would be dead-lettered as max_deliver
+// without any worker trying it.
+func TestShutdownRequeuesARequestOnItsLastDelivery(t *testing.T) {
+	srv := func() string { _, s := openQueue(t, WithMaxDeliver(2)); return s.URL }()
+	qA := openOn(t, srv, WithMaxDeliver(2))
+	qB := openOn(t, srv, WithMaxDeliver(2))
+	ctx := ctxT(t)
+
+	// Worker A: attempt 1 fails transiently (NAK with a delay), then A
+	// shuts down while its next pull is outstanding; attempt 2 (the last)
+	// arrives into that pull.
+	var handledA atomic.Int32
+	nakked := make(chan struct{})
+	actx, cancelA := context.WithCancel(context.Background())
+	doneA := make(chan struct{})
+	go func() {
+		defer close(doneA)
+		_ = qA.Consume(actx, func(ctx context.Context, d *Delivery) {
+			handledA.Add(1)
+			_ = d.Nak(1500 * time.Millisecond)
+			close(nakked)
+		}, WithConcurrency(1), WithFetchWait(5*time.Second))
+	}()
+	if _, err := qA.Submit(ctx, Request{Image: pinned}); err != nil {
+		t.Fatal(err)
+	}
+	<-nakked
+	time.Sleep(300 * time.Millisecond) // A is in its next 5s pull
+	cancelA()                          // shutdown starts
+	<-doneA
+
+	// Worker B starts (a rolling update): the request should still be
+	// converted somewhere.
+	var handledB atomic.Int32
+	consumeUntil(t, qB, func(ctx context.Context, d *Delivery) {
+		handledB.Add(1)
+		_ = d.Ack(ctx)
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && handledB.Load() == 0 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	dead, _ := qB.Dead(ctx)
+	if handledB.Load() == 0 {
+		var reasons []string
+		for _, d := range dead {
+			reasons = append(reasons, d.Reason+": "+d.Error)
+		}
+		t.Fatalf("request handled %d time(s) in all (attempt 2 never reached a handler); dead letters: %q", handledA.Load()+handledB.Load(), reasons)
+	}
+}
+
+// Term writes the dead status first, then publishes the dead
+// letter. When the publish fails (here: the settle context ends in between,
+// as under a NATS outage), Term NAKs and the request is retried: the dead
+// status, final, which no later attempt's running or failed can replace,
+// must be taken back, and the dead letter too if its publication landed
+// though unconfirmed.
+func TestFailedDeadLetterTakesBackTheDeadStatus(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	termErr := make(chan error, 1)
+	again, release := make(chan *Delivery, 1), make(chan struct{})
+	consumeUntil(t, q, func(hctx context.Context, d *Delivery) {
+		if d.Attempt > 1 {
+			again <- d
+			<-release // alive, being converted, while the test looks
+			_ = d.Ack(hctx)
+			return
+		}
+		sctx, cancel := context.WithCancel(hctx)
+		q.afterDeadStatus = cancel // the settle deadline runs out here
+		termErr <- d.Term(sctx, "permanent", errors.New("not a windows image"))
+	})
+	defer close(release)
+	if _, err := q.Submit(ctx, Request{Image: pinned}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-termErr; err == nil {
+		t.Fatal("Term succeeded; the scenario needs a failed dead letter")
+	}
+	d := <-again
+	dead, err := q.Dead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := q.Status(ctx, pinned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State.Final() {
+		t.Errorf("status is %q (final) while attempt %d of the request runs: Term failed and NAKed it", st.State, d.Attempt)
+	}
+	if len(dead) != 0 {
+		t.Errorf("%d dead letter(s) stored for a request Term handed back", len(dead))
+	}
+}

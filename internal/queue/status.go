@@ -145,6 +145,71 @@ func Supersedes(old, st Status) bool {
 	return rank(st) >= rank(old)
 }
 
+// updateStatuses stores st under every name req's status is recorded under
+// (Request.StatusImages: the image, and repo:tag for a digest-pinned request
+// with a tag) and returns the first error.
+func (q *Queue) updateStatuses(ctx context.Context, req Request, st Status) error {
+	var first error
+	for _, img := range req.StatusImages() {
+		if err := q.UpdateStatus(ctx, img, st); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// undoDead puts back a dead status this process wrote (dead) for a request
+// that is not dead after all, its dead letter not stored: st replaces it
+// under every name of the request, only where the stored status is still
+// that dead state (compare-and-set on its revision), so a later state of
+// the request is never overwritten.
+func (q *Queue) undoDead(ctx context.Context, req Request, dead, st Status) error {
+	var first error
+	for _, img := range req.StatusImages() {
+		if err := q.replaceStatus(ctx, img, func(old Status) bool {
+			return old.Seq == dead.Seq && old.State == StateDead && old.Attempts == dead.Attempts && old.Reason == dead.Reason
+		}, st); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// replaceStatus stores st under imageOrDigest if the stored status matches.
+func (q *Queue) replaceStatus(ctx context.Context, imageOrDigest string, match func(Status) bool, st Status) error {
+	key, err := StatusKey(imageOrDigest)
+	if err != nil {
+		return err
+	}
+	if st.Updated.IsZero() {
+		st.Updated = time.Now().UTC()
+	}
+	val, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	for range 10 {
+		e, err := q.status.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("status of %s: %w", imageOrDigest, err)
+		}
+		var old Status
+		if json.Unmarshal(e.Value(), &old) != nil || !match(old) {
+			return nil
+		}
+		if _, err = q.status.Update(ctx, key, val, e.Revision()); err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("status of %s: too many concurrent updates", imageOrDigest)
+}
+
 // Succeeded reports whether the status of imageOrDigest says that request
 // seq (its stream sequence) succeeded: some delivery of it converted the
 // image. An error reading the status is a no.

@@ -143,7 +143,8 @@ func WithSettleTimeout(d time.Duration) Option { return func(w *Worker) { w.sett
 
 // WithMaxParked bounds the requests parked while they wait for another
 // worker's build claim (default 4 per concurrency slot): a parked request
-// gives its slot to other work meanwhile.
+// gives its slot to other work meanwhile, and the worker pulls no new
+// request while concurrency + n are open (queue.WithMaxParked).
 func WithMaxParked(n int) Option { return func(w *Worker) { w.maxParked = n } }
 
 // New returns a worker consuming q with conv.

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/cimconv/cimconv/internal/convert"
 	"github.com/cimconv/cimconv/internal/metrics"
 	"github.com/cimconv/cimconv/internal/queue"
 	"github.com/cimconv/cimconv/internal/queue/queuetest"
@@ -607,4 +608,107 @@ func handleDeliveries(t *testing.T, e *env, n int, h func(ctx context.Context, w
 // newJob is the job handle would make for d, as attempt attempts.
 func newJob(w *Worker, d *queue.Delivery, attempts int) *job {
 	return &job{w: w, d: d, log: w.log, status: queue.Status{Image: d.Request.Image, Key: d.Key(), Seq: d.Seq, Attempts: attempts}}
+}
+
+// A webhook request (digest-pinned image + Tag) records its status under
+// the digest and under repo:tag: a dead letter makes both "dead", or
+// repo:tag would say "running" forever.
+func TestDeadLetterUpdatesTheTagStatus(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	conv := ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		return nil, Permanent(errors.New("no windows/amd64 manifest"))
+	})
+	startWorker(t, e.q, conv)
+	img := "registry.example/app@sha256:" + strings.Repeat("a", 64)
+	req := queue.Request{Image: img, Tag: "v1"}
+	res, _, err := e.q.SubmitAndWait(ctx, req)
+	if err != nil || res.Succeeded() {
+		t.Fatalf("result %+v %v; want a failure", res, err)
+	}
+	settled(t, e.q)
+	byDigest, err := e.q.Status(ctx, img)
+	if err != nil || byDigest.State != queue.StateDead {
+		t.Fatalf("status by digest %+v %v; want dead", byDigest, err)
+	}
+	byTag, err := e.q.Status(ctx, "registry.example/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if byTag.State != queue.StateDead {
+		t.Errorf("status by repo:tag is %q (seq %d, attempts %d), want %q like the digest's: the dead letter only updated %s",
+			byTag.State, byTag.Seq, byTag.Attempts, queue.StateDead, img)
+	}
+}
+
+// A parked delivery that wins a build claim (the previous holder
+// released it without a value: its build failed) keeps the claim while it
+// waits in Unpark for a slot. When the slot's holder needs the same chain, it
+// must park too, even with the parked capacity (1 here) used up, or each
+// waits for the other forever: the claim renews itself and both deliveries
+// heartbeat, so nothing breaks the cycle.
+func TestParkedClaimWinnerAndSlotHolderBothFinish(t *testing.T) {
+	e := newEnv(t, queue.WithAckWait(3*time.Second))
+	ctx := ctxT(t)
+	chains := e.q.Chains()
+	key := "sha256:" + strings.Repeat("c", 64)
+	other, _, err := chains.Claim(ctx, key, "other-worker", time.Minute)
+	if err != nil || other == nil {
+		t.Fatalf("claim: %v", err)
+	}
+	cc := &chainsCache{c: chains, worker: "this-worker", ttl: 3 * time.Second, held: map[string]*queue.Claim{}}
+	qStarted, goQ := make(chan struct{}), make(chan struct{})
+	conv := ConverterFunc(func(ctx context.Context, req queue.Request, progress func(string)) (*queue.Result, error) {
+		progress("build")
+		if strings.HasSuffix(req.Image, ":q") {
+			close(qStarted)
+			select {
+			case <-goQ:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		_, won, err := cc.Acquire(convert.WithLayer(ctx, 1, 1), key)
+		if err != nil {
+			return nil, err
+		}
+		if won {
+			if err := cc.Put(ctx, key, []byte("layer")); err != nil {
+				return nil, err
+			}
+			_ = cc.Release(ctx, key)
+		}
+		return &queue.Result{}, nil
+	})
+	startWorker(t, e.q, conv, WithConcurrency(1), WithMaxParked(1), WithHeartbeat(500*time.Millisecond), WithShutdownGrace(100*time.Millisecond))
+	p, q := "registry.example/app:p", "registry.example/app:q"
+	if _, err := e.q.Submit(ctx, queue.Request{Image: p}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "p parked, waiting for other-worker", func() bool {
+		st, err := e.q.Status(ctx, p)
+		return err == nil && strings.Contains(st.Detail, "held by worker other-worker")
+	})
+	if _, err := e.q.Submit(ctx, queue.Request{Image: q}); err != nil {
+		t.Fatal(err)
+	}
+	<-qStarted // q holds the only slot
+	// other-worker's build failed: it releases its claim without a value.
+	if err := other.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // p wins the claim, then waits for a slot
+	close(goQ)                         // q needs the same chain
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		sp, _ := e.q.Status(ctx, p)
+		sq, _ := e.q.Status(ctx, q)
+		if sp != nil && sq != nil && sp.State == queue.StateSucceeded && sq.State == queue.StateSucceeded {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sp, _ := e.q.Status(ctx, p)
+	sq, _ := e.q.Status(ctx, q)
+	t.Fatalf("after 10s: p %s %q, q %s %q; want both succeeded", sp.State, sp.Detail, sq.State, sq.Detail)
 }
