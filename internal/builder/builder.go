@@ -88,6 +88,10 @@ type Capabilities struct {
 	Format       string
 	WindowsBuild string // host build the output targets, "" if host-independent
 	HiveMerge    bool   // can merge delta hives of non-base layers
+	// HiveMergeName is what BuiltLayer.HiveMerge records for the layers
+	// whose delta hives this builder merges (HiveMergePortable); "" when it
+	// merges none or offreg does, which goes unrecorded.
+	HiveMergeName string
 	// Integrity and VHDFooter are the block CIM options it writes with
 	// (verified block CIMs; a VHD footer on each block file).
 	Integrity     bool

@@ -151,8 +151,9 @@ func (c *Converter) Convert(ctx context.Context, req Request) (*Result, error) {
 }
 
 // OptionsKey names the conversion options that change the artifact's
-// content (see optionsKey). An existing artifact with the same key is
-// reused; chain cache entries record it and are reused under the same rule.
+// content (see optionsKey). An existing artifact with the same key whose
+// hive merge this converter also does is reused; chain cache entries record
+// it and are reused under the same rule.
 func (c *Converter) OptionsKey() string { return optionsKey(c.b.Capabilities()) }
 
 func (c *Converter) emit(e Event) {

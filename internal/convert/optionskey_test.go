@@ -20,14 +20,17 @@ func (b capsBuilder) BuildLayer(context.Context, builder.LayerSource, *builder.B
 }
 
 var (
-	portableMerge = portable.New().Capabilities()
-	hcsForked     = builder.Capabilities{Name: "hcsshim", Format: builder.FormatForked, WindowsBuild: "10.0.20348.2031", HiveMerge: true}
-	hcsBlock      = builder.Capabilities{Name: "hcsshim", Format: builder.FormatBlock, WindowsBuild: "10.0.26100.4349", HiveMerge: true}
+	portableMerge  = portable.New().Capabilities()
+	portableRefuse = portable.New(portable.WithHiveMerge(portable.HiveMergeRefuse)).Capabilities()
+	hcsForked      = builder.Capabilities{Name: "hcsshim", Format: builder.FormatForked, WindowsBuild: "10.0.20348.2031", HiveMerge: true}
+	hcsBlock       = builder.Capabilities{Name: "hcsshim", Format: builder.FormatBlock, WindowsBuild: "10.0.26100.4349", HiveMerge: true}
 )
 
 // The options key of the portable builder is what it was before the key
 // named more than builder and format (its artifacts and cache entries keep
-// matching); hcsshim's names the Windows build and the block CIM options.
+// matching), whether it merges delta hives or refuses them (the merge is
+// checked on each layer instead); hcsshim's names the Windows build and the
+// block CIM options.
 func TestOptionsKey(t *testing.T) {
 	withBlockOptions := hcsBlock
 	withBlockOptions.Integrity, withBlockOptions.VHDFooter = true, true
@@ -36,7 +39,8 @@ func TestOptionsKey(t *testing.T) {
 		caps builder.Capabilities
 		want string
 	}{
-		{"portable", portableMerge, "builder=portable,format=forked"},
+		{"portable, --hive-merge=portable", portableMerge, "builder=portable,format=forked"},
+		{"portable, --hive-merge=refuse", portableRefuse, "builder=portable,format=forked"},
 		{"hcsshim forked", hcsForked, "builder=hcsshim,format=forked,windows-build=10.0.20348.2031"},
 		{"hcsshim block, integrity and VHD footer", withBlockOptions, "builder=hcsshim,format=block,windows-build=10.0.26100.4349,integrity,vhd-footer"},
 	}
@@ -52,12 +56,15 @@ func TestOptionsKey(t *testing.T) {
 // A cache entry (local, or another worker's in the shared cache) is reused
 // only when it is what the converter's builder would write: entries written
 // before they recorded their options key are read as what their build
-// provably is.
+// provably is, and a layer holding a pure-Go hive merge only by a builder
+// that does that merge.
 func TestReusable(t *testing.T) {
 	entry := func(b artifact.BuildInfo, options string) CacheEntry {
 		return CacheEntry{ChainID: "sha256:c", PackedLayer: artifact.PackedLayer{Build: b}, Options: options}
 	}
 	portableBuild := artifact.BuildInfo{Builder: "portable", Format: builder.FormatForked, CimVersion: "3.0", Experimental: true}
+	mergedBuild := portableBuild
+	mergedBuild.HiveMerge = builder.HiveMergePortable
 	hcsForkedBuild := artifact.BuildInfo{Builder: "hcsshim", Format: builder.FormatForked, CimVersion: "3.0", WindowsBuild: hcsForked.WindowsBuild}
 	hcsBlockBuild := artifact.BuildInfo{Builder: "hcsshim", Format: builder.FormatBlock, WindowsBuild: hcsBlock.WindowsBuild}
 	laterRevision := hcsForked
@@ -73,7 +80,11 @@ func TestReusable(t *testing.T) {
 		caps  builder.Capabilities
 		reuse bool
 	}{
-		{"older portable entry", entry(portableBuild, ""), portableMerge, true},
+		{"older portable entry, merging worker", entry(portableBuild, ""), portableMerge, true},
+		{"older portable entry, refusing worker", entry(portableBuild, ""), portableRefuse, true},
+		{"older merged entry, merging worker", entry(mergedBuild, ""), portableMerge, true},
+		{"older merged entry, refusing worker", entry(mergedBuild, ""), portableRefuse, false},
+		{"merged entry, refusing worker", entry(mergedBuild, "builder=portable,format=forked"), portableRefuse, false},
 		{"portable entry, block-format worker", entry(portableBuild, "builder=portable,format=forked"), portableBlock, false},
 		{"portable entry, hcsshim worker", entry(portableBuild, ""), hcsForked, false},
 		{"older hcsshim forked entry, same Windows build", entry(hcsForkedBuild, ""), hcsForked, true},

@@ -68,7 +68,8 @@ func (c *Converter) fromCache(j *layerJob, parentBlob string) (bool, error) {
 // one chain's CIMs all come from one build, the one its artifact names) and
 // the block CIM options. Unset fields are left out, so a key written before
 // a field existed still names what it provably is: a portable forked
-// artifact's "builder=portable,format=forked" is the same now.
+// artifact's "builder=portable,format=forked" is the same now. The hive
+// merge is not part of it: see reusable.
 func optionsKey(caps builder.Capabilities) string {
 	k := fmt.Sprintf("builder=%s,format=%s", caps.Name, caps.Format)
 	if caps.WindowsBuild != "" {
@@ -104,9 +105,29 @@ func (e CacheEntry) builtWith() string {
 
 // reusable reports whether e, a layer this or another worker built, is what
 // this converter's builder would write for its chain: built with the same
-// options key.
+// options key, and holding no hive merge this builder does not do.
+//
+// The hive merge is checked on the layer instead of being keyed: a layer
+// without delta hives comes out byte for byte the same under
+// --hive-merge=portable and refuse, so a refusing worker reuses it (cheaply,
+// on the same key and claims as merging workers), while a layer whose deltas
+// the pure-Go merge merged says so (BuildInfo.HiveMerge, recorded since that
+// merge exists, so an older entry without it provably holds none) and is
+// never reused by a worker that refuses the merge. A child carries its
+// parent's merged hives forward without recording a merge of its own; that
+// is safe because reuse takes only a prefix of the chain, each layer on the
+// exact parent blob: a refusing worker stops at the merged parent and builds
+// it, which fails with portable.ErrDeltaHives.
 func (c *Converter) reusable(e CacheEntry) bool {
-	return e.builtWith() == c.OptionsKey()
+	caps := c.b.Capabilities()
+	return e.builtWith() == optionsKey(caps) && acceptsHiveMerge(caps, e.Build.HiveMerge)
+}
+
+// acceptsHiveMerge reports whether a layer or artifact whose hives were
+// merged by merge ("" when none was, or offreg did) may be part of what the
+// builder publishes.
+func acceptsHiveMerge(caps builder.Capabilities, merge string) bool {
+	return merge == "" || merge == caps.HiveMergeName
 }
 
 // claimRest claims, without waiting, the layers built after the first one

@@ -2,6 +2,7 @@ package convert_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -121,6 +122,62 @@ func secondWorker(t *testing.T, layers [][]byte, first, second builder.Builder, 
 	}
 	res, err = convert.New(reg, second, cache, opts...).Convert(context.Background(), req)
 	return firstRes, res, err, layers2
+}
+
+// A worker with --hive-merge=refuse never publishes a layer merged by the
+// pure-Go hive merge, wherever it finds one: it refuses the app layer with
+// ErrDeltaHives as it does on an empty cache, while it still reuses the base
+// layer (no delta hives, so no merge) from the caches.
+func TestRefusingWorkerNeverReusesMergedHives(t *testing.T) {
+	chain := layersOf(fixture.Chain(2)) // base + an app layer with delta hives
+	refuse := portable.New(portable.WithHiveMerge(portable.HiveMergeRefuse))
+	for _, path := range reusePaths {
+		t.Run(path, func(t *testing.T) {
+			_, res, err, layers := secondWorker(t, chain, portable.New(), refuse, path)
+			if !errors.Is(err, portable.ErrDeltaHives) {
+				existing := err == nil && res.Images[0].Existing
+				t.Fatalf("refusing worker: err = %v (existing artifact taken: %v, %d layers reused); want ErrDeltaHives: the merged layer is not its own",
+					err, existing, layers.cached.Load())
+			}
+			wantCached := int32(1)
+			if path == viaArtifact {
+				wantCached = 0 // its cache is empty
+			}
+			if got := layers.cached.Load(); got != wantCached {
+				t.Errorf("%d layers reused, want %d (the base layer, which has no delta hives)", got, wantCached)
+			}
+		})
+	}
+}
+
+// A layer without delta hives is the same under --hive-merge=portable and
+// refuse, so a refusing worker reuses such layers and artifacts that a
+// merging worker built: the same artifact, nothing built.
+func TestRefusingWorkerReusesLayersWithoutDeltaHives(t *testing.T) {
+	app := fixture.NewLayer().File("Files/Program Files/App/app.exe", fixture.PE("app.exe", 8<<10))
+	chain := layersOf([]*fixture.Layer{fixture.BaseLayer(), app})
+	refuse := portable.New(portable.WithHiveMerge(portable.HiveMergeRefuse))
+	for _, path := range reusePaths {
+		t.Run(path, func(t *testing.T) {
+			first, res, err, layers := secondWorker(t, chain, portable.New(), refuse, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			im := res.Images[0]
+			if path == viaArtifact {
+				if !im.Existing {
+					t.Errorf("refusing worker did not reuse the existing artifact (no merged hives): %+v", im)
+				}
+				return
+			}
+			if got := layers.built.Load(); got != 0 {
+				t.Errorf("refusing worker built %d layers, want 0 (none has delta hives)", got)
+			}
+			if im.Artifact != first.Images[0].Artifact {
+				t.Errorf("artifact %s, want the merging worker's %s: same layers, same options", im.Artifact, first.Images[0].Artifact)
+			}
+		})
+	}
 }
 
 // Layers and artifacts are reused only by a builder writing the same CIM
