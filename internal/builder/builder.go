@@ -84,12 +84,20 @@ type Capabilities struct {
 	Name string
 	// Formats lists the CIM formats the builder can write on this host;
 	// Format is the one it writes with its current options.
-	Formats       []string
-	Format        string
-	WindowsBuild  string // host build the output targets, "" if host-independent
-	HiveMerge     bool   // can merge delta hives of non-base layers
-	Deterministic bool   // same chain -> byte-identical output
-	Experimental  bool   // not validated against CimFS.dll
+	Formats      []string
+	Format       string
+	WindowsBuild string // host build the output targets, "" if host-independent
+	HiveMerge    bool   // can merge delta hives of non-base layers
+	// HiveMergeName is what BuiltLayer.HiveMerge records for the layers
+	// whose delta hives this builder merges (HiveMergePortable); "" when it
+	// merges none or offreg does, which goes unrecorded.
+	HiveMergeName string
+	// Integrity and VHDFooter are the block CIM options it writes with
+	// (verified block CIMs; a VHD footer on each block file).
+	Integrity     bool
+	VHDFooter     bool
+	Deterministic bool // same chain -> byte-identical output
+	Experimental  bool // not validated against CimFS.dll
 }
 
 // Builder writes the CIM for one layer.

@@ -27,6 +27,10 @@ type CacheEntry struct {
 	// stored flat (blob, layer, build) as the artifact lists them.
 	artifact.PackedLayer
 	Repos []string `json:"repos,omitempty"` // repositories the blob was pushed to
+	// Options is the options key of the converter that built the layer
+	// (Converter.OptionsKey); empty in entries written before it was
+	// recorded (see builtWith).
+	Options string `json:"options,omitempty"`
 }
 
 // Cache is the local chain cache: one directory per chainID holding the

@@ -11,7 +11,7 @@ import (
 // fromShared consults the shared cache for j: another worker's layer is
 // adopted; otherwise this worker claims the layer (j.claim) and builds it.
 func (c *Converter) fromShared(ctx context.Context, j *layerJob, parentBlob string) (CacheEntry, *Blob, bool, error) {
-	key := sharedKey(c.b.Capabilities().Name, j.src.ChainID)
+	key := c.chainKey(j.src.ChainID)
 	val, won, err := c.shared.Acquire(ctx, key)
 	if err != nil {
 		return CacheEntry{}, nil, false, fmt.Errorf("shared chain cache %s: %w", j.src.ChainID, err)

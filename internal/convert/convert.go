@@ -151,11 +151,10 @@ func (c *Converter) Convert(ctx context.Context, req Request) (*Result, error) {
 }
 
 // OptionsKey names the conversion options that change the artifact's
-// content; an existing artifact with the same key is reused.
-func (c *Converter) OptionsKey() string {
-	caps := c.b.Capabilities()
-	return fmt.Sprintf("builder=%s,format=%s", caps.Name, caps.Format)
-}
+// content (see optionsKey). An existing artifact with the same key whose
+// hive merge this converter also does is reused; chain cache entries record
+// it and are reused under the same rule.
+func (c *Converter) OptionsKey() string { return optionsKey(c.b.Capabilities()) }
 
 func (c *Converter) emit(e Event) {
 	if c.progress == nil {

@@ -41,6 +41,7 @@ func (c *Converter) pack(ctx context.Context, j, prev *layerJob) (err error) {
 		ChainID:     j.src.ChainID,
 		ParentBlob:  parentBlob,
 		PackedLayer: packedLayer(j.src, b, info),
+		Options:     c.OptionsKey(),
 	}
 	j.blob, err = c.cache.Put(j.entry, tmp.Name())
 	return err

@@ -63,15 +63,20 @@ func plan(t registry.Target) ([]*layerJob, error) {
 	return jobs, nil
 }
 
-// existing finds an artifact for t built with the same format and options.
+// existing finds an artifact for t built with the same format and options,
+// holding no hive merge this converter's builder does not do (its manifest
+// names the merge when any layer's hives were merged): what this converter
+// would build, as the chain cache decides for each layer (reusable).
 func (c *Converter) existing(ctx context.Context, t registry.Target, optsKey string) (string, bool, error) {
 	descs, err := c.reg.Referrers(ctx, t.Ref, artifact.ArtifactType)
 	if err != nil {
 		return "", false, fmt.Errorf("look up existing artifacts: %w", err)
 	}
+	caps := c.b.Capabilities()
 	for _, d := range descs {
 		a := d.Annotations
-		if a[artifact.AnnotationFormatVersion] == version.FormatVersion && a[artifact.AnnotationOptions] == optsKey {
+		if a[artifact.AnnotationFormatVersion] == version.FormatVersion && a[artifact.AnnotationOptions] == optsKey &&
+			acceptsHiveMerge(caps, a[artifact.AnnotationHiveMerge]) {
 			if ok, err := c.signedBySelf(ctx, t, d); err != nil || !ok {
 				if err != nil {
 					return "", false, err

@@ -19,7 +19,7 @@ import (
 
 // SharedCache is the chain cache shared by every worker (the cimconv-chains
 // NATS KV bucket in the service). Keys are opaque "sha256:<hex>" strings
-// derived from the builder and the chainID.
+// derived from the converter's options key and the chainID.
 type SharedCache interface {
 	// Acquire returns the value stored for key (won=false), waiting while
 	// another worker holds the build claim; or claims key for this worker
@@ -56,22 +56,26 @@ type sharedValue struct {
 	Repo  string     `json:"repo"`
 }
 
-// sharedKey scopes a chainID to a builder: CIMs of different builders never
-// mix in one chain.
-func sharedKey(builderName, chainID string) string {
-	sum := sha256.Sum256([]byte(builderName + " " + chainID))
+// sharedKey scopes a chainID to an options key (optionsKey): workers whose
+// builds differ (builder, CIM format, Windows build, block options) neither
+// adopt each other's layers nor wait for each other's claims or overwrite
+// each other's values. Keys until the options key was part of them hashed
+// the builder's name alone; their values are never looked up again.
+func sharedKey(optsKey, chainID string) string {
+	sum := sha256.Sum256([]byte(optsKey + " " + chainID))
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // adoptShared takes a layer another worker built: it checks the value fits
-// this chain and fetches the blob into the local cache.
+// this chain and this converter's builder (reusable) and fetches the blob
+// into the local cache.
 func (c *Converter) adoptShared(ctx context.Context, raw []byte, chainID, parentBlob string) (CacheEntry, *Blob, bool, error) {
 	var v sharedValue
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return CacheEntry{}, nil, false, nil // not ours to trust: build instead
 	}
 	e := v.Entry
-	if e.ChainID != chainID || e.ParentBlob != parentBlob || e.Build.Builder != c.b.Capabilities().Name {
+	if e.ChainID != chainID || e.ParentBlob != parentBlob || !c.reusable(e) {
 		return CacheEntry{}, nil, false, nil
 	}
 	repo, err := name.NewRepository(v.Repo, name.Insecure)

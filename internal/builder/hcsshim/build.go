@@ -70,6 +70,8 @@ func (b *hcsBuilder) Capabilities() builder.Capabilities {
 		Format:       b.cfg.format,
 		WindowsBuild: b.host.String(),
 		HiveMerge:    true,
+		Integrity:    b.cfg.integrity,
+		VHDFooter:    b.cfg.vhdFooter,
 	}
 }
 

@@ -78,13 +78,25 @@ func TestHostInfoString(t *testing.T) {
 	}
 }
 
+// Capabilities name everything the builder's output depends on (the chain
+// cache and the artifact's options key are made of them): format, Windows
+// build and the block CIM options.
 func TestCapabilities(t *testing.T) {
-	for _, format := range []string{builder.FormatForked, builder.FormatBlock} {
-		b, err := newBuilder(config{format: format}, HostInfo{Major: 10, Build: 26100, Revision: 4349, CimFS: true, BlockCIMWrite: true}, &fakeImporter{})
+	tests := []struct {
+		cfg  config
+		want builder.Capabilities
+	}{
+		{config{format: builder.FormatForked}, builder.Capabilities{Format: "forked"}},
+		{config{format: builder.FormatBlock}, builder.Capabilities{Format: "block"}},
+		{config{format: builder.FormatBlock, integrity: true, vhdFooter: true}, builder.Capabilities{Format: "block", Integrity: true, VHDFooter: true}},
+	}
+	for _, tt := range tests {
+		b, err := newBuilder(tt.cfg, HostInfo{Major: 10, Build: 26100, Revision: 4349, CimFS: true, BlockCIMWrite: true, VerifiedCIMWrite: true}, &fakeImporter{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := builder.Capabilities{Name: "hcsshim", Formats: []string{"forked", "block"}, Format: format, WindowsBuild: "10.0.26100.4349", HiveMerge: true}
+		want := tt.want
+		want.Name, want.Formats, want.WindowsBuild, want.HiveMerge = "hcsshim", []string{"forked", "block"}, "10.0.26100.4349", true
 		if got := b.Capabilities(); !reflect.DeepEqual(got, want) {
 			t.Errorf("Capabilities() = %+v, want %+v", got, want)
 		}

@@ -87,7 +87,7 @@ func New(opts ...Option) *Builder {
 
 // Capabilities implements builder.Builder.
 func (b *Builder) Capabilities() builder.Capabilities {
-	return builder.Capabilities{
+	c := builder.Capabilities{
 		Name:          Name,
 		Formats:       []string{builder.FormatForked},
 		Format:        builder.FormatForked,
@@ -95,6 +95,10 @@ func (b *Builder) Capabilities() builder.Capabilities {
 		Deterministic: true,
 		Experimental:  true,
 	}
+	if c.HiveMerge {
+		c.HiveMergeName = builder.HiveMergePortable
+	}
+	return c
 }
 
 // RegionSetID derives the CIM region-set GUID from a chainID, so that the same
