@@ -5,6 +5,10 @@
 // data can be written concurrently and only the metadata is done in chain
 // order. BuildLayer is Prepare then Finish: there is one build path.
 //
+// Entries apply as wclayer.MergeView applies them, which ExpectedView (and
+// so `cim verify`) checks: a whiteout of a path that does not exist (below
+// a missing directory or a file included) removes and creates nothing.
+//
 // EXPERIMENTAL: its output has not been validated against CimFS.dll. It is
 // deterministic: the same layer chain gives byte-identical files.
 package portable

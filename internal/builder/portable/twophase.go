@@ -354,6 +354,9 @@ func (b *Builder) Finish(ctx context.Context, pp builder.Prepared, parent *build
 
 // replay applies a recorded entry to the CIM.
 func (s *layerState) replay(o *op) error {
+	if o.typ == wclayer.TypeWhiteout {
+		return s.whiteout(o.path)
+	}
 	if err := s.ensureParents(o.path); err != nil {
 		return err
 	}
@@ -366,13 +369,20 @@ func (s *layerState) replay(o *op) error {
 		return s.w.AddAlternateStreamStaged(o.path, o.stream, o.data)
 	case wclayer.TypeHardLink:
 		return s.w.AddLink(o.link, o.path)
-	case wclayer.TypeWhiteout:
-		if err := s.w.Unlink(o.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		return nil
 	}
 	return fmt.Errorf("unsupported entry type %v", o.typ)
+}
+
+// whiteout deletes p and its subtree. A path that does not exist, below a
+// missing directory or a file included, is no error and creates no
+// directory: a tar may list a deleted directory's children after it, and
+// the layers' merged view (wclayer.MergeView) and hcsshim's importer
+// (CimDeletePath) create no parents for a whiteout either.
+func (s *layerState) whiteout(p string) error {
+	if ok, _ := s.w.Stat(p); !ok {
+		return nil
+	}
+	return s.w.Unlink(p)
 }
 
 // Discard implements builder.Prepared.
