@@ -315,9 +315,11 @@ func TestRegionSetIDIsVersion5(t *testing.T) {
 	}
 }
 
-// Whiteouts applied as the layers' merged view (ExpectedView, what `cim
-// verify` checks) applies them: a whiteout of a path that does not exist
-// removes nothing and creates nothing. Each layer is built with BuildLayer and with Prepare and
+// Whiteouts and the directories a hand-made tar implies, applied as the
+// layers' merged view (ExpectedView, what `cim verify` checks) applies them:
+// a whiteout of a path that does not exist removes nothing and creates
+// nothing, and a directory a layer removed is created again by a later
+// entry below it. Each layer is built with BuildLayer and with Prepare and
 // Finish, and each CIM's view must equal the layers' and lack absent.
 func TestWhiteoutsMatchExpectedView(t *testing.T) {
 	base := fixture.NewLayer().File("Files/App/b.txt", []byte("b")).File("Files/keep.txt", []byte("k")).File("Files/f", []byte("f"))
@@ -340,6 +342,35 @@ func TestWhiteoutsMatchExpectedView(t *testing.T) {
 		{
 			name:  "whiteout under a file of the parent",
 			layer: fixture.NewLayer().NoAutoDirs().Whiteout("Files/f/x.txt"),
+		},
+		{
+			name:   "implied directory after its whiteout",
+			layer:  fixture.NewLayer().NoAutoDirs().File("Files/D/a.txt", []byte("a")).Whiteout("Files/D").File("Files/D/b.txt", []byte("b")),
+			absent: []string{"Files/D/a.txt"},
+		},
+		{
+			name:   "implied directory after a whiteout spelt otherwise",
+			layer:  fixture.NewLayer().NoAutoDirs().File("Files/D/a.txt", []byte("a")).Whiteout("Files/d").File("Files/D/b.txt", []byte("b")),
+			absent: []string{"Files/D/a.txt"},
+		},
+		{
+			name:   "implied directory after a whiteout of its parent",
+			layer:  fixture.NewLayer().NoAutoDirs().File("Files/D/x/a.txt", []byte("a")).Whiteout("Files/D").File("Files/D/x/b.txt", []byte("b")),
+			absent: []string{"Files/D/x/a.txt"},
+		},
+		{
+			// A file replacing a directory removes its subtree as a
+			// whiteout does; the directory listed again is empty.
+			name: "implied directory after a file replaced its parent",
+			layer: fixture.NewLayer().NoAutoDirs().File("Files/D/x/a.txt", []byte("a")).File("Files/D", []byte("file")).
+				Dir("Files/D").File("Files/D/x/b.txt", []byte("b")),
+			absent: []string{"Files/D/x/a.txt"},
+		},
+		{
+			name: "implied directory after a hard link replaced its parent",
+			layer: fixture.NewLayer().NoAutoDirs().File("Files/D/x/a.txt", []byte("a")).HardLink("Files/D", "Files/keep.txt").
+				Dir("Files/D").File("Files/D/x/b.txt", []byte("b")),
+			absent: []string{"Files/D/x/a.txt"},
 		},
 	}
 	for _, tt := range tests {

@@ -360,6 +360,17 @@ func (s *layerState) replay(o *op) error {
 	if err := s.ensureParents(o.path); err != nil {
 		return err
 	}
+	if o.typ == wclayer.TypeDir {
+		if ok, isDir := s.w.Stat(o.path); ok && !isDir {
+			// If this layer put the file, symlink or hard link here in
+			// place of a directory, the directory's subtree left the tree
+			// and s.dirs may still list it. wclayer refuses entries below
+			// a non-directory of the layer until it is whited out (which
+			// drops s.dirs too) or listed again as a directory (here), so
+			// checking here spares every file a Stat.
+			s.dirs = nil
+		}
+	}
 	switch o.typ {
 	case wclayer.TypeDir, wclayer.TypeSymlink:
 		return s.w.AddFile(o.path, &o.info, 0)
@@ -382,6 +393,10 @@ func (s *layerState) whiteout(p string) error {
 	if ok, _ := s.w.Stat(p); !ok {
 		return nil
 	}
+	// The directories s.dirs lists below p leave the tree. They are keyed by
+	// spelling and p may be spelt otherwise, so all are forgotten; the next
+	// entries find theirs again with a Stat.
+	s.dirs = nil
 	return s.w.Unlink(p)
 }
 
