@@ -47,7 +47,7 @@ type Reader struct {
 	pax    map[string]string
 	remain int64       // data bytes of the current entry not yet read
 	pad    int64       // zero padding after them
-	replay []byte      // the blocks of the current entry read so far, for a hand-over
+	replay []byte      // for a hand-over: the entry's latest PAX header, then the block being parsed
 	fb     *tar.Reader // archive/tar, once the stream is handed over
 	err    error       // sticky
 }
@@ -122,12 +122,20 @@ func (r *Reader) next() (*tar.Header, error) {
 		if r.blk == [blockSize]byte{} {
 			return nil, r.end()
 		}
-		r.replay = append(r.replay, r.blk[:]...)
 		num, ok := r.simpleBlock()
+		typ := r.blk[offType]
+		if ok && typ == tar.TypeXHeader {
+			// archive/tar applies only the latest 'x' header before an
+			// entry (each replaces the records of those before it), so a
+			// hand-over needs only that one: the replay holds one PAX
+			// header (at most maxPAXSize of data) and a block, however
+			// many headers a hostile tar puts before an entry.
+			r.replay = r.replay[:0]
+		}
+		r.replay = append(r.replay, r.blk[:]...)
 		if !ok {
 			return r.handOver()
 		}
-		typ := r.blk[offType]
 		if typ == tar.TypeXHeader {
 			ok, err := r.readPAX(num.size)
 			if err != nil {
@@ -242,8 +250,8 @@ func (r *Reader) readPAX(size int64) (bool, error) {
 	return true, nil
 }
 
-// handOver gives the stream, from the first block of the current entry, to
-// archive/tar for the rest of the archive.
+// handOver gives the stream, from the current entry's latest PAX header (or
+// its first block), to archive/tar for the rest of the archive.
 func (r *Reader) handOver() (*tar.Header, error) {
 	src := r.src
 	if len(r.replay) > 0 {

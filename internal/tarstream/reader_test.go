@@ -8,6 +8,8 @@ import (
 	"io"
 	"maps"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -247,6 +249,89 @@ func TestCorruptedHeadersMatchArchiveTar(t *testing.T) {
 	}
 }
 
+// paxRecord formats one PAX record, "%d %s=%s\n", its length counting itself.
+func paxRecord(k, v string) string {
+	n := len(k) + len(v) + 3
+	n += len(strconv.Itoa(n))
+	if r := fmt.Sprintf("%d %s=%s\n", n, k, v); len(r) == n {
+		return r
+	}
+	return fmt.Sprintf("%d %s=%s\n", n+1, k, v)
+}
+
+// paxHeader returns a PAX 'x' header (block, data and padding) holding
+// records as given. archive/tar's writer emits one before an entry at most,
+// so it writes a regular file and the type and checksum are patched.
+func paxHeader(t testing.TB, records string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "PaxHeaders/x", Size: int64(len(records)), Mode: 0o644, Format: tar.FormatUSTAR}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(tw, records); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	blk := b.Bytes()
+	blk[156] = tar.TypeXHeader
+	copy(blk[148:156], "        ")
+	sum := 0
+	for _, c := range blk[:512] {
+		sum += int(c)
+	}
+	copy(blk[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return blk
+}
+
+// A hostile tar may put any number of PAX 'x' headers of up to 1 MiB each
+// before one entry. archive/tar keeps only the latest one's records (each
+// replaces those before it), and so must tarstream, fallback buffer
+// included: a worker holding every header would run out of memory. The
+// headers differ, and only the first sets a path, so a reader applying (or
+// handing over) any but the latest disagrees with archive/tar.
+func TestConsecutivePAXHeadersBoundedMemory(t *testing.T) {
+	const headers = 8
+	big := func(i int) string {
+		// Short of the limit by room for the first header's path and mtime.
+		return paxRecord("comment", strings.Repeat(string(rune('a'+i)), tarstream.MaxPAXSize-200))
+	}
+	var run []byte
+	for i := range headers {
+		recs := big(i)
+		if i == 0 {
+			recs = paxRecord("path", "Files/only-in-the-first-header") + paxRecord("mtime", "1.5") + recs
+		}
+		run = append(run, paxHeader(t, recs)...)
+	}
+	entry := build(t, []file{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "Files/f", ModTime: mtime, Format: tar.FormatUSTAR}, data: "x"}})
+	gnu := build(t, []file{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: strings.Repeat("g", 200), ModTime: mtime, Format: tar.FormatGNU}, data: "GNU long name"}})
+	tests := []struct {
+		name     string
+		data     []byte
+		handOver bool
+	}{
+		{"then a USTAR entry", slices.Concat(run, entry), false},
+		{"then a GNU long-name entry (handed over)", slices.Concat(run, gnu), true},
+		{"the last one malformed (handed over)", slices.Concat(run, paxHeader(t, "9 comment\n"), entry), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if fast := compare(t, tt.data); fast == tt.handOver {
+				t.Errorf("handed over to archive/tar: %v, want %v", !fast, tt.handOver)
+			}
+			r := tarstream.NewReader(bytes.NewReader(tt.data))
+			_, _ = r.Next()
+			// One header and a few blocks; append's growth may round up.
+			if got, limit := r.ReplayRetained(), 2*tarstream.MaxPAXSize; got > limit {
+				t.Errorf("after %d PAX headers of 1 MiB, the reader retains %d bytes for a hand-over, want at most %d (archive/tar keeps the latest header only)", headers, got, limit)
+			}
+		})
+	}
+}
+
 var errSource = errors.New("source failed")
 
 // A failing source's error reaches the caller unchanged, wherever it fails.
@@ -279,6 +364,9 @@ func FuzzMatchesArchiveTar(f *testing.F) {
 	for _, data := range otherShapes(f) {
 		f.Add(data)
 	}
+	// Consecutive PAX headers: only the latest applies.
+	f.Add(slices.Concat(paxHeader(f, paxRecord("path", "Files/a")), paxHeader(f, paxRecord("comment", "b")),
+		build(f, []file{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "Files/f", ModTime: mtime, Format: tar.FormatUSTAR}, data: "x"}})))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		compare(t, data)
 	})

@@ -19,6 +19,10 @@
 //     case-insensitively). A top-level `layout` file is refused: the
 //     importer writes it for base layers, it never comes from a tar.
 //   - Opaque whiteouts (.wh..wh..opq) and other .wh..wh. names: ErrUnsupported.
+//   - NTFS's length limits apply to the names an entry stands for, not to its
+//     tar name: 255 UTF-16 units for each directory name, for the file name
+//     (a whiteout's without ".wh.", a stream's without ":stream:$DATA") and
+//     for the stream name; 32767 for the path (a stream's with its suffix).
 //   - MSWINDOWS.sd (SDDL text, pre-2017 exports) cannot be turned into a
 //     binary descriptor off Windows: ErrUnsupported.
 //   - After the tar's end marker only zero bytes may follow (ErrCorrupt

@@ -91,6 +91,10 @@ func TestCleanPath(t *testing.T) {
 		{"c:x", false, "", ErrPathTraversal},
 		{`\\.\pipe\x`, false, "", ErrPathTraversal},
 		{"", false, "", ErrInvalidName},
+		// The last component may carry ".wh." or ":stream:$DATA": its
+		// length is checkLengths's to judge, a directory's is not.
+		{"Files/" + long256, false, "Files/" + long256, nil},
+		{"Files/" + long256 + "/a", false, "", ErrInvalidName},
 	}
 	for _, tt := range tests {
 		got, pr := cleanPath(tt.in, tt.dir)
@@ -100,6 +104,44 @@ func TestCleanPath(t *testing.T) {
 		}
 		if got != tt.want || kind != tt.wantKind {
 			t.Errorf("cleanPath(%q, %v) = %q %v, want %q %v", tt.in, tt.dir, got, kind, tt.want, tt.wantKind)
+		}
+	}
+}
+
+var long256 = strings.Repeat("n", 256)
+
+func TestCheckLengths(t *testing.T) {
+	deep := "Files"
+	for len(deep) < maxPathUnits-300 {
+		deep += "/" + strings.Repeat("d", 200)
+	}
+	fill := func(n int) string { return deep + "/" + strings.Repeat("f", n-len(deep)-1) } // a path of n units
+	tests := []struct {
+		path, stream string
+		wantErr      string
+	}{
+		{"Files/" + strings.Repeat("é", 255), "", ""},
+		{"Files/" + strings.Repeat("é", 255), strings.Repeat("s", 255), ""},
+		{"Files/" + long256, "", "file name of 256 UTF-16 units exceeds 255"},
+		{"Files/" + strings.Repeat("\U0001F600", 128), "", "file name of 256 UTF-16 units exceeds 255"},
+		{"Files/a", long256, "stream name of 256 UTF-16 units exceeds 255"},
+		{fill(maxPathUnits), "", ""},
+		{fill(maxPathUnits + 1), "", "path of 32768 UTF-16 units exceeds 32767"},
+		// ":s:$DATA" counts: a stream is opened by that whole name.
+		{fill(maxPathUnits - 8), "s", ""},
+		{fill(maxPathUnits - 7), "s", "path of 32768 UTF-16 units exceeds 32767"},
+	}
+	for _, tt := range tests {
+		pr := checkLengths(tt.path, tt.stream)
+		var got string
+		if pr != nil {
+			got = pr.msg
+			if pr.kind != ErrInvalidName {
+				t.Errorf("checkLengths(%.20q..., %.20q): kind %v, want %v", tt.path, tt.stream, pr.kind, ErrInvalidName)
+			}
+		}
+		if got != tt.wantErr {
+			t.Errorf("checkLengths(%.20q... (%d units), %.20q) = %q, want %q", tt.path, utf16Len(tt.path), tt.stream, got, tt.wantErr)
 		}
 	}
 }

@@ -54,6 +54,11 @@ func utf16Len(s string) int {
 // through filepath.FromSlash, where `a\..\..\x` would climb out of the layer.
 // A leading "./" (written by some tar tools) is dropped. Colons are refused
 // in directory components; the caller parses the last component.
+//
+// Only directory components are held to NTFS's 255 units here: the last one
+// may carry a whiteout's ".wh." or a stream's ":name:$DATA", which are not
+// part of any NTFS name, so the caller applies checkLengths once it has
+// parsed them off.
 func cleanPath(raw string, trailingSlashOK bool) (string, *problem) {
 	if raw == "" {
 		return "", newProblem(ErrInvalidName, "empty name")
@@ -85,7 +90,6 @@ func cleanPath(raw string, trailingSlashOK bool) (string, *problem) {
 	if p == "" || p == "." {
 		return "", newProblem(ErrInvalidName, "name of the layer root")
 	}
-	total := 0
 	rest := p
 	for {
 		comp, tail, more := strings.Cut(rest, "/")
@@ -97,23 +101,42 @@ func cleanPath(raw string, trailingSlashOK bool) (string, *problem) {
 		case "..":
 			return "", newProblem(ErrPathTraversal, `".." path component`)
 		}
-		if more && strings.IndexByte(comp, ':') >= 0 {
-			return "", newProblem(ErrInvalidName, "colon in directory name %q", comp)
-		}
-		n := utf16Len(comp)
-		if n > maxComponentUnits {
-			return "", newProblem(ErrInvalidName, "name component of %d UTF-16 units exceeds %d", n, maxComponentUnits)
-		}
-		total += n + 1
 		if !more {
 			break
 		}
+		if strings.IndexByte(comp, ':') >= 0 {
+			return "", newProblem(ErrInvalidName, "colon in directory name %q", comp)
+		}
+		if n := utf16Len(comp); n > maxComponentUnits {
+			return "", newProblem(ErrInvalidName, "name component of %d UTF-16 units exceeds %d", n, maxComponentUnits)
+		}
 		rest = tail
 	}
-	if total-1 > maxPathUnits {
-		return "", newProblem(ErrInvalidName, "path of %d UTF-16 units exceeds %d", total-1, maxPathUnits)
-	}
 	return p, nil
+}
+
+// checkLengths applies Windows' length limits to what an entry names, once
+// its tar name is parsed: p is the file's path (for a whiteout, the deleted
+// path), stream its alternate stream's name or "". NTFS limits the file
+// name and the stream name to 255 units each, and a path (with the
+// ":stream:$DATA" that names a stream) to 32767.
+func checkLengths(p, stream string) *problem {
+	name := p[strings.LastIndexByte(p, '/')+1:]
+	if n := utf16Len(name); n > maxComponentUnits {
+		return newProblem(ErrInvalidName, "file name of %d UTF-16 units exceeds %d", n, maxComponentUnits)
+	}
+	total := utf16Len(p)
+	if stream != "" {
+		n := utf16Len(stream)
+		if n > maxComponentUnits {
+			return newProblem(ErrInvalidName, "stream name of %d UTF-16 units exceeds %d", n, maxComponentUnits)
+		}
+		total += len(":") + n + len(":"+streamTypeData)
+	}
+	if total > maxPathUnits {
+		return newProblem(ErrInvalidName, "path of %d UTF-16 units exceeds %d", total, maxPathUnits)
+	}
+	return nil
 }
 
 // splitStream parses a last component "file:stream:$DATA" (the only form a

@@ -309,6 +309,9 @@ func (r *Reader) entry(hdr *tar.Header) (*Entry, *problem) {
 			return nil, newProblem(ErrInvalidName, "whiteout of %q", name)
 		}
 		e.Type, e.Path = TypeWhiteout, dir+name
+		if pr := checkLengths(e.Path, ""); pr != nil {
+			return nil, pr
+		}
 		if pr := r.checkArea(e.Path, true); pr != nil {
 			return nil, pr
 		}
@@ -333,11 +336,11 @@ func (r *Reader) entry(hdr *tar.Header) (*Entry, *problem) {
 			if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeGNUSparse {
 				return nil, newProblem(ErrInvalidName, "alternate stream entry of tar type %q (want a regular file)", string(hdr.Typeflag))
 			}
-			if n := utf16Len(stream); n > maxComponentUnits {
-				return nil, newProblem(ErrInvalidName, "stream name of %d UTF-16 units exceeds %d", n, maxComponentUnits)
-			}
 			e.Type, e.Path, e.StreamName = TypeStream, dir+file, stream
 		}
+	}
+	if pr := checkLengths(e.Path, e.StreamName); pr != nil {
+		return nil, pr
 	}
 	if e.Type == 0 {
 		switch hdr.Typeflag {
@@ -409,6 +412,10 @@ func (r *Reader) entry(hdr *tar.Header) (*Entry, *problem) {
 		}
 		if strings.IndexByte(target, ':') >= 0 {
 			return nil, newProblem(ErrInvalidName, "hard link target %q names a stream", hdr.Linkname)
+		}
+		if pr := checkLengths(target, ""); pr != nil {
+			pr.msg = "hard link target " + quote(hdr.Linkname) + ": " + pr.msg
+			return nil, pr
 		}
 		if pr := r.checkArea(target, false); pr != nil {
 			pr.msg = "hard link target: " + pr.msg

@@ -144,6 +144,30 @@ func TestReaderValid(t *testing.T) {
 			},
 		},
 		{
+			// The tar component is 277 units; NTFS limits the file name and
+			// the stream name (255 each), not the two joined.
+			name:  "255-unit file name with an alternate stream",
+			layer: fixture.NewLayer().File("Files/"+longName, []byte("x")).Stream("Files/"+longName, "Zone.Identifier", []byte("[ZoneTransfer]")),
+			check: func(t *testing.T, es []*wclayer.Entry) {
+				e := es[len(es)-1]
+				if e.Type != wclayer.TypeStream || e.Path != "Files/"+longName || e.StreamName != "Zone.Identifier" {
+					t.Errorf("stream = %v %q %q", e.Type, e.Path, e.StreamName)
+				}
+			},
+		},
+		{
+			// hcsshim writes the deletion of a 255-unit name as a 259-unit
+			// ".wh." component.
+			name:  "whiteout of a 255-unit name",
+			layer: fixture.NewLayer().Whiteout("Files/" + longName),
+			check: func(t *testing.T, es []*wclayer.Entry) {
+				e := es[len(es)-1]
+				if e.Type != wclayer.TypeWhiteout || e.Path != "Files/"+longName {
+					t.Errorf("whiteout = %v %q", e.Type, e.Path)
+				}
+			},
+		},
+		{
 			name: "PAX global header skipped, ./ prefix, padding after the end",
 			layer: fixture.NewLayer().Raw(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "pax_global_header", PAXRecords: map[string]string{"comment": "x"}}, nil).
 				Raw(&tar.Header{Name: "./Files/", Typeflag: tar.TypeDir}, nil).Raw(&tar.Header{Name: "./", Typeflag: tar.TypeDir}, nil),
@@ -321,6 +345,11 @@ func TestReaderErrors(t *testing.T) {
 		{"component too long", fixture.NewLayer().Raw(hdr("Files/"+strings.Repeat("x", 256), tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/" + strings.Repeat("x", 256), "256 UTF-16 units exceeds 255"},
 		{"component too long in UTF-16", fixture.NewLayer().Raw(hdr("Files/"+strings.Repeat("\U0001F600", 128), tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/" + strings.Repeat("\U0001F600", 128), "256 UTF-16"},
 		{"path too long", fixture.NewLayer().Raw(hdr(deepName, tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, deepName, "exceeds 32767"},
+		{"directory name too long", fixture.NewLayer().Raw(hdr("Files/"+strings.Repeat("x", 256)+"/f", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/" + strings.Repeat("x", 256) + "/f", "256 UTF-16 units exceeds 255"},
+		{"file name too long, with a stream", fixture.NewLayer().Raw(hdr("Files/"+strings.Repeat("x", 256)+":s:$DATA", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/" + strings.Repeat("x", 256) + ":s:$DATA", "file name of 256 UTF-16 units exceeds 255"},
+		{"stream name too long", fixture.NewLayer().File("Files/a", nil).Raw(hdr("Files/a:"+strings.Repeat("s", 256)+":$DATA", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/a:" + strings.Repeat("s", 256) + ":$DATA", "stream name of 256 UTF-16 units exceeds 255"},
+		{"whiteout of a name too long", fixture.NewLayer().Raw(hdr("Files/.wh."+strings.Repeat("x", 256), tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files/.wh." + strings.Repeat("x", 256), "file name of 256 UTF-16 units exceeds 255"},
+		{"hard link target name too long", fixture.NewLayer().HardLink("Files/l", "Files/"+strings.Repeat("x", 256)), nil, nil, wclayer.ErrInvalidName, "Files/l", `hard link target "Files/xxxxxxxxxx`},
 		{"empty component", fixture.NewLayer().Raw(hdr("Files//x", tar.TypeReg, 0), nil), nil, nil, wclayer.ErrInvalidName, "Files//x", "empty path component"},
 		{"bad base64 SD", fixture.NewLayer().Raw(sdRec("!!notbase64"), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "MSWINDOWS.rawsd: bad base64"},
 		{"SD too large", fixture.NewLayer().Raw(sdRec(big(70000)), nil), nil, nil, wclayer.ErrBadRecord, "Files/f", "exceeds 65535"},

@@ -247,7 +247,7 @@ type layerState struct {
 	unmerged bool
 	deltas   map[string]deltaHive // by hive name: delta hives to merge
 	merged   bool                 // a delta hive was merged
-	dirs     map[string]bool      // upper-cased dirs created implicitly or seen
+	dirs     map[string]bool      // parents of the layer's entries, by spelling; dropped when a directory may leave the tree
 }
 
 // ensureParents creates directories a tar omitted, as tar extraction does.

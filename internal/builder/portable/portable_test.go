@@ -314,3 +314,101 @@ func TestRegionSetIDIsVersion5(t *testing.T) {
 		t.Fatalf("GUID %s is not shaped as a version-5 RFC 4122 GUID", s)
 	}
 }
+
+// Whiteouts and the directories a hand-made tar implies, applied as the
+// layers' merged view (ExpectedView, what `cim verify` checks) applies them:
+// a whiteout of a path that does not exist removes nothing and creates
+// nothing, and a directory a layer removed is created again by a later
+// entry below it. Each layer is built with BuildLayer and with Prepare and
+// Finish, and each CIM's view must equal the layers' and lack absent.
+func TestWhiteoutsMatchExpectedView(t *testing.T) {
+	base := fixture.NewLayer().File("Files/App/b.txt", []byte("b")).File("Files/keep.txt", []byte("k")).File("Files/f", []byte("f"))
+	tests := []struct {
+		name   string
+		layer  *fixture.Layer
+		absent []string
+	}{
+		{
+			// As a tar may list a deleted directory's children too.
+			name:   "whiteout under a directory the layer deleted",
+			layer:  fixture.NewLayer().NoAutoDirs().Whiteout("Files/App").Whiteout("Files/App/b.txt"),
+			absent: []string{"Files/App"},
+		},
+		{
+			name:   "whiteout under a directory that exists nowhere",
+			layer:  fixture.NewLayer().NoAutoDirs().Whiteout("Files/Nowhere/x.txt"),
+			absent: []string{"Files/Nowhere"},
+		},
+		{
+			name:  "whiteout under a file of the parent",
+			layer: fixture.NewLayer().NoAutoDirs().Whiteout("Files/f/x.txt"),
+		},
+		{
+			name:   "implied directory after its whiteout",
+			layer:  fixture.NewLayer().NoAutoDirs().File("Files/D/a.txt", []byte("a")).Whiteout("Files/D").File("Files/D/b.txt", []byte("b")),
+			absent: []string{"Files/D/a.txt"},
+		},
+		{
+			name:   "implied directory after a whiteout spelt otherwise",
+			layer:  fixture.NewLayer().NoAutoDirs().File("Files/D/a.txt", []byte("a")).Whiteout("Files/d").File("Files/D/b.txt", []byte("b")),
+			absent: []string{"Files/D/a.txt"},
+		},
+		{
+			name:   "implied directory after a whiteout of its parent",
+			layer:  fixture.NewLayer().NoAutoDirs().File("Files/D/x/a.txt", []byte("a")).Whiteout("Files/D").File("Files/D/x/b.txt", []byte("b")),
+			absent: []string{"Files/D/x/a.txt"},
+		},
+		{
+			// A file replacing a directory removes its subtree as a
+			// whiteout does; the directory listed again is empty.
+			name: "implied directory after a file replaced its parent",
+			layer: fixture.NewLayer().NoAutoDirs().File("Files/D/x/a.txt", []byte("a")).File("Files/D", []byte("file")).
+				Dir("Files/D").File("Files/D/x/b.txt", []byte("b")),
+			absent: []string{"Files/D/x/a.txt"},
+		},
+		{
+			name: "implied directory after a hard link replaced its parent",
+			layer: fixture.NewLayer().NoAutoDirs().File("Files/D/x/a.txt", []byte("a")).HardLink("Files/D", "Files/keep.txt").
+				Dir("Files/D").File("Files/D/x/b.txt", []byte("b")),
+			absent: []string{"Files/D/x/a.txt"},
+		},
+	}
+	for _, tt := range tests {
+		layers := [][]byte{base.Bytes(fixture.Uncompressed), tt.layer.Bytes(fixture.Uncompressed)}
+		want, err := ExpectedView(context.Background(), openers(layers))
+		if err != nil {
+			t.Fatalf("%s: the layers' view: %v", tt.name, err)
+		}
+		for _, build := range []struct {
+			name string
+			run  func(t *testing.T, dir string) []*builder.BuiltLayer
+		}{
+			{"BuildLayer", func(t *testing.T, dir string) []*builder.BuiltLayer { return buildChain(t, New(), dir, layers) }},
+			{"two-phase", func(t *testing.T, dir string) []*builder.BuiltLayer {
+				return buildTwoPhase(t, dir, chainSources(t, layers))
+			}},
+		} {
+			t.Run(tt.name+"/"+build.name, func(t *testing.T) {
+				dir := t.TempDir()
+				built := build.run(t, dir)
+				im, err := cim.Open(filepath.Join(dir, built[1].CimName))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer im.Close()
+				got, err := im.View()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := CompareViews(want, got); len(d) > 0 {
+					t.Errorf("the CIM's view differs from the layers': %v", d)
+				}
+				for _, p := range tt.absent {
+					if _, err := im.Stat(p); err == nil {
+						t.Errorf("%s exists in the CIM", p)
+					}
+				}
+			})
+		}
+	}
+}

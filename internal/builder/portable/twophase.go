@@ -354,8 +354,22 @@ func (b *Builder) Finish(ctx context.Context, pp builder.Prepared, parent *build
 
 // replay applies a recorded entry to the CIM.
 func (s *layerState) replay(o *op) error {
+	if o.typ == wclayer.TypeWhiteout {
+		return s.whiteout(o.path)
+	}
 	if err := s.ensureParents(o.path); err != nil {
 		return err
+	}
+	if o.typ == wclayer.TypeDir {
+		if ok, isDir := s.w.Stat(o.path); ok && !isDir {
+			// If this layer put the file, symlink or hard link here in
+			// place of a directory, the directory's subtree left the tree
+			// and s.dirs may still list it. wclayer refuses entries below
+			// a non-directory of the layer until it is whited out (which
+			// drops s.dirs too) or listed again as a directory (here), so
+			// checking here spares every file a Stat.
+			s.dirs = nil
+		}
 	}
 	switch o.typ {
 	case wclayer.TypeDir, wclayer.TypeSymlink:
@@ -366,13 +380,24 @@ func (s *layerState) replay(o *op) error {
 		return s.w.AddAlternateStreamStaged(o.path, o.stream, o.data)
 	case wclayer.TypeHardLink:
 		return s.w.AddLink(o.link, o.path)
-	case wclayer.TypeWhiteout:
-		if err := s.w.Unlink(o.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		return nil
 	}
 	return fmt.Errorf("unsupported entry type %v", o.typ)
+}
+
+// whiteout deletes p and its subtree. A path that does not exist, below a
+// missing directory or a file included, is no error and creates no
+// directory: a tar may list a deleted directory's children after it, and
+// the layers' merged view (wclayer.MergeView) and hcsshim's importer
+// (CimDeletePath) create no parents for a whiteout either.
+func (s *layerState) whiteout(p string) error {
+	if ok, _ := s.w.Stat(p); !ok {
+		return nil
+	}
+	// The directories s.dirs lists below p leave the tree. They are keyed by
+	// spelling and p may be spelt otherwise, so all are forgotten; the next
+	// entries find theirs again with a Stat.
+	s.dirs = nil
+	return s.w.Unlink(p)
 }
 
 // Discard implements builder.Prepared.
