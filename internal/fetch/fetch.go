@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/cim"
 	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/registry"
@@ -238,9 +239,17 @@ func (f *Fetcher) Fetch(ctx context.Context, image string, opt Options) (*Result
 	if len(cfg.Layers) != len(m.Layers) || len(cfg.Layers) != len(t.Layers) {
 		return nil, fmt.Errorf("artifact %s: %d layer blobs, config lists %d, image has %d layers", chosen.Digest, len(m.Layers), len(cfg.Layers), len(t.Layers))
 	}
+	// The chainID names the layer's directory in DEST, so it is bound to
+	// the image here whatever the verifier checked (AllowUnsigned checks
+	// nothing): it must be the chain ID of the image's diffIDs.
+	parent := ""
 	for i, l := range cfg.Layers {
-		if l.DiffID != t.Layers[i].DiffID.String() {
+		parent = builder.ChainID(parent, t.Layers[i].DiffID.String())
+		switch {
+		case l.DiffID != t.Layers[i].DiffID.String():
 			return nil, fmt.Errorf("artifact %s: layer %d diffID %s does not match the image's %s", chosen.Digest, i, l.DiffID, t.Layers[i].DiffID)
+		case l.ChainID != parent:
+			return nil, fmt.Errorf("artifact %s: layer %d chainID %q does not match the image's %s", chosen.Digest, i, l.ChainID, parent)
 		}
 	}
 
