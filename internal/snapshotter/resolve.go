@@ -46,14 +46,22 @@ type resolved struct {
 }
 
 // layerIndex finds the layer of the image with this layer digest and chainID.
+// A manifest may list the same blob more than once (a layer re-added on top
+// of others); each position has its own chainID, so every position holding
+// the digest is checked, not only the first.
 func (r *resolved) layerIndex(layerDigest, chainID string) (int, error) {
+	var at []string
 	for i, d := range r.layers {
-		if d == layerDigest {
-			if r.chainIDs[i] != chainID {
-				return 0, fall(ReasonBinding, "layer %s is at position %d with chainID %s, containerd asked for %s", layerDigest, i, r.chainIDs[i], chainID)
-			}
+		if d != layerDigest {
+			continue
+		}
+		if r.chainIDs[i] == chainID {
 			return i, nil
 		}
+		at = append(at, fmt.Sprintf("%d (chainID %s)", i, r.chainIDs[i]))
+	}
+	if len(at) > 0 {
+		return 0, fall(ReasonBinding, "layer %s is at position %s, containerd asked for chainID %s", layerDigest, strings.Join(at, ", "), chainID)
 	}
 	return 0, fall(ReasonBinding, "layer %s is not in manifest %s", layerDigest, r.subject.DigestStr())
 }

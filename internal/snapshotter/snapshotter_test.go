@@ -47,6 +47,40 @@ func TestCheckParent(t *testing.T) {
 	}
 }
 
+// TestLayerIndex: containerd names a layer by blob digest and chainID. A
+// manifest may list one blob twice (positions 0 and 2 here, with different
+// chainIDs); the position asked for is the one whose chainID matches, not
+// the first holding the digest (which made the second a binding failure).
+func TestLayerIndex(t *testing.T) {
+	r := &resolved{
+		layers:   []string{"sha256:L", "sha256:M", "sha256:L"},
+		chainIDs: []string{"sha256:c0", "sha256:c1", "sha256:c2"},
+	}
+	cases := []struct {
+		name           string
+		layer, chainID string
+		want           int // -1: a binding fall-through
+	}{
+		{"first of a duplicated blob", "sha256:L", "sha256:c0", 0},
+		{"second of a duplicated blob", "sha256:L", "sha256:c2", 2},
+		{"single blob", "sha256:M", "sha256:c1", 1},
+		{"duplicated blob, chainID of neither position", "sha256:L", "sha256:c1", -1},
+		{"blob not in the manifest", "sha256:N", "sha256:c0", -1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			i, err := r.layerIndex(tc.layer, tc.chainID)
+			var ft *fallThrough
+			switch {
+			case tc.want >= 0 && (err != nil || i != tc.want):
+				t.Fatalf("layerIndex(%s, %s) = %d, %v; want %d", tc.layer, tc.chainID, i, err, tc.want)
+			case tc.want < 0 && (!errors.As(err, &ft) || ft.reason != ReasonBinding):
+				t.Fatalf("layerIndex(%s, %s) = %d, %v; want a %s fall-through", tc.layer, tc.chainID, i, err, ReasonBinding)
+			}
+		})
+	}
+}
+
 func TestRegionSet(t *testing.T) {
 	lc := artifact.LayerConfig{CimFiles: []string{"a.cim", "objectid_1234-ab_0", "region_1234-ab_0", "region_1234-ab_1"}}
 	if got := RegionSet(lc); got != "1234-ab" {
