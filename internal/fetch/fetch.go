@@ -161,8 +161,17 @@ func (f *Fetcher) Find(ctx context.Context, image string, opt Options) (*Found, 
 	check := func(ctx context.Context, i int) error {
 		c := ranked[i]
 		d := byDigest[c.Digest]
+		if d.Digest.Algorithm != "sha256" {
+			return fmt.Errorf("%w: artifact %s: digest is not sha256", trust.ErrMalformed, c.Digest)
+		}
 		raw, _, err := f.reg.FetchManifest(ctx, repo.Digest(c.Digest))
 		if err != nil {
+			// A listed manifest that is missing or not what its digest says
+			// is junk anyone who can push can list: a refusal, not the end
+			// of the search. A registry that could not answer ends it.
+			if trust.IsBadContent(err) {
+				return fmt.Errorf("%w: artifact %s: %w", trust.ErrMalformed, c.Digest, err)
+			}
 			return fmt.Errorf("artifact %s: %w", c.Digest, err)
 		}
 		if d.MediaType == "" {

@@ -255,8 +255,17 @@ const maxCandidates = artifact.MaxCandidates
 // artifact of manifest and asks the verifier whether it may be used.
 func (s *resolver) verifyCandidate(ctx context.Context, repo name.Repository, subject name.Digest, adesc v1.Descriptor) (*trust.Result, v1.Manifest, error) {
 	var am v1.Manifest
+	if adesc.Digest.Algorithm != "sha256" {
+		return nil, am, fmt.Errorf("%w: artifact %s: digest is not sha256", trust.ErrMalformed, adesc.Digest)
+	}
 	araw, _, err := s.reg.FetchManifest(ctx, repo.Digest(adesc.Digest.String()))
 	if err != nil {
+		// A listed manifest that is missing or not what its digest says is
+		// junk anyone who can push can list: a refusal of this candidate.
+		// A registry that could not answer ends the search.
+		if trust.IsBadContent(err) {
+			return nil, am, fmt.Errorf("%w: artifact %s: %w", trust.ErrMalformed, adesc.Digest, err)
+		}
 		return nil, am, err
 	}
 	if err := json.Unmarshal(araw, &am); err != nil {

@@ -3,15 +3,29 @@ package snapshotter
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/builder"
+	"github.com/cimconv/cimconv/internal/builder/portable"
+	"github.com/cimconv/cimconv/internal/convert"
 	"github.com/cimconv/cimconv/internal/metrics"
+	"github.com/cimconv/cimconv/internal/registry"
+	"github.com/cimconv/cimconv/internal/registry/registrytest"
+	"github.com/cimconv/cimconv/internal/trust"
+	"github.com/cimconv/cimconv/internal/trust/keys"
+	"github.com/cimconv/cimconv/internal/trust/sigstore"
+	"github.com/cimconv/cimconv/internal/trust/trusttest"
+	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
 func TestCheckParent(t *testing.T) {
@@ -143,3 +157,114 @@ cimconv_snapshotter_fallthrough_total{reason="untrusted"} 1
 }
 
 const hex64 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+// testImage is a converted 2-layer windows/amd64 image in a loopback registry.
+type testImage struct {
+	host     string
+	ref      string
+	manifest string   // the image manifest's digest
+	layers   []string // layer digests, base first
+	chainIDs []string
+}
+
+// convertedImage pushes a 2-layer image to a new registry (its handler
+// wrapped by mw, if not nil) and converts it with copts.
+func convertedImage(t *testing.T, reg *registry.Client, mw func(http.Handler) http.Handler, copts ...convert.Option) testImage {
+	t.Helper()
+	var ropts []registrytest.Opt
+	if mw != nil {
+		ropts = append(ropts, registrytest.WithMiddleware(mw))
+	}
+	img := testImage{host: registrytest.NewReferrersRegistry(t, ropts...)}
+	img.ref = img.host + "/win/app:1"
+	var layers [][]byte
+	for _, l := range fixture.Chain(2) {
+		layers = append(layers, l.Bytes(fixture.Gzip))
+	}
+	p := v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"}
+	registrytest.PushImage(t, img.ref, layers, p)
+	cache, err := convert.NewCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := convert.New(reg, portable.New(), cache, append(copts, convert.WithWorkDir(t.TempDir()))...).Convert(ctx, convert.Request{Image: img.ref}); err != nil {
+		t.Fatal(err)
+	}
+	ts, err := reg.Resolve(ctx, img.ref, p, registry.OSVersionPolicy{Mode: "all"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.manifest = ts[0].Descriptor.Digest.String()
+	parent := ""
+	for _, l := range ts[0].Layers {
+		parent = builder.ChainID(parent, l.DiffID.String())
+		img.layers = append(img.layers, l.Digest.String())
+		img.chainIDs = append(img.chainIDs, parent)
+	}
+	return img
+}
+
+func signerOf(t *testing.T, k *trusttest.Key) convert.Option {
+	t.Helper()
+	s, err := sigstore.NewSigner(k.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return convert.WithSigner(s)
+}
+
+func verifierOf(t *testing.T, reg *registry.Client, k *trusttest.Key) trust.Verifier {
+	t.Helper()
+	v, err := sigstore.NewVerifier(reg, []*keys.PublicKey{k.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestWarmRefusesJunkCandidates: `converter fetch --root` (Warm) runs the
+// fast path's artifact search. Newer planted artifacts, one whose only
+// signature referrer gives its bundle a wrong size and one whose manifest
+// the registry does not have, each cost a refusal and the genuine signed
+// artifact is cached; before, the first of them ended the search.
+func TestWarmRefusesJunkCandidates(t *testing.T) {
+	ctx := context.Background()
+	var faults registrytest.Faults
+	reg, err := registry.New(registry.WithRetry(registry.RetryPolicy{MaxAttempts: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker := trusttest.NewKey(t, t.TempDir(), "worker")
+	img := convertedImage(t, reg, faults.Middleware, signerOf(t, worker))
+	v := verifierOf(t, reg, worker)
+	before, err := Warm(ctx, reg, img.ref, WarmOptions{Root: t.TempDir(), Verifier: v})
+	if err != nil {
+		t.Fatalf("warm before any junk: %v", err)
+	}
+	subject, err := name.NewDigest(img.host+"/win/app@"+img.manifest, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, err := reg.FetchManifest(ctx, subject.Context().Digest(before.Artifact))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	plant := func(label string) v1.Descriptor {
+		return trusttest.PutCopy(t, img.host, subject.RepositoryStr(), raw, func(m map[string]any) {
+			trusttest.Annotate(m, artifact.AnnotationCreated, newer)
+			trusttest.Annotate(m, "junk", label)
+		})
+	}
+	trusttest.PushJunkSignature(t, reg, subject.Context(), plant("junk signature"), []byte(`{"not":"a bundle"}`), true, func(d *v1.Descriptor) { d.Size++ })
+	faults.Set("/manifests/"+plant("missing").Digest.String(), http.StatusNotFound)
+
+	res, err := Warm(ctx, reg, img.ref, WarmOptions{Root: t.TempDir(), Verifier: v})
+	if err != nil {
+		t.Fatalf("warm behind 2 junk artifacts = %v; want the genuine artifact %s", err, before.Artifact)
+	}
+	if res.Artifact != before.Artifact || len(res.Cached) != 2 {
+		t.Fatalf("warm cached %v from %s; want both layers from %s", res.Cached, res.Artifact, before.Artifact)
+	}
+}

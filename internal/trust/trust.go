@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/cimconv/cimconv/internal/errdefs"
 )
 
 // ErrUntrusted means an artifact failed verification: unsigned, signed by a
@@ -75,4 +77,20 @@ var (
 	// ErrUnbound: the signed artifact was built for another image (subject,
 	// layer digest, diffID or chainID differ).
 	ErrUnbound = fmt.Errorf("%w: not bound to this image", ErrUntrusted)
+	// ErrMalformed: the artifact manifest a registry lists is missing, or
+	// is not what its descriptor says (digest, size, digest algorithm).
+	// Anyone who can push can list such junk, so it is a refusal of that
+	// candidate, never a failure of the search.
+	ErrMalformed = fmt.Errorf("%w: missing or malformed in the registry", ErrUntrusted)
 )
+
+// IsBadContent reports whether err, from reading an object a registry
+// listed (a candidate artifact, a signature, their blobs), says the object
+// is missing or is not what its descriptor says (not found, digest or size
+// mismatch, invalid): what anyone who can push can plant, to be refused like
+// any other junk. A registry that could not answer (network, 5xx, 429, a
+// cancelled or expired context) or refused the client (auth) is not: that
+// stays an error, since the next try may succeed.
+func IsBadContent(err error) bool {
+	return errdefs.Classify(err) == errdefs.RetryCannotHelp
+}
