@@ -2,17 +2,22 @@ package snapshotter
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/cimconv/cimconv/internal/artifact"
 	"github.com/cimconv/cimconv/internal/builder"
@@ -266,5 +271,166 @@ func TestWarmRefusesJunkCandidates(t *testing.T) {
 	}
 	if res.Artifact != before.Artifact || len(res.Cached) != 2 {
 		t.Fatalf("warm cached %v from %s; want both layers from %s", res.Cached, res.Artifact, before.Artifact)
+	}
+}
+
+// TestCacheHonoursPolicy: a layer cached by `converter fetch --root` (Warm)
+// is placed only if it passes the snapshotter's own checks now: Warm may
+// have run under another policy. An entry recorded under --trust-unsigned is
+// placed only by a snapshotter that allows unsigned artifacts, one signed by
+// a key only while the snapshotter trusts that key, and only CIMs of a
+// format and Windows build the node uses. Before, any entry was placed. A
+// refused entry falls through (without the cri.* labels) or leaves the
+// layer to the registry path, which verifies under the snapshotter's policy.
+func TestCacheHonoursPolicy(t *testing.T) {
+	reg, err := registry.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	worker, other := trusttest.NewKey(t, dir, "worker"), trusttest.NewKey(t, dir, "other")
+	img := convertedImage(t, reg, nil, signerOf(t, worker))
+	unsigned, byWorker, byOther := trust.AllowUnsigned(), verifierOf(t, reg, worker), verifierOf(t, reg, other)
+	cases := []struct {
+		name   string
+		warm   trust.Verifier    // converter fetch --root's policy
+		edit   func(*cacheEntry) // then changes the entry (may be nil)
+		snap   trust.Verifier    // the snapshotter's policy
+		opts   []Option
+		labels bool   // the cri.* labels are given: the registry path is open
+		want   string // the fast path's source, or the fall-through reason
+		kept   bool   // the cache entry is still there afterwards
+	}{
+		{name: "unsigned entry, snapshotter allows unsigned", warm: unsigned, snap: unsigned, want: "cache"},
+		{name: "signed entry, snapshotter allows unsigned", warm: byWorker, snap: unsigned, want: "cache"},
+		{name: "signed entry, key trusted", warm: byWorker, snap: byWorker, want: "cache"},
+		{name: "unsigned entry, snapshotter trusts a key", warm: unsigned, snap: byWorker, want: ReasonUntrusted, kept: true},
+		{name: "unsigned entry, snapshotter trusts a key, registry path open", warm: unsigned, snap: byWorker, labels: true, want: "registry"},
+		{name: "signed entry, key no longer trusted", warm: byWorker, snap: byOther, want: ReasonUntrusted, kept: true},
+		{name: "signed entry, key no longer trusted, registry path open", warm: byWorker, snap: byOther, labels: true, want: ReasonUntrusted, kept: true},
+		{name: "another CIM format", warm: unsigned, snap: unsigned, opts: []Option{WithFormats("block")}, want: ReasonIncompatible, kept: true},
+		{name: "built on a newer Windows build", warm: unsigned, edit: func(e *cacheEntry) { e.Provenance.WindowsBuild = "10.0.26100.1" },
+			snap: unsigned, opts: []Option{WithNodeBuild("10.0.20348.2340")}, want: ReasonIncompatible, kept: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			root := t.TempDir()
+			if _, err := Warm(ctx, reg, img.ref, WarmOptions{Root: root, Verifier: tc.warm}); err != nil {
+				t.Fatal(err)
+			}
+			base := img.chainIDs[0]
+			if tc.edit != nil {
+				rewriteEntry(t, root, base, tc.edit)
+			}
+			inner, err := NewCimFS(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			preg := prometheus.NewRegistry()
+			opts := append([]Option{WithRegistry(reg), WithVerifier(tc.snap), WithMetrics(metrics.NewSnapshotter(preg)), WithLogger(zaptest.NewLogger(t))}, tc.opts...)
+			s, err := New(inner, root, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			labels := map[string]string{LabelSnapshotRef: base}
+			if tc.labels {
+				labels[LabelImageRef], labels[LabelManifestDigest], labels[LabelLayerDigest] = img.ref, img.manifest, img.layers[0]
+			}
+			_, err = s.Prepare(ctx, "default/1/extract-1 "+base, "", snapshots.WithLabels(labels))
+			got := outcome(t, preg)
+			if got != tc.want {
+				t.Fatalf("Prepare = %v (outcome %s); want %s", err, got, tc.want)
+			}
+			if placed := errdefs.IsAlreadyExists(err); placed != (tc.want == "cache" || tc.want == "registry") {
+				t.Fatalf("Prepare = %v with outcome %s", err, got)
+			}
+			if _, kept := loadCacheEntry(root, base); kept != tc.kept {
+				t.Fatalf("cache entry kept = %v after %s; want %v", kept, got, tc.kept)
+			}
+		})
+	}
+}
+
+// rewriteEntry changes the cache entry of chainID under root.
+func rewriteEntry(t *testing.T, root, chainID string, edit func(*cacheEntry)) {
+	t.Helper()
+	e, ok := loadCacheEntry(root, chainID)
+	if !ok {
+		t.Fatalf("no cache entry for %s", chainID)
+	}
+	edit(e)
+	b, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, entryFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// outcome is what the snapshotter's metrics say of the one layer it saw:
+// the fast path's source or the fall-through reason.
+func outcome(t *testing.T, preg *prometheus.Registry) string {
+	t.Helper()
+	mfs, err := preg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, mf := range mfs {
+		if mf.GetName() != metrics.SnapshotterFastPathTotal && mf.GetName() != metrics.SnapshotterFallThroughTotal {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for range int(m.GetCounter().GetValue()) {
+				out = append(out, m.GetLabel()[0].GetValue())
+			}
+		}
+	}
+	if len(out) != 1 {
+		t.Fatalf("metrics count %v; want one layer", out)
+	}
+	return out[0]
+}
+
+// TestWarmReplacesEntryOfAnotherPolicy: warming again under a policy that
+// does not accept the cached entries (here: trusted keys after
+// --trust-unsigned) replaces them with what this verifier established,
+// instead of reporting them present and leaving the cache unusable to a
+// snapshotter with the same policy.
+func TestWarmReplacesEntryOfAnotherPolicy(t *testing.T) {
+	ctx := context.Background()
+	reg, err := registry.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker := trusttest.NewKey(t, t.TempDir(), "worker")
+	img := convertedImage(t, reg, nil, signerOf(t, worker))
+	byWorker := verifierOf(t, reg, worker)
+	root := t.TempDir()
+	if _, err := Warm(ctx, reg, img.ref, WarmOptions{Root: root, Verifier: trust.AllowUnsigned()}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Warm(ctx, reg, img.ref, WarmOptions{Root: root, Verifier: byWorker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Cached) != 2 || len(res.Present) != 0 {
+		t.Fatalf("warm with a trusted key over unsigned entries: cached %v, present %v; want both layers cached again", res.Cached, res.Present)
+	}
+	for _, c := range img.chainIDs {
+		e, ok := loadCacheEntry(root, c)
+		if !ok || e.Trust == nil || !e.Trust.Signed || e.Trust.KeyID != worker.Public().ID {
+			t.Fatalf("entry %s after warming with key %s: %+v", c, worker.Public().ID, e)
+		}
+	}
+	res, err = Warm(ctx, reg, img.ref, WarmOptions{Root: root, Verifier: byWorker})
+	if err != nil || len(res.Present) != 2 {
+		t.Fatalf("warm again under the same policy: %+v, %v; want both layers present", res, err)
+	}
+	if ents, err := os.ReadDir(stagingDir(root)); err != nil || len(ents) != 0 {
+		t.Fatalf("staging after warm: %v, %v; want empty", ents, err)
 	}
 }

@@ -49,6 +49,31 @@ type Verifier interface {
 	Verify(ctx context.Context, req Request) (*Result, error)
 }
 
+// RecordChecker is a Verifier that can judge, without the registry, a
+// verdict reached earlier and recorded: a layer cached by `converter fetch
+// --root` carries the Result of the verifier that fetched it, whose policy
+// may not be the one of the snapshotter placing it (--trust-unsigned, other
+// keys).
+type RecordChecker interface {
+	// CheckRecorded returns nil when res satisfies the verifier's policy
+	// now, else an error wrapping ErrUntrusted saying why.
+	CheckRecorded(res *Result) error
+}
+
+// CheckRecorded asks v whether res, a verdict recorded earlier, satisfies
+// v's policy now. No verdict, or a verifier that cannot judge one (not a
+// RecordChecker), is a refusal.
+func CheckRecorded(v Verifier, res *Result) error {
+	if res == nil {
+		return fmt.Errorf("%w: no verdict recorded", ErrUntrusted)
+	}
+	rc, ok := v.(RecordChecker)
+	if !ok {
+		return fmt.Errorf("%w: verifier %T cannot judge a recorded verdict", ErrUntrusted, v)
+	}
+	return rc.CheckRecorded(res)
+}
+
 // AllowUnsigned accepts every artifact without a signature check. It exists
 // for development (--trust-unsigned): anyone with push rights to a repository
 // can attach an artifact to any image in it.
@@ -62,6 +87,10 @@ func (allowUnsigned) Verify(_ context.Context, req Request) (*Result, error) {
 	}
 	return &Result{Signed: false, Checks: []string{"signature: not checked (--trust-unsigned)"}}, nil
 }
+
+// CheckRecorded accepts every verdict, signed or not: this policy accepts
+// every artifact.
+func (allowUnsigned) CheckRecorded(*Result) error { return nil }
 
 // Reasons an artifact is not trusted. Each wraps ErrUntrusted, so
 // errors.Is(err, ErrUntrusted) holds for all of them; consumers count by the

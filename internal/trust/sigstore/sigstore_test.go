@@ -449,6 +449,34 @@ func TestBadSignatureContentIsARefusal(t *testing.T) {
 	}
 }
 
+// TestCheckRecorded: a verdict recorded earlier (a layer cached by
+// `converter fetch --root`) satisfies the verifier only when it says the
+// artifact was signed by a key trusted now.
+func TestCheckRecorded(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	worker, retired := trusttest.NewKey(t, dir, "worker"), trusttest.NewKey(t, dir, "retired")
+	v := e.verifier(t, worker)
+	cases := []struct {
+		name string
+		res  *trust.Result
+		want error // nil: accepted
+	}{
+		{"signed by a trusted key", &trust.Result{Signed: true, KeyID: worker.Public().ID}, nil},
+		{"recorded under --trust-unsigned", &trust.Result{Signed: false}, trust.ErrUnsigned},
+		{"signed by a key no longer trusted", &trust.Result{Signed: true, KeyID: retired.Public().ID}, trust.ErrUnknownKey},
+		{"no verdict", nil, trust.ErrUntrusted},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := v.CheckRecorded(tc.res)
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("CheckRecorded(%+v) = %v; want %v", tc.res, err, tc.want)
+			}
+		})
+	}
+}
+
 func TestNoKeys(t *testing.T) {
 	if _, err := sigstore.NewVerifier(nil, nil); err == nil || !strings.Contains(err.Error(), "--trusted-key") {
 		t.Fatalf("NewVerifier without keys: %v", err)
