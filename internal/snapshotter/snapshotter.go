@@ -231,10 +231,19 @@ func (s *Snapshotter) fastPath(ctx context.Context, key, parent, chainID string,
 				return "", err
 			}
 			err := s.place(ctx, key, parent, chainID, cached.dir, cached.Layer, labels, cached.provenance(), opts)
+			// The entry leaves the cache whether placing worked or not.
+			// Placing moves its files out and a failure removes what was
+			// moved, so the entry is no longer whole; and a failure of its
+			// own (a CIM that does not open) would come back at every pull.
+			// Moving the files back could fail halfway too. Without the
+			// entry the next pull takes the registry path, which verifies
+			// again, or `converter fetch --root` warms the layer again.
+			if rerr := os.RemoveAll(cached.dir); rerr != nil {
+				s.log.Warn("removing a used cache entry", zap.String("chainID", chainID), zap.Error(rerr))
+			}
 			if err != nil {
 				return "", err
 			}
-			os.RemoveAll(cached.dir)
 			return "cache", nil
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -374,25 +375,36 @@ func rewriteEntry(t *testing.T, root, chainID string, edit func(*cacheEntry)) {
 // the fast path's source or the fall-through reason.
 func outcome(t *testing.T, preg *prometheus.Registry) string {
 	t.Helper()
+	out := outcomes(t, preg)
+	if len(out) != 1 {
+		t.Fatalf("metrics count %v; want one layer", out)
+	}
+	for o := range out {
+		return o
+	}
+	return ""
+}
+
+// outcomes counts the layers the snapshotter's metrics record, by fast-path
+// source and fall-through reason.
+func outcomes(t *testing.T, preg *prometheus.Registry) map[string]int {
+	t.Helper()
 	mfs, err := preg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
+	out := map[string]int{}
 	for _, mf := range mfs {
 		if mf.GetName() != metrics.SnapshotterFastPathTotal && mf.GetName() != metrics.SnapshotterFallThroughTotal {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			for range int(m.GetCounter().GetValue()) {
-				out = append(out, m.GetLabel()[0].GetValue())
+			if n := int(m.GetCounter().GetValue()); n > 0 {
+				out[m.GetLabel()[0].GetValue()] += n
 			}
 		}
 	}
-	if len(out) != 1 {
-		t.Fatalf("metrics count %v; want one layer", out)
-	}
-	return out[0]
+	return out
 }
 
 // TestWarmReplacesEntryOfAnotherPolicy: warming again under a policy that
@@ -432,5 +444,102 @@ func TestWarmReplacesEntryOfAnotherPolicy(t *testing.T) {
 	}
 	if ents, err := os.ReadDir(stagingDir(root)); err != nil || len(ents) != 0 {
 		t.Fatalf("staging after warm: %v, %v; want empty", ents, err)
+	}
+}
+
+// TestCacheEntryLeavesAfterFailedPlacement: when placing a cached layer
+// fails (here its last region file collides with a stray file), the entry
+// leaves the cache. Before, the cleanup deleted the files it had moved out
+// of the entry and left entry.json: every later pull of the layer failed
+// with reason internal, and `converter fetch --root` reported it present.
+// Once the conflict is gone the layer takes the fast path again: from the
+// registry when the cri.* labels are given, or from the cache warmed again.
+func TestCacheEntryLeavesAfterFailedPlacement(t *testing.T) {
+	reg, err := registry.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := convertedImage(t, reg, nil)
+	base := img.chainIDs[0]
+	cases := []struct {
+		name   string
+		labels bool   // the cri.* labels are given
+		rewarm bool   // converter fetch --root runs again after the conflict
+		want   string // the fast path's source once the conflict is gone
+	}{
+		{name: "registry path open", labels: true, want: "registry"},
+		{name: "warmed again", rewarm: true, want: "cache"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			root := t.TempDir()
+			warm := func() *WarmResult {
+				t.Helper()
+				res, err := Warm(ctx, reg, img.ref, WarmOptions{Root: root, Verifier: trust.AllowUnsigned()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res
+			}
+			warm()
+			e, ok := loadCacheEntry(root, base)
+			if !ok {
+				t.Fatal("base layer not cached")
+			}
+			inner, err := NewCimFS(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			preg := prometheus.NewRegistry()
+			s, err := New(inner, root, WithRegistry(reg), WithVerifier(trust.AllowUnsigned()),
+				WithMetrics(metrics.NewSnapshotter(preg)), WithLogger(zaptest.NewLogger(t)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			// The last file placed, so the others have been moved out of
+			// the entry when the conflict stops the placement.
+			stray := filepath.Join(CimDir(root), e.Layer.CimFiles[len(e.Layer.CimFiles)-1])
+			if err := os.MkdirAll(filepath.Dir(stray), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(stray, []byte("stray"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			labels := map[string]string{LabelSnapshotRef: base}
+			if tc.labels {
+				labels[LabelImageRef], labels[LabelManifestDigest], labels[LabelLayerDigest] = img.ref, img.manifest, img.layers[0]
+			}
+			key := "default/1/extract-1 " + base
+			if _, err := s.Prepare(ctx, key, "", snapshots.WithLabels(labels)); err != nil {
+				t.Fatalf("first Prepare = %v; want a fall-through to the inner snapshotter", err)
+			}
+			if got := outcomes(t, preg); got[ReasonConflict] != 1 {
+				t.Fatalf("first Prepare: %v; want a %s fall-through", got, ReasonConflict)
+			}
+			if _, err := os.Stat(e.dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("cache entry %s after the failed placement: %v; want it removed", e.dir, err)
+			}
+			// containerd imports the layer, or gives up: the snapshot goes.
+			if err := s.Remove(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(stray); err != nil {
+				t.Fatal(err)
+			}
+			if tc.rewarm {
+				if res := warm(); !slices.Contains(res.Cached, base) {
+					t.Fatalf("warm again: cached %v, present %v; want %s cached again", res.Cached, res.Present, base)
+				}
+			}
+			_, err = s.Prepare(ctx, "default/2/extract-2 "+base, "", snapshots.WithLabels(labels))
+			if !errdefs.IsAlreadyExists(err) {
+				t.Fatalf("Prepare once the conflict is gone = %v (%v); want the fast path", err, outcomes(t, preg))
+			}
+			if got := outcomes(t, preg); got[tc.want] != 1 {
+				t.Fatalf("Prepare once the conflict is gone: %v; want the fast path from %s", got, tc.want)
+			}
+		})
 	}
 }
