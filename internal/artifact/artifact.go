@@ -109,11 +109,31 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("artifact config: layer %d: side file: %w", i, err)
 			}
 		}
-		if !strings.HasPrefix(l.ChainID, "sha256:") || len(l.ChainID) != 71 {
-			return fmt.Errorf("artifact config: layer %d: bad chainID %q", i, l.ChainID)
+		// Nodes use the chainID as a directory name (converter fetch's
+		// DEST/layers/<hex>, the snapshotter's cache), so it must be a
+		// digest and nothing else: "sha256:../../.." has the right length.
+		if !isSHA256Digest(l.ChainID) {
+			return fmt.Errorf("artifact config: layer %d: bad chainID %q (want sha256: and 64 lowercase hex digits)", i, l.ChainID)
+		}
+		if l.DiffID != "" && !isSHA256Digest(l.DiffID) {
+			return fmt.Errorf("artifact config: layer %d: bad diffID %q (want sha256: and 64 lowercase hex digits)", i, l.DiffID)
 		}
 	}
 	return nil
+}
+
+// isSHA256Digest reports whether s is "sha256:" and 64 lowercase hex digits.
+func isSHA256Digest(s string) bool {
+	h, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(h) != 64 {
+		return false
+	}
+	for _, c := range h {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // safeName reports whether s is a plain file name (no directories).

@@ -164,6 +164,12 @@ func TestConfigValidate(t *testing.T) {
 		{"cim file with slash", func(c *Config) { c.Layers[0].CimFiles = []string{"x/y"} }, false},
 		{"side traversal", func(c *Config) { c.Layers[0].SideFiles = []string{"../../x"} }, false},
 		{"bad chainID", func(c *Config) { c.Layers[0].ChainID = "sha256:zz" }, false},
+		// Right prefix and length, but a path: fetch would write outside DEST.
+		{"chainID traversal", func(c *Config) { c.Layers[0].ChainID = "sha256:../../../escaped-" + strings.Repeat("x", 47) }, false},
+		{"chainID uppercase hex", func(c *Config) { c.Layers[0].ChainID = "sha256:" + strings.Repeat("A", 64) }, false},
+		{"chainID other algorithm", func(c *Config) { c.Layers[0].ChainID = "sha512:" + strings.Repeat("0", 64) }, false},
+		{"diffID", func(c *Config) { c.Layers[0].DiffID = "sha256:" + strings.Repeat("1", 64) }, true},
+		{"diffID traversal", func(c *Config) { c.Layers[0].DiffID = "sha256:../../../escaped-" + strings.Repeat("x", 47) }, false},
 		{"no format", func(c *Config) { c.FormatVersion = "" }, false},
 	}
 	for _, tt := range tests {

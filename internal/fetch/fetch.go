@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/cim"
 	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/registry"
@@ -160,8 +161,17 @@ func (f *Fetcher) Find(ctx context.Context, image string, opt Options) (*Found, 
 	check := func(ctx context.Context, i int) error {
 		c := ranked[i]
 		d := byDigest[c.Digest]
+		if d.Digest.Algorithm != "sha256" {
+			return fmt.Errorf("%w: artifact %s: digest is not sha256", trust.ErrMalformed, c.Digest)
+		}
 		raw, _, err := f.reg.FetchManifest(ctx, repo.Digest(c.Digest))
 		if err != nil {
+			// A listed manifest that is missing or not what its digest says
+			// is junk anyone who can push can list: a refusal, not the end
+			// of the search. A registry that could not answer ends it.
+			if trust.IsBadContent(err) {
+				return fmt.Errorf("%w: artifact %s: %w", trust.ErrMalformed, c.Digest, err)
+			}
 			return fmt.Errorf("artifact %s: %w", c.Digest, err)
 		}
 		if d.MediaType == "" {
@@ -238,9 +248,17 @@ func (f *Fetcher) Fetch(ctx context.Context, image string, opt Options) (*Result
 	if len(cfg.Layers) != len(m.Layers) || len(cfg.Layers) != len(t.Layers) {
 		return nil, fmt.Errorf("artifact %s: %d layer blobs, config lists %d, image has %d layers", chosen.Digest, len(m.Layers), len(cfg.Layers), len(t.Layers))
 	}
+	// The chainID names the layer's directory in DEST, so it is bound to
+	// the image here whatever the verifier checked (AllowUnsigned checks
+	// nothing): it must be the chain ID of the image's diffIDs.
+	parent := ""
 	for i, l := range cfg.Layers {
-		if l.DiffID != t.Layers[i].DiffID.String() {
+		parent = builder.ChainID(parent, t.Layers[i].DiffID.String())
+		switch {
+		case l.DiffID != t.Layers[i].DiffID.String():
 			return nil, fmt.Errorf("artifact %s: layer %d diffID %s does not match the image's %s", chosen.Digest, i, l.DiffID, t.Layers[i].DiffID)
+		case l.ChainID != parent:
+			return nil, fmt.Errorf("artifact %s: layer %d chainID %q does not match the image's %s", chosen.Digest, i, l.ChainID, parent)
 		}
 	}
 

@@ -1,17 +1,24 @@
 package fetch_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/builder/portable"
 	"github.com/cimconv/cimconv/internal/convert"
 	"github.com/cimconv/cimconv/internal/fetch"
@@ -128,6 +135,86 @@ func TestFetchRefusals(t *testing.T) {
 			t.Fatalf("a failed fetch placed %v", left)
 		}
 	})
+}
+
+// TestFetchRefusesForeignChainIDs: the chainID names a layer's directory
+// in DEST, so an artifact (accepted unsigned, as under --trust-unsigned)
+// whose config gives a layer another chainID than the image's is refused
+// and nothing is written, inside DEST or beside it. The path-shaped chainID
+// has the length of a digest: it once passed Validate and put the layer's
+// side files next to DEST.
+func TestFetchRefusesForeignChainIDs(t *testing.T) {
+	tests := []struct {
+		name    string
+		chainID string
+	}{
+		{"path", "sha256:../../../escaped-" + strings.Repeat("x", 47)},
+		{"another chain's", builder.ChainID("sha256:"+strings.Repeat("0", 64), "sha256:"+strings.Repeat("1", 64))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, image := converted(t, nil)
+			reg := fetchtest.NewRegistry(t)
+			repushNewer(t, reg, image, func(c *artifact.Config) { c.Layers[1].ChainID = tt.chainID })
+			parent := t.TempDir()
+			dest := filepath.Join(parent, "dest")
+			_, err := fetch.New(reg, nil).Fetch(context.Background(), image, fetch.Options{Dest: dest, Verifier: trust.AllowUnsigned()})
+			if err == nil || !strings.Contains(err.Error(), "chainID") {
+				t.Fatalf("Fetch of an artifact with layer 1 chainID %q = %v; want a chainID refusal", tt.chainID, err)
+			}
+			if written := entries(t, parent); len(written) != 0 {
+				t.Fatalf("a refused fetch into %s wrote %v", dest, written)
+			}
+		})
+	}
+}
+
+// repushNewer pushes a copy of image's (only) artifact whose config edit
+// changed, ranked first by a newer created annotation.
+func repushNewer(t *testing.T, reg *registry.Client, image string, edit func(*artifact.Config)) {
+	t.Helper()
+	ctx := context.Background()
+	subject := resolveDigest(t, reg, image)
+	repo := subject.Context()
+	descs, err := reg.Referrers(ctx, subject, artifact.ArtifactType)
+	if err != nil || len(descs) != 1 {
+		t.Fatalf("referrers of %s: %v, %v", subject, descs, err)
+	}
+	raw, _, err := reg.FetchManifest(ctx, repo.Digest(descs[0].Digest.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	cb, err := reg.ReadBlob(ctx, repo, m.Config, 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg artifact.Config
+	if err := json.Unmarshal(cb, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	edit(&cfg)
+	// Marshalled without Validate: the registry holds what an attacker pushes.
+	ncb, err := json.Marshal(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, n, _ := v1.SHA256(bytes.NewReader(ncb))
+	m.Config = v1.Descriptor{MediaType: artifact.ArtifactType, Digest: h, Size: n}
+	if err := reg.PushBlob(ctx, repo, m.Config, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(ncb)), nil }); err != nil {
+		t.Fatal(err)
+	}
+	m.Annotations[artifact.AnnotationCreated] = time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	nraw, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.PushArtifact(ctx, repo, nraw, types.OCIManifestSchema1, *m.Subject); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // flipWriter flips the 100th byte of a response body.

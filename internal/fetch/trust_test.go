@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,9 +15,11 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/fetch"
 	"github.com/cimconv/cimconv/internal/fetch/fetchtest"
 	"github.com/cimconv/cimconv/internal/registry"
+	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/trust"
 	"github.com/cimconv/cimconv/internal/trust/keys"
 	"github.com/cimconv/cimconv/internal/trust/sigstore"
@@ -173,5 +176,57 @@ func TestFetchJunkReferrers(t *testing.T) {
 	bound := int64(4 + 2*junk + 2*signedJunk + 7 + 10)
 	if n > bound {
 		t.Fatalf("%d requests to find the genuine artifact; want at most %d", n, bound)
+	}
+}
+
+// TestFindRefusesJunkCandidates: newer planted artifacts that are junk in
+// the registry (one whose only signature referrer gives its bundle a wrong
+// size, one whose manifest the registry does not have, one whose manifest
+// comes with other bytes than its digest) each cost a refusal, and Find goes
+// on to the genuine signed artifact; before, the first of them ended the
+// search with its registry error. A registry that cannot answer for a
+// candidate (503) still ends it, with that error and no verdict.
+func TestFindRefusesJunkCandidates(t *testing.T) {
+	var faults registrytest.Faults
+	host, image := converted(t, faults.Middleware)
+	ctx := context.Background()
+	// One attempt per request: the 503 would otherwise wait for retries.
+	reg := fetchtest.NewRegistry(t, registry.WithRetry(registry.RetryPolicy{MaxAttempts: 1}))
+	worker := trusttest.NewKey(t, t.TempDir(), "worker")
+	genuine := signConverted(t, reg, image, worker)
+	subject := resolveDigest(t, reg, image)
+	raw, _, err := reg.FetchManifest(ctx, subject.Context().Digest(genuine.Digest.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	plant := func(label string) v1.Descriptor {
+		return trusttest.PutCopy(t, host, subject.RepositoryStr(), raw, func(m map[string]any) {
+			trusttest.Annotate(m, artifact.AnnotationCreated, newer)
+			trusttest.Annotate(m, "junk", label)
+		})
+	}
+	junkSigned := plant("junk signature")
+	trusttest.PushJunkSignature(t, reg, subject.Context(), junkSigned, []byte(`{"not":"a bundle"}`), true, func(d *v1.Descriptor) { d.Size++ })
+	faults.Set("/manifests/"+plant("missing").Digest.String(), http.StatusNotFound)
+	faults.Set("/manifests/"+plant("garbled").Digest.String(), registrytest.Garble)
+
+	found, err := fetch.New(reg, nil).Find(ctx, image, fetch.Options{Verifier: verifierFor(t, reg, worker)})
+	if err != nil {
+		t.Fatalf("Find behind 3 junk artifacts = %v; want the genuine artifact %s", err, genuine.Digest)
+	}
+	if found.Artifact.Digest != genuine.Digest || len(found.Refused) != 3 {
+		t.Fatalf("found %s after refusing %+v; want %s after 3 refusals", found.Artifact.Digest, found.Refused, genuine.Digest)
+	}
+	for _, r := range found.Refused {
+		if r.Artifact == junkSigned.Digest.String() && !strings.Contains(r.Reason, "digest mismatch") {
+			t.Errorf("refusal of the junk-signed artifact says %q; want the bundle's digest mismatch", r.Reason)
+		}
+	}
+
+	faults.Set("/manifests/"+plant("unavailable").Digest.String(), http.StatusServiceUnavailable)
+	_, err = fetch.New(reg, nil).Find(ctx, image, fetch.Options{Verifier: verifierFor(t, reg, worker)})
+	if err == nil || errors.Is(err, trust.ErrUntrusted) || !errdefs.IsUnavailable(err) {
+		t.Fatalf("Find with a candidate the registry cannot serve = %v; want the registry's unavailable error, not a verdict", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -35,6 +36,29 @@ type cacheEntry struct {
 }
 
 func (e *cacheEntry) provenance() provenance { return e.Provenance }
+
+// cacheUsable makes for a cache entry the checks the registry path makes
+// for an artifact, against this resolver's policy now: `converter fetch
+// --root` records what its verifier established (Trust) and what the CIMs
+// are (Provenance), but may have run under another policy than the
+// snapshotter's (--trust-unsigned, other keys, another node build or CIM
+// format). The entry must satisfy the verifier (trust.CheckRecorded: an
+// unsigned verdict only under --trust-unsigned, a signed one only by a key
+// trusted now) and be usable on this node.
+func (s *resolver) cacheUsable(e *cacheEntry) error {
+	if err := trust.CheckRecorded(s.verifier, e.Trust); err != nil {
+		return &fallThrough{reason: ReasonUntrusted, err: fmt.Errorf("cached layer %s (artifact %s): %w", e.ChainID, e.Provenance.Artifact, err)}
+	}
+	switch {
+	case !slices.Contains(s.formats, e.Provenance.Format):
+		return fall(ReasonIncompatible, "cached layer %s holds %q CIMs, this snapshotter uses %v", e.ChainID, e.Provenance.Format, s.formats)
+	case !artifact.Compatible(e.Provenance.WindowsBuild, s.nodeBuild):
+		return fall(ReasonIncompatible, "cached layer %s was built for Windows %s, node is %s", e.ChainID, e.Provenance.WindowsBuild, s.nodeBuild)
+	case RegionSet(e.Layer) == "":
+		return fall(ReasonIncompatible, "cached layer %s has no region files", e.ChainID)
+	}
+	return nil
+}
 
 func loadCacheEntry(root, chainID string) (*cacheEntry, bool) {
 	dir := filepath.Join(cacheDir(root), chainHex(chainID))
@@ -116,10 +140,12 @@ func Warm(ctx context.Context, reg *registry.Client, image string, opt WarmOptio
 	s := &Snapshotter{resolver: rv}
 	res := &WarmResult{Subject: r.subject.String(), Artifact: r.artifact.Digest.String()}
 	for i, lc := range r.cfg.Layers {
-		if _, ok := loadCacheEntry(opt.Root, lc.ChainID); ok {
+		if e, ok := loadCacheEntry(opt.Root, lc.ChainID); ok && rv.cacheUsable(e) == nil {
 			res.Present = append(res.Present, lc.ChainID)
 			continue
 		}
+		// Not cached, or cached under a policy this verifier does not
+		// accept (e.g. --trust-unsigned): written again with this verdict.
 		stage, err := os.MkdirTemp(stagingDir(opt.Root), "warm-")
 		if err != nil {
 			return nil, err
@@ -142,6 +168,19 @@ func Warm(ctx context.Context, reg *registry.Client, image string, opt WarmOptio
 				return err
 			}
 			dst := filepath.Join(cacheDir(opt.Root), chainHex(lc.ChainID))
+			if _, err := os.Lstat(dst); err == nil {
+				// An entry this verifier does not accept: set aside (one
+				// rename, so a reader sees the old entry or none), then
+				// replaced.
+				old, err := os.MkdirTemp(stagingDir(opt.Root), "replaced-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(old)
+				if err := os.Rename(dst, filepath.Join(old, "entry")); err != nil {
+					return fmt.Errorf("replacing cache entry %s: %w", dst, err)
+				}
+			}
 			if err := os.Rename(stage, dst); err != nil && !os.IsExist(err) {
 				if _, ok := loadCacheEntry(opt.Root, lc.ChainID); !ok {
 					return err

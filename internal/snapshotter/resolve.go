@@ -46,14 +46,22 @@ type resolved struct {
 }
 
 // layerIndex finds the layer of the image with this layer digest and chainID.
+// A manifest may list the same blob more than once (a layer re-added on top
+// of others); each position has its own chainID, so every position holding
+// the digest is checked, not only the first.
 func (r *resolved) layerIndex(layerDigest, chainID string) (int, error) {
+	var at []string
 	for i, d := range r.layers {
-		if d == layerDigest {
-			if r.chainIDs[i] != chainID {
-				return 0, fall(ReasonBinding, "layer %s is at position %d with chainID %s, containerd asked for %s", layerDigest, i, r.chainIDs[i], chainID)
-			}
+		if d != layerDigest {
+			continue
+		}
+		if r.chainIDs[i] == chainID {
 			return i, nil
 		}
+		at = append(at, fmt.Sprintf("%d (chainID %s)", i, r.chainIDs[i]))
+	}
+	if len(at) > 0 {
+		return 0, fall(ReasonBinding, "layer %s is at position %s, containerd asked for chainID %s", layerDigest, strings.Join(at, ", "), chainID)
 	}
 	return 0, fall(ReasonBinding, "layer %s is not in manifest %s", layerDigest, r.subject.DigestStr())
 }
@@ -247,8 +255,17 @@ const maxCandidates = artifact.MaxCandidates
 // artifact of manifest and asks the verifier whether it may be used.
 func (s *resolver) verifyCandidate(ctx context.Context, repo name.Repository, subject name.Digest, adesc v1.Descriptor) (*trust.Result, v1.Manifest, error) {
 	var am v1.Manifest
+	if adesc.Digest.Algorithm != "sha256" {
+		return nil, am, fmt.Errorf("%w: artifact %s: digest is not sha256", trust.ErrMalformed, adesc.Digest)
+	}
 	araw, _, err := s.reg.FetchManifest(ctx, repo.Digest(adesc.Digest.String()))
 	if err != nil {
+		// A listed manifest that is missing or not what its digest says is
+		// junk anyone who can push can list: a refusal of this candidate.
+		// A registry that could not answer ends the search.
+		if trust.IsBadContent(err) {
+			return nil, am, fmt.Errorf("%w: artifact %s: %w", trust.ErrMalformed, adesc.Digest, err)
+		}
 		return nil, am, err
 	}
 	if err := json.Unmarshal(araw, &am); err != nil {

@@ -211,21 +211,44 @@ func (s *Snapshotter) fastPath(ctx context.Context, key, parent, chainID string,
 		pinfo = &pi
 	}
 
-	// A layer warmed by `converter fetch --root` needs no registry.
-	if e, ok := loadCacheEntry(s.root, chainID); ok {
-		if err := checkParent(pinfo, e.ParentChainID, e.ParentRegionSet); err != nil {
-			return "", err
+	imageRef, manifest, layerDigest := labels[LabelImageRef], labels[LabelManifestDigest], labels[LabelLayerDigest]
+	hasLabels := imageRef != "" && manifest != "" && layerDigest != ""
+
+	// A layer warmed by `converter fetch --root` needs no registry, if it
+	// passes this snapshotter's checks now: it may have been warmed under
+	// another policy.
+	cached, isCached := loadCacheEntry(s.root, chainID)
+	if isCached {
+		if err := s.cacheUsable(cached); err != nil {
+			if !hasLabels {
+				return "", err
+			}
+			// The registry path verifies the artifact under this policy:
+			// still better than an import.
+			s.log.Info("cached layer not used, trying the registry", zap.String("chainID", chainID), zap.Error(err))
+		} else {
+			if err := checkParent(pinfo, cached.ParentChainID, cached.ParentRegionSet); err != nil {
+				return "", err
+			}
+			err := s.place(ctx, key, parent, chainID, cached.dir, cached.Layer, labels, cached.provenance(), opts)
+			// The entry leaves the cache whether placing worked or not.
+			// Placing moves its files out and a failure removes what was
+			// moved, so the entry is no longer whole; and a failure of its
+			// own (a CIM that does not open) would come back at every pull.
+			// Moving the files back could fail halfway too. Without the
+			// entry the next pull takes the registry path, which verifies
+			// again, or `converter fetch --root` warms the layer again.
+			if rerr := os.RemoveAll(cached.dir); rerr != nil {
+				s.log.Warn("removing a used cache entry", zap.String("chainID", chainID), zap.Error(rerr))
+			}
+			if err != nil {
+				return "", err
+			}
+			return "cache", nil
 		}
-		err := s.place(ctx, key, parent, chainID, e.dir, e.Layer, labels, e.provenance(), opts)
-		if err != nil {
-			return "", err
-		}
-		os.RemoveAll(e.dir)
-		return "cache", nil
 	}
 
-	imageRef, manifest, layerDigest := labels[LabelImageRef], labels[LabelManifestDigest], labels[LabelLayerDigest]
-	if imageRef == "" || manifest == "" || layerDigest == "" {
+	if !hasLabels {
 		return "", fall(ReasonNoLabels, "extraction snapshot has no %s/%s/%s labels", LabelImageRef, LabelManifestDigest, LabelLayerDigest)
 	}
 	r, err := s.resolveShared(fctx, imageRef, manifest)
@@ -255,6 +278,11 @@ func (s *Snapshotter) fastPath(ctx context.Context, key, parent, chainID string,
 	prov := provenance{RegionSet: RegionSet(lc), Builder: r.cfg.Builder, WindowsBuild: r.cfg.WindowsBuild, Format: r.cfg.Format, Artifact: r.artifact.Digest.String()}
 	if err := s.place(ctx, key, parent, chainID, stage, lc, labels, prov, opts); err != nil {
 		return "", err
+	}
+	if isCached {
+		// The layer is placed: the cache entry this snapshotter would not
+		// use has nothing left to serve.
+		os.RemoveAll(cached.dir)
 	}
 	return "registry", nil
 }

@@ -33,3 +33,31 @@ func hex64(c byte) string {
 	}
 	return string(b)
 }
+
+// opaque is a Verifier that cannot judge a recorded verdict.
+type opaque struct{}
+
+func (opaque) Verify(context.Context, trust.Request) (*trust.Result, error) { return nil, nil }
+
+func TestCheckRecorded(t *testing.T) {
+	signed := &trust.Result{Signed: true, KeyID: "sha256:" + hex64('k')}
+	cases := []struct {
+		name string
+		v    trust.Verifier
+		res  *trust.Result
+		ok   bool
+	}{
+		{"unsigned policy, unsigned verdict", trust.AllowUnsigned(), &trust.Result{}, true},
+		{"unsigned policy, signed verdict", trust.AllowUnsigned(), signed, true},
+		{"no verdict recorded", trust.AllowUnsigned(), nil, false},
+		{"verifier that cannot judge", opaque{}, signed, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := trust.CheckRecorded(tc.v, tc.res)
+			if tc.ok && err != nil || !tc.ok && !errors.Is(err, trust.ErrUntrusted) {
+				t.Fatalf("CheckRecorded = %v; want ok=%v (else ErrUntrusted)", err, tc.ok)
+			}
+		})
+	}
+}

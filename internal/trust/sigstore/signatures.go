@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/trust"
 )
 
@@ -165,11 +166,18 @@ func (v *Verifier) orderKeys(hint string) []*trustedKey {
 }
 
 // bundle reads the signature manifest d and its bundle layer. Anything that
-// is not a well-formed bundle referrer of the artifact is errNotABundle.
+// is not a well-formed bundle referrer of the artifact is errNotABundle,
+// including a manifest or bundle blob the registry does not have or serves
+// with other bytes than its descriptor says: anyone who can push can list
+// such a referrer, and it must cost that signature, not the verification.
+// Only a registry that could not answer is another error.
 func (v *Verifier) bundle(ctx context.Context, repo name.Repository, d v1.Descriptor, ad v1.Hash) (*protobundle.Bundle, error) {
+	if d.Digest.Algorithm != "sha256" {
+		return nil, fmt.Errorf("%w: manifest digest %s is not sha256", errNotABundle, d.Digest)
+	}
 	raw, _, err := v.reg.FetchManifest(ctx, repo.Digest(d.Digest.String()))
 	if err != nil {
-		return nil, fmt.Errorf("signature manifest %s: %w", d.Digest, err)
+		return nil, junkOr(fmt.Errorf("signature manifest %s: %w", d.Digest, err))
 	}
 	var m v1.Manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
@@ -185,15 +193,29 @@ func (v *Verifier) bundle(ctx context.Context, repo name.Repository, d v1.Descri
 	if l.Size <= 0 || l.Size > maxBundleSize {
 		return nil, fmt.Errorf("%w: bundle of %d bytes", errNotABundle, l.Size)
 	}
+	if l.Digest.Algorithm != "sha256" {
+		return nil, fmt.Errorf("%w: bundle digest %s is not sha256", errNotABundle, l.Digest)
+	}
 	b, err := readBlob(ctx, v, repo, l)
 	if err != nil {
-		return nil, err
+		return nil, junkOr(fmt.Errorf("bundle: %w", err))
 	}
 	var pb protobundle.Bundle
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b, &pb); err != nil {
 		return nil, fmt.Errorf("%w: %v", errNotABundle, err)
 	}
 	return &pb, nil
+}
+
+// junkOr marks err, from reading a signature referrer, as errNotABundle
+// when it says the referrer's content is missing or bad
+// (trust.IsBadContent), and leaves it as it is when the registry could not
+// answer.
+func junkOr(err error) error {
+	if trust.IsBadContent(err) {
+		return fmt.Errorf("%w: %w", errNotABundle, err)
+	}
+	return err
 }
 
 func predicateOf(b *protobundle.Bundle) (*Predicate, error) {
@@ -219,9 +241,11 @@ func readBlob(ctx context.Context, v *Verifier, repo name.Repository, d v1.Descr
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: %w", d.Digest, err)
 	}
+	// A descriptor giving a smaller size than the blob's stops the read
+	// before the registry client's own check at EOF: this one catches it.
 	sum := sha256.Sum256(b)
 	if int64(len(b)) != d.Size || d.Digest.Algorithm != "sha256" || hex.EncodeToString(sum[:]) != d.Digest.Hex {
-		return nil, fmt.Errorf("blob %s: %d bytes hashing to sha256:%x", d.Digest, len(b), sum)
+		return nil, fmt.Errorf("blob %s: %w: read %d bytes hashing to sha256:%x, the descriptor says %d", d.Digest, registry.ErrDigestMismatch, len(b), sum, d.Size)
 	}
 	return b, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/trust"
@@ -374,6 +375,105 @@ func TestJunkSignatures(t *testing.T) {
 	// token/ping requests.
 	if bound := int64(1 + 2*(claiming+1) + 3 + 5); n > bound {
 		t.Fatalf("%d requests; want at most %d", n, bound)
+	}
+}
+
+// TestBadSignatureContentIsARefusal: a planted artifact whose only
+// signature referrer is junk (a bundle descriptor with a wrong size, digest
+// algorithm or no blob behind it, a signature manifest the registry does not
+// have or serves with other bytes) is refused (trust.ErrUntrusted), so a
+// node's search goes on to the next candidate; before, the registry error
+// ended the search and the genuine artifact behind it was never examined.
+// A registry that cannot answer (503) is not a verdict.
+func TestBadSignatureContentIsARefusal(t *testing.T) {
+	var faults registrytest.Faults
+	e := newEnv(t, registrytest.WithMiddleware(faults.Middleware))
+	k := trusttest.NewKey(t, t.TempDir(), "worker")
+	// One attempt per request: the 503 case would otherwise wait for retries.
+	reg, err := registry.New(registry.WithInsecure(e.host), registry.WithRetry(registry.RetryPolicy{MaxAttempts: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := sigstore.NewVerifier(reg, []*keys.PublicKey{k.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		blob  bool                                  // push the bundle blob
+		edit  func(*v1.Descriptor)                  // the manifest's bundle layer descriptor
+		fault func(sig, blob v1.Hash) (string, int) // a registry fault to inject (path suffix, status)
+		want  error                                 // nil: an error that is not trust.ErrUntrusted
+	}{
+		{name: "bundle descriptor larger than the blob", blob: true, edit: func(d *v1.Descriptor) { d.Size++ }, want: trust.ErrUnsigned},
+		{name: "bundle descriptor smaller than the blob", blob: true, edit: func(d *v1.Descriptor) { d.Size-- }, want: trust.ErrUnsigned},
+		{name: "bundle blob missing", want: trust.ErrUnsigned},
+		{name: "bundle digest not sha256", blob: true, edit: func(d *v1.Descriptor) {
+			d.Digest = v1.Hash{Algorithm: "sha512", Hex: strings.Repeat("ab", 64)}
+		}, want: trust.ErrUnsigned},
+		{name: "signature manifest missing", blob: true, fault: func(sig, _ v1.Hash) (string, int) {
+			return "/manifests/" + sig.String(), http.StatusNotFound
+		}, want: trust.ErrUnsigned},
+		{name: "signature manifest served with other bytes", blob: true, fault: func(sig, _ v1.Hash) (string, int) {
+			return "/manifests/" + sig.String(), registrytest.Garble
+		}, want: trust.ErrUnsigned},
+		{name: "registry unavailable for the bundle", blob: true, fault: func(_, b v1.Hash) (string, int) {
+			return "/blobs/" + b.String(), http.StatusServiceUnavailable
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := trusttest.PushArtifact(t, e.reg, e.a, nil, nil)
+			// Distinct bytes per case: a blob pushed by another case would
+			// be found by digest.
+			bundle := fmt.Appendf(nil, `{"not":"a bundle","case":%q}`, tc.name)
+			sig, real := trusttest.PushJunkSignature(t, e.reg, e.a.Context(), a.Desc, bundle, tc.blob, tc.edit)
+			if tc.fault != nil {
+				path, status := tc.fault(sig, real.Digest)
+				faults.Set(path, status)
+				defer faults.Clear(path)
+			}
+			res, err := verify(v, e.a, a)
+			switch {
+			case err == nil:
+				t.Fatalf("accepted an artifact signed only by junk: %+v", res)
+			case tc.want != nil && !errors.Is(err, tc.want):
+				t.Fatalf("Verify = %v; want a refusal (%v)", err, tc.want)
+			case tc.want == nil && (errors.Is(err, trust.ErrUntrusted) || !errdefs.IsUnavailable(err)):
+				t.Fatalf("Verify = %v; want an unavailable registry, not a verdict", err)
+			}
+			if tc.want != nil && !strings.Contains(err.Error(), sig.String()) {
+				t.Errorf("Verify = %v; want the junk signature %s named", err, sig)
+			}
+		})
+	}
+}
+
+// TestCheckRecorded: a verdict recorded earlier (a layer cached by
+// `converter fetch --root`) satisfies the verifier only when it says the
+// artifact was signed by a key trusted now.
+func TestCheckRecorded(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	worker, retired := trusttest.NewKey(t, dir, "worker"), trusttest.NewKey(t, dir, "retired")
+	v := e.verifier(t, worker)
+	cases := []struct {
+		name string
+		res  *trust.Result
+		want error // nil: accepted
+	}{
+		{"signed by a trusted key", &trust.Result{Signed: true, KeyID: worker.Public().ID}, nil},
+		{"recorded under --trust-unsigned", &trust.Result{Signed: false}, trust.ErrUnsigned},
+		{"signed by a key no longer trusted", &trust.Result{Signed: true, KeyID: retired.Public().ID}, trust.ErrUnknownKey},
+		{"no verdict", nil, trust.ErrUntrusted},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := v.CheckRecorded(tc.res)
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("CheckRecorded(%+v) = %v; want %v", tc.res, err, tc.want)
+			}
+		})
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -98,6 +100,26 @@ func (v *Verifier) KeyIDs() []string {
 	}
 	return out
 }
+
+// CheckRecorded accepts a verdict recorded earlier (a layer cached by
+// `converter fetch --root`) only when it says the artifact was signed by a
+// key this Verifier trusts now: one recorded under --trust-unsigned (not
+// signed as far as it knows) or signed by a key since removed is refused.
+// The binding checks the verdict also covers were made by the code that
+// recorded it and do not depend on the keys.
+func (v *Verifier) CheckRecorded(res *trust.Result) error {
+	switch {
+	case res == nil:
+		return fmt.Errorf("%w: no verdict recorded", trust.ErrUntrusted)
+	case !res.Signed:
+		return fmt.Errorf("%w: recorded without a signature check (--trust-unsigned); trusted keys are %s", trust.ErrUnsigned, strings.Join(v.KeyIDs(), ", "))
+	case !slices.Contains(v.KeyIDs(), res.KeyID):
+		return fmt.Errorf("%w: recorded as signed by key %s; trusted keys are %s", trust.ErrUnknownKey, res.KeyID, strings.Join(v.KeyIDs(), ", "))
+	}
+	return nil
+}
+
+var _ trust.RecordChecker = (*Verifier)(nil)
 
 // Verify checks, in order: the artifact manifest's bytes against its digest,
 // that it is a cimconv artifact whose subject is req.Subject, that a Sigstore

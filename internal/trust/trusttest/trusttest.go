@@ -24,6 +24,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/trust/keys"
+	"github.com/cimconv/cimconv/internal/trust/sigstore"
 )
 
 // seq makes every synthetic artifact distinct (its converter field).
@@ -175,6 +176,43 @@ func push(t testing.TB, reg *registry.Client, repo name.Repository, mt string, b
 		t.Fatal(err)
 	}
 	return d
+}
+
+// PushJunkSignature attaches to artifact `to` a look-alike Sigstore
+// signature referrer, as anyone who can push (without a key) can: the OCI
+// empty config and one bundle layer holding bundle, pushed only when
+// pushBundle, whose descriptor edit (may be nil) changes in the manifest. It
+// returns the referrer's digest and the bundle blob's true descriptor.
+func PushJunkSignature(t testing.TB, reg *registry.Client, repo name.Repository, to v1.Descriptor, bundle []byte, pushBundle bool, edit func(*v1.Descriptor)) (v1.Hash, v1.Descriptor) {
+	t.Helper()
+	var bd v1.Descriptor
+	if pushBundle {
+		bd = push(t, reg, repo, sigstore.BundleMediaType, bundle)
+	} else {
+		h, n, _ := v1.SHA256(bytes.NewReader(bundle))
+		bd = v1.Descriptor{MediaType: sigstore.BundleMediaType, Digest: h, Size: n}
+	}
+	layer := bd
+	if edit != nil {
+		edit(&layer)
+	}
+	subject := v1.Descriptor{MediaType: to.MediaType, Digest: to.Digest, Size: to.Size}
+	raw, err := json.Marshal(v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		ArtifactType:  sigstore.BundleMediaType,
+		Config:        push(t, reg, repo, sigstore.EmptyConfigMediaType, []byte("{}")),
+		Layers:        []v1.Descriptor{layer},
+		Subject:       &subject,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := reg.PushArtifact(context.Background(), repo, raw, types.OCIManifestSchema1, subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, bd
 }
 
 // PutManifest PUTs manifest bytes to host/repo with one plain request (junk
