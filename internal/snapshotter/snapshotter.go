@@ -55,6 +55,8 @@ type Snapshotter struct {
 	sf      singleflight.Group
 	mu      sync.Mutex
 	results map[string]resolveResult
+	// resolveFn is resolve; tests replace it.
+	resolveFn func(ctx context.Context, imageRef, manifest string) (*resolved, error)
 }
 
 type resolveResult struct {
@@ -115,6 +117,7 @@ func New(inner snapshots.Snapshotter, root string, opts ...Option) (*Snapshotter
 		now:         time.Now,
 		results:     map[string]resolveResult{},
 	}
+	s.resolveFn = s.resolve
 	for _, o := range opts {
 		o(s)
 	}
@@ -424,6 +427,18 @@ func (s *Snapshotter) place(ctx context.Context, key, parent, chainID, stage str
 	return nil
 }
 
+// safeResolve is resolve with a panic turned into an internal fall-through:
+// it runs inside singleflight, which re-raises a panic on a goroutine of its
+// own, out of safeFastPath's reach, and would end the snapshotter.
+func (s *Snapshotter) safeResolve(ctx context.Context, imageRef, manifest string) (r *resolved, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = nil, fall(ReasonInternal, "panic resolving the artifact of %s: %v", imageRef, p)
+		}
+	}()
+	return s.resolveFn(ctx, imageRef, manifest)
+}
+
 // resolveShared resolves a manifest's artifact once for all its layers.
 func (s *Snapshotter) resolveShared(ctx context.Context, imageRef, manifest string) (*resolved, error) {
 	key := imageRef + "|" + manifest
@@ -440,13 +455,21 @@ func (s *Snapshotter) resolveShared(ctx context.Context, imageRef, manifest stri
 		// detached, bounded by the fast-path timeout.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 		defer cancel()
-		r, err := s.resolve(rctx, imageRef, manifest)
+		r, err := s.safeResolve(rctx, imageRef, manifest)
 		ttl := s.positiveTTL
 		if err != nil {
 			ttl = s.negativeTTL
 		}
+		now := s.now()
 		s.mu.Lock()
-		s.results[key] = resolveResult{r: r, err: err, expires: s.now().Add(ttl)}
+		// Expired answers go as new ones come, or a node that pulls many
+		// images keeps one per manifest it ever resolved.
+		for k, e := range s.results {
+			if !now.Before(e.expires) {
+				delete(s.results, k)
+			}
+		}
+		s.results[key] = resolveResult{r: r, err: err, expires: now.Add(ttl)}
 		s.mu.Unlock()
 		return r, err
 	})

@@ -543,3 +543,71 @@ func TestCacheEntryLeavesAfterFailedPlacement(t *testing.T) {
 		})
 	}
 }
+
+// A panic while resolving an image's artifact runs on singleflight's
+// goroutine, which re-raises it out of safeFastPath's reach: it must be a
+// fall-through (internal), not the end of the snapshotter.
+func TestResolvePanicFallsThrough(t *testing.T) {
+	root := t.TempDir()
+	inner, err := NewCimFS(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	s, err := New(inner, root, WithMetrics(metrics.NewSnapshotter(reg)), WithVerifier(trust.AllowUnsigned()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.resolveFn = func(context.Context, string, string) (*resolved, error) { panic("resolver bug") }
+	labels := map[string]string{LabelSnapshotRef: "sha256:" + hex64, LabelImageRef: "127.0.0.1:1/x:y", LabelManifestDigest: "sha256:" + hex64, LabelLayerDigest: "sha256:" + hex64}
+	if _, err := s.Prepare(context.Background(), "extract-1 sha256:"+hex64, "", snapshots.WithLabels(labels)); err != nil {
+		t.Fatalf("Prepare = %v, want the normal path", err)
+	}
+	want := `
+# HELP cimconv_snapshotter_fallthrough_total Layers handed back to containerd's normal fetch and import, by reason.
+# TYPE cimconv_snapshotter_fallthrough_total counter
+cimconv_snapshotter_fallthrough_total{reason="internal"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), metrics.SnapshotterFallThroughTotal); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Expired lookups leave the cache when new ones are stored, or a node keeps
+// one per manifest it ever resolved.
+func TestResolveCacheDropsExpiredAnswers(t *testing.T) {
+	root := t.TempDir()
+	inner, err := NewCimFS(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(inner, root, WithResolveCache(time.Minute, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Unix(1_800_000_000, 0)
+	s.now = func() time.Time { return now }
+	calls := 0
+	s.resolveFn = func(context.Context, string, string) (*resolved, error) {
+		calls++
+		return nil, errors.New("no artifact")
+	}
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := s.resolveShared(ctx, "127.0.0.1:1/x:y", "sha256:"+strings.Repeat(string(rune('a'+i)), 64)); err == nil {
+			t.Fatal("want the resolver's error")
+		}
+		now = now.Add(2 * time.Minute) // past the answer's lifetime
+	}
+	if _, err := s.resolveShared(ctx, "127.0.0.1:1/x:y", "sha256:"+strings.Repeat("f", 64)); err == nil {
+		t.Fatal("want the resolver's error")
+	}
+	s.mu.Lock()
+	n := len(s.results)
+	s.mu.Unlock()
+	if calls != 6 || n != 1 {
+		t.Fatalf("%d lookups, %d answers kept; want 6 lookups and only the live answer kept", calls, n)
+	}
+}
