@@ -347,6 +347,62 @@ func TestCloseWithoutCommitLeavesNothing(t *testing.T) {
 	}
 }
 
+// TestCallsAfterCloseOrCommit: once closed or committed, a Writer refuses
+// every call with its "already committed or closed" error. Write and
+// ReadFrom after Close with a stream still open used to reach the stopped
+// region writer and panic (send on a closed channel).
+func TestCallsAfterCloseOrCommit(t *testing.T) {
+	big := make([]byte, 2<<20) // more than the region writer's 1 MiB buffer
+	big[0] = 1
+	write := func(w *Writer) error { _, err := w.Write(big); return err }
+	readFrom := func(w *Writer) error { _, err := w.ReadFrom(bytes.NewReader(big)); return err }
+	addFile := func(w *Writer) error { return w.AddFile("g", fileInfo(0, nil), 0) }
+	tests := []struct {
+		name   string
+		commit bool // Commit (a complete file) instead of Close (a stream left open)
+		call   func(w *Writer) error
+	}{
+		{"Write after Close", false, write},
+		{"ReadFrom after Close", false, readFrom},
+		{"AddFile after Close", false, addFile},
+		{"Commit after Close", false, (*Writer).Commit},
+		{"Write after Commit", true, write},
+		{"ReadFrom after Commit", true, readFrom},
+		{"AddFile after Commit", true, addFile},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, err := Create(t.TempDir(), "x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.commit {
+				mustAddFile(t, w, "f", fileInfo(0, nil), []byte{1})
+				mustCommit(t, w)
+			} else {
+				if err := w.AddFile("f", fileInfo(0, nil), 4<<20); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := w.Write([]byte{1}); err != nil { // the stream has begun
+					t.Fatal(err)
+				}
+				if err := w.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("panicked: %v", r)
+				}
+			}()
+			err = tt.call(w)
+			if err == nil || !strings.Contains(err.Error(), "already committed or closed") {
+				t.Errorf("error %v, want the writer's \"already committed or closed\"", err)
+			}
+		})
+	}
+}
+
 func TestDeterministic(t *testing.T) {
 	id := GUID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 	d1, d2 := t.TempDir(), t.TempDir()

@@ -348,11 +348,14 @@ func (w *Writer) finishStream() error {
 	return nil
 }
 
+// errDone is what every call on a committed or closed Writer returns.
+var errDone = errors.New("CIM writer already committed or closed")
+
 // begin prepares every mutating call: it closes the current stream and
 // refuses to go on after an I/O error or Commit.
 func (w *Writer) begin() error {
 	if w.done {
-		return errors.New("CIM writer already committed or closed")
+		return errDone
 	}
 	if w.err != nil {
 		return w.err
@@ -375,6 +378,10 @@ func (w *Writer) startStream(path string, size int64, target *stream) {
 // Write appends data to the current file or stream. Streams that turn out to
 // be all zeros are stored sparse, without writing the zeros.
 func (w *Writer) Write(p []byte) (int, error) {
+	if w.done {
+		// Close stopped the region writers (a stream may still be open).
+		return 0, errDone
+	}
 	if w.err != nil {
 		return 0, w.err
 	}
@@ -424,6 +431,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 // data region's write buffers, a copy less than Write's. The declared size
 // is enforced as by Write.
 func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	if w.done {
+		return 0, errDone
+	}
 	var total int64
 	for {
 		if w.err != nil {
@@ -755,7 +765,8 @@ func (w *Writer) Files() []string {
 }
 
 // Close abandons an uncommitted CIM and removes every file it wrote. After
-// Commit it does nothing.
+// Commit it does nothing. Every call after Close or Commit (Write and
+// ReadFrom included, even with a stream left open) returns an error.
 func (w *Writer) Close() error {
 	if w.done {
 		return nil
@@ -782,7 +793,7 @@ func (w *Writer) Close() error {
 // closes the writer. On error nothing is left behind.
 func (w *Writer) Commit() (err error) {
 	if w.done {
-		return errors.New("CIM writer already committed or closed")
+		return errDone
 	}
 	defer func() {
 		if err != nil {
