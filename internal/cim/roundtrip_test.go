@@ -467,6 +467,117 @@ func TestReplacementKinds(t *testing.T) {
 	}
 }
 
+// TestReparsePointReplacesDirectory: only a plain directory re-listed as a
+// plain directory keeps its children. A junction or directory symlink (a
+// reparse point with the directory attribute) replacing a directory drops
+// its subtree, and a directory replacing such a reparse point starts empty,
+// as the layers' merged view (wclayer.MergeView, what `cim verify` compares
+// with) has it; in the same image and across a fork (a child layer
+// replacing its parent's directory).
+func TestReparsePointReplacesDirectory(t *testing.T) {
+	jn := junctionReparse(`C:\elsewhere`)
+	dl := symlinkReparse(`..\elsewhere`, true)
+	reparseDir := func(rp []byte) *FileInfo { i := dirInfo(sdB); i.ReparseData = rp; return i }
+	tests := []struct {
+		name    string
+		setup   func(t *testing.T, w *Writer) // in the base image
+		replace func(t *testing.T, w *Writer) // in the same image or a forked one
+		want    expect
+	}{
+		{
+			name: "junction replaces a directory",
+			setup: func(t *testing.T, w *Writer) {
+				w.AddFile("d", dirInfo(sdA), 0)
+				w.AddFile("d/sub", dirInfo(sdA), 0)
+				mustAddFile(t, w, "d/sub/x", fileInfo(0, sdA), []byte("x"))
+			},
+			replace: func(t *testing.T, w *Writer) {
+				if err := w.AddFile("D", reparseDir(jn), 0); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: expect{"D": {Path: "D", Type: fsview.TypeJunction, Attributes: AttrDirectory | AttrReparsePoint, SD: enc(sdB), Reparse: enc(jn), LastWriteTime: 2}},
+		},
+		{
+			name: "directory symlink replaces a directory",
+			setup: func(t *testing.T, w *Writer) {
+				w.AddFile("d", dirInfo(sdA), 0)
+				mustAddFile(t, w, "d/x", fileInfo(0, sdA), []byte("x"))
+			},
+			replace: func(t *testing.T, w *Writer) {
+				if err := w.AddFile("d", reparseDir(dl), 0); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: expect{"d": {Path: "d", Type: fsview.TypeSymlink, Attributes: AttrDirectory | AttrReparsePoint, SD: enc(sdB), Reparse: enc(dl), LastWriteTime: 2}},
+		},
+		{
+			name: "directory replaces a junction",
+			setup: func(t *testing.T, w *Writer) {
+				if err := w.AddFile("j", reparseDir(jn), 0); err != nil {
+					t.Fatal(err)
+				}
+				mustAddFile(t, w, "j/x", fileInfo(0, sdA), []byte("x")) // the writer lets a junction hold entries
+			},
+			replace: func(t *testing.T, w *Writer) {
+				w.AddFile("j", dirInfo(sdA), 0)
+				mustAddFile(t, w, "j/y", fileInfo(0, sdA), []byte("y"))
+			},
+			want: func() expect {
+				e := expect{}
+				e.dir("j", sdA)
+				e.file("j/y", 0, sdA, []byte("y"))
+				return e
+			}(),
+		},
+		{
+			name: "directory re-listed keeps its children",
+			setup: func(t *testing.T, w *Writer) {
+				w.AddFile("d", dirInfo(sdA), 0)
+				mustAddFile(t, w, "d/x", fileInfo(0, sdA), []byte("x"))
+			},
+			replace: func(t *testing.T, w *Writer) { w.AddFile("D", dirInfo(sdB), 0) },
+			want: func() expect {
+				e := expect{}
+				e.dir("D", sdB)
+				e.file("D/x", 0, sdA, []byte("x"))
+				return e
+			}(),
+		},
+	}
+	for _, tt := range tests {
+		for _, forked := range []bool{false, true} {
+			name := tt.name + "/same image"
+			if forked {
+				name = tt.name + "/forked"
+			}
+			t.Run(name, func(t *testing.T) {
+				dir := t.TempDir()
+				w, err := Create(dir, "base")
+				if err != nil {
+					t.Fatal(err)
+				}
+				tt.setup(t, w)
+				top := "base"
+				if forked {
+					mustCommit(t, w)
+					if w, err = CreateForked(dir, "child", "base"); err != nil {
+						t.Fatal(err)
+					}
+					top = "child"
+				}
+				tt.replace(t, w)
+				mustCommit(t, w)
+				c := filepath.Join(dir, top+".cim")
+				compareView(t, tt.want, mustOpen(t, c))
+				if probs, err := Fsck(c); err != nil || len(probs) > 0 {
+					t.Errorf("Fsck: %v %v", probs, err)
+				}
+			})
+		}
+	}
+}
+
 func TestAttributesAsStored(t *testing.T) {
 	tests := []struct {
 		in           uint32
@@ -538,6 +649,12 @@ func TestLastDirectoryNeverStale(t *testing.T) {
 			mustAddFile(t, w, "f", fileInfo(0, nil), []byte("linked"))
 			return w.AddLink("f", "d")
 		}, false},
+		{"replaced by a junction", func(w *Writer) error {
+			// The junction is a directory to the writer: d/new lands in it.
+			i := dirInfo(nil)
+			i.ReparseData = junctionReparse(`C:\x`)
+			return w.AddFile("d", i, 0)
+		}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

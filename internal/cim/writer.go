@@ -76,6 +76,10 @@ type inode struct {
 	linkTable           stream
 }
 
+// plainDir reports whether n is a directory that is not a reparse point:
+// the only kind whose children survive a replacement by a directory.
+func (n *inode) plainDir() bool { return n.isDir && len(n.reparse) == 0 }
+
 type dentry struct {
 	name string
 	node *inode
@@ -594,12 +598,16 @@ func checkInfo(info *FileInfo, size int64) error {
 }
 
 // AddFile creates path, or replaces what is there (names compare
-// case-insensitively; the new spelling wins). Replacing a directory with a
-// directory keeps its children (a layer re-lists the directories it changes)
-// but replaces its metadata and drops its alternate streams; any other
-// replacement removes the old entry (and a directory's subtree) first. Other
-// hard links to a replaced file keep the old file. The parent directory must
-// exist. A file's size bytes must then be written with Write.
+// case-insensitively; the new spelling wins). Replacing a plain directory
+// with a plain directory keeps its children (a layer re-lists the
+// directories it changes) but replaces its metadata and drops its alternate
+// streams; any other replacement removes the old entry (and a directory's
+// subtree) first. A reparse point with the directory attribute (a junction,
+// a directory symlink) is not a plain directory: it replaces a directory's
+// subtree, and a directory replacing it starts empty, as the layers' merged
+// view (wclayer.MergeView) has it. Other hard links to a replaced file keep
+// the old file. The parent directory must exist. A file's size bytes must
+// then be written with Write.
 func (w *Writer) AddFile(path string, info *FileInfo, size int64) error {
 	_, err := w.addFile(path, info, size)
 	return err
@@ -627,7 +635,7 @@ func (w *Writer) addFile(path string, info *FileInfo, size int64) (*inode, error
 		return w.root, nil
 	}
 	var n *inode
-	if old != nil && old.node.isDir && isDir {
+	if old != nil && old.node.plainDir() && isDir && len(info.ReparseData) == 0 {
 		n = old.node
 		n.streams = nil
 	} else {

@@ -315,14 +315,18 @@ func TestRegionSetIDIsVersion5(t *testing.T) {
 	}
 }
 
-// Whiteouts and the directories a hand-made tar implies, applied as the
-// layers' merged view (ExpectedView, what `cim verify` checks) applies them:
-// a whiteout of a path that does not exist removes nothing and creates
-// nothing, and a directory a layer removed is created again by a later
-// entry below it. Each layer is built with BuildLayer and with Prepare and
-// Finish, and each CIM's view must equal the layers' and lack absent.
+// Whiteouts, replacements that remove a directory's subtree, and the
+// directories a hand-made tar implies, applied as the layers' merged view
+// (ExpectedView, what `cim verify` checks) applies them: a whiteout of a
+// path that does not exist removes nothing and creates nothing; a file, hard
+// link, junction or directory symlink replacing a directory drops its
+// subtree, and a directory replacing a junction starts empty; a directory a
+// layer removed is created again by a later entry below it. Each layer is
+// built with BuildLayer and with Prepare and Finish, and each CIM's view
+// must equal the layers' and lack absent.
 func TestWhiteoutsMatchExpectedView(t *testing.T) {
-	base := fixture.NewLayer().File("Files/App/b.txt", []byte("b")).File("Files/keep.txt", []byte("k")).File("Files/f", []byte("f"))
+	base := fixture.NewLayer().File("Files/App/b.txt", []byte("b")).File("Files/keep.txt", []byte("k")).File("Files/f", []byte("f")).
+		Symlink("Files/J", `C:\j`, fixture.WithMountPoint())
 	tests := []struct {
 		name   string
 		layer  *fixture.Layer
@@ -369,6 +373,28 @@ func TestWhiteoutsMatchExpectedView(t *testing.T) {
 		{
 			name: "implied directory after a hard link replaced its parent",
 			layer: fixture.NewLayer().NoAutoDirs().File("Files/D/x/a.txt", []byte("a")).HardLink("Files/D", "Files/keep.txt").
+				Dir("Files/D").File("Files/D/x/b.txt", []byte("b")),
+			absent: []string{"Files/D/x/a.txt"},
+		},
+		{
+			name:   "junction replacing a parent's directory",
+			layer:  fixture.NewLayer().NoAutoDirs().Symlink("Files/app", `C:\elsewhere`, fixture.WithMountPoint()),
+			absent: []string{"Files/App/b.txt"},
+		},
+		{
+			name:   "directory symlink replacing a parent's directory",
+			layer:  fixture.NewLayer().NoAutoDirs().Symlink("Files/App", `..\elsewhere`, fixture.WithAttributes(0x410)),
+			absent: []string{"Files/App/b.txt"},
+		},
+		{
+			name:  "directory replacing a parent's junction",
+			layer: fixture.NewLayer().NoAutoDirs().Dir("Files/J").File("Files/J/y.txt", []byte("y")),
+		},
+		{
+			// The layer's own directories below D leave the tree with it.
+			name: "implied directory after a junction replaced its parent",
+			layer: fixture.NewLayer().NoAutoDirs().Dir("Files/D").Dir("Files/D/x").File("Files/D/x/a.txt", []byte("a")).
+				Symlink("Files/D", `C:\elsewhere`, fixture.WithMountPoint()).
 				Dir("Files/D").File("Files/D/x/b.txt", []byte("b")),
 			absent: []string{"Files/D/x/a.txt"},
 		},
