@@ -93,6 +93,46 @@ func TestChainViewMatchesLayers(t *testing.T) {
 	}
 }
 
+// TestNamesCountAsInTheCIM: names whose case strings.ToUpper folds together
+// but the CIM's upcase table does not ("I.txt" and "ı.txt", "S" and "ſ",
+// "Μ" and "µ") are separate entries in the CIM, in the layers' expected view
+// and for CompareViews alike; names the table folds together ("a.txt" and
+// "A.TXT", across layers) are one. The expected view used to have one entry
+// where the CIM had two, and CompareViews, matching by strings.ToUpper,
+// collapsed the CIM's two and reported no difference.
+func TestNamesCountAsInTheCIM(t *testing.T) {
+	base := fixture.NewLayer().Dir("Files").
+		File("Files/I.txt", []byte("dotted")).File("Files/\u0131.txt", []byte("dotless")).
+		File("Files/S", []byte("S")).File("Files/\u017f", []byte("long s")).
+		File("Files/\u039c", []byte("Mu")).File("Files/\u00b5", []byte("micro")).
+		File("Files/a.txt", []byte("a")).Bytes(fixture.Uncompressed)
+	child := fixture.NewLayer().NoAutoDirs().File("Files/A.TXT", []byte("A")).File("Files/s", []byte("s")).Bytes(fixture.Uncompressed)
+	layers := [][]byte{base, child}
+	dir := t.TempDir()
+	built := buildChain(t, New(), dir, layers)
+	for i := range built {
+		want, err := ExpectedView(context.Background(), openers(layers[:i+1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := cim.Open(filepath.Join(dir, built[i].CimName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := im.View()
+		im.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 8 || len(want) != len(got) {
+			t.Errorf("layer %d: the CIM has %d entries, the expected view %d; want Files and 7 files in both", i, len(got), len(want))
+		}
+		if diffs := CompareViews(want, got); len(diffs) > 0 {
+			t.Errorf("layer %d: differences %v", i, diffs)
+		}
+	}
+}
+
 func regionBytes(t *testing.T, dir string, b *builder.BuiltLayer) int64 {
 	var n int64
 	for _, f := range b.CimFiles {
