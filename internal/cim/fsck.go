@@ -30,7 +30,9 @@ func (p Problem) String() string {
 // every FileID reachable, data streams in data regions, EaOffset and
 // EaLength both set or both 0 (the reader refuses other records), and the objectid
 // files of the image's own regions present with valid headers.
-// Structural corruption (bad offsets, cycles) is returned as an error.
+// Structural corruption (bad offsets, data streams outside their region
+// files, cycles, directories nested deeper than the reader's limit) is
+// returned as an error wrapping ErrFormat.
 func Fsck(path string) ([]Problem, error) {
 	im, err := Open(path)
 	if err != nil {
@@ -55,21 +57,32 @@ func Fsck(path string) ([]Problem, error) {
 			}
 		}
 	}
-	checkData := func(p string, s stream) {
+	// checkData locates a data stream as a reader would (region index below
+	// the region count, bytes inside the region file) before looking at its
+	// region: a corrupt offset is structural corruption, not a problem.
+	checkData := func(p string, s stream) error {
 		if s.sparse() || s.size() == 0 || s.typ() != streamTypeData {
-			return
+			return nil
 		}
-		if r := &im.regions[s.Offset.index()]; r.typ == RegionMetadata {
+		r, _, err := im.locate(s.Offset, 0, uint64(s.size()))
+		if err != nil {
+			return fmt.Errorf("%s: data stream: %w", p, err)
+		}
+		if r.typ == RegionMetadata {
 			add(p, "data stream stored in metadata region %s", r.name)
 		}
+		return nil
 	}
 	type parentCheck struct {
 		path     string
 		id, want uint32
 	}
 	var parentChecks []parentCheck
-	var visit func(dir string, id uint32, rec *fileRecord) error
-	visit = func(dir string, id uint32, rec *fileRecord) error {
+	var visit func(dir string, id uint32, rec *fileRecord, depth int) error
+	visit = func(dir string, id uint32, rec *fileRecord, depth int) error {
+		if depth > maxDepth { // the reader's walk has the same limit
+			return formatErr("%s: directories nested deeper than %d", dir, maxDepth)
+		}
 		ents, err := im.dirEntries(rec)
 		if err != nil {
 			return fmt.Errorf("%s: %w", dir, err)
@@ -95,17 +108,21 @@ func Fsck(path string) ([]Problem, error) {
 			}
 			// ParentFileId is checked after the walk, when every link is known.
 			parentChecks = append(parentChecks, parentCheck{p, cid, crec.ParentID})
-			checkData(p, crec.DefaultStream)
+			if err := checkData(p, crec.DefaultStream); err != nil {
+				return err
+			}
 			sents, err := im.streamEntries(crec)
 			if err != nil {
 				return fmt.Errorf("%s: %w", p, err)
 			}
 			checkSorted(p, "stream table", sents)
 			for _, se := range sents {
-				checkData(p+":"+string(utf16.Decode(se.name)), parseStream(se.entry))
+				if err := checkData(p+":"+string(utf16.Decode(se.name)), parseStream(se.entry)); err != nil {
+					return err
+				}
 			}
 			if crec.DefaultStream.typ() == streamTypeLinkTable {
-				if err := visit(p, cid, crec); err != nil {
+				if err := visit(p, cid, crec, depth+1); err != nil {
 					return err
 				}
 			}
@@ -116,7 +133,7 @@ func Fsck(path string) ([]Problem, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := visit("", im.root, rootRec); err != nil {
+	if err := visit("", im.root, rootRec, 0); err != nil {
 		return nil, fmt.Errorf("fsck %s: %w", path, err)
 	}
 	for _, c := range parentChecks {

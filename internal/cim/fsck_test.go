@@ -2,6 +2,7 @@ package cim
 
 import (
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,5 +78,77 @@ func TestFsck(t *testing.T) {
 		if err != nil || len(probs) > 0 {
 			t.Errorf("%s: %v %v", n, probs, err)
 		}
+	}
+}
+
+// TestFsckStructuralErrors: corruption a reader cannot get past is Fsck's
+// error (wrapping ErrFormat, naming the path), never a panic. Fsck runs
+// before the view in `converter cim verify`, so it meets such images first;
+// a data stream naming a region the image does not have used to index past
+// the region list.
+func TestFsckStructuralErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(t *testing.T, l smallLayout)
+		want   []string // substrings of the error
+	}{
+		{"data stream in a region the image lacks", func(t *testing.T, l smallLayout) {
+			patch(t, l.meta, l.ft+2*int64(fileSizeV3)+40, u64b(7<<48|8)) // d/f: region 7 of 3
+		}, []string{"d/f: data stream", "region 7 of 3"}},
+		{"alternate stream in a region the image lacks", func(t *testing.T, l smallLayout) {
+			// d's stream table: u32 count | Length | Count | first Stream entry.
+			patch(t, l.meta, l.dST+4+8, u64b(9<<48|8))
+		}, []string{"d:s: data stream", "region 9 of 3"}},
+		{"data stream beyond its region file", func(t *testing.T, l smallLayout) {
+			patch(t, l.meta, l.ft+2*int64(fileSizeV3)+40, u64b(2<<48|1<<30))
+		}, []string{"d/f: data stream", "beyond region file"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			c := buildSmall(t, dir)
+			tt.mutate(t, layoutOf(t, c))
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("Fsck panicked: %v", r)
+				}
+			}()
+			probs, err := Fsck(c)
+			if !errors.Is(err, ErrFormat) {
+				t.Fatalf("Fsck = %v, %v; want an error wrapping ErrFormat", probs, err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestDepthLimit: a CIM whose directories nest deeper than maxDepth (the
+// deepest a 32767-unit path can reach) is refused by the view's walk and by
+// Fsck alike, instead of recursing as deep as a hostile image asks. The
+// writer's API refuses such paths, so the tree is built in its inodes.
+func TestDepthLimit(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Create(dir, "deep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := w.root
+	for i := 0; i < maxDepth+1; i++ {
+		c := &inode{isDir: true, children: map[string]*dentry{}, sd: w.internSD(nil), firstParent: n}
+		n.children[foldKey("d", w.upcase)] = &dentry{name: "d", node: c}
+		n = c
+	}
+	mustCommit(t, w)
+	c := filepath.Join(dir, "deep.cim")
+	im := mustOpen(t, c)
+	if _, err := im.View(); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "nested deeper") {
+		t.Errorf("View: %v, want the depth limit", err)
+	}
+	if _, err := Fsck(c); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "nested deeper") {
+		t.Errorf("Fsck: %v, want the depth limit", err)
 	}
 }

@@ -347,6 +347,62 @@ func TestCloseWithoutCommitLeavesNothing(t *testing.T) {
 	}
 }
 
+// TestCallsAfterCloseOrCommit: once closed or committed, a Writer refuses
+// every call with its "already committed or closed" error. Write and
+// ReadFrom after Close with a stream still open used to reach the stopped
+// region writer and panic (send on a closed channel).
+func TestCallsAfterCloseOrCommit(t *testing.T) {
+	big := make([]byte, 2<<20) // more than the region writer's 1 MiB buffer
+	big[0] = 1
+	write := func(w *Writer) error { _, err := w.Write(big); return err }
+	readFrom := func(w *Writer) error { _, err := w.ReadFrom(bytes.NewReader(big)); return err }
+	addFile := func(w *Writer) error { return w.AddFile("g", fileInfo(0, nil), 0) }
+	tests := []struct {
+		name   string
+		commit bool // Commit (a complete file) instead of Close (a stream left open)
+		call   func(w *Writer) error
+	}{
+		{"Write after Close", false, write},
+		{"ReadFrom after Close", false, readFrom},
+		{"AddFile after Close", false, addFile},
+		{"Commit after Close", false, (*Writer).Commit},
+		{"Write after Commit", true, write},
+		{"ReadFrom after Commit", true, readFrom},
+		{"AddFile after Commit", true, addFile},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, err := Create(t.TempDir(), "x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.commit {
+				mustAddFile(t, w, "f", fileInfo(0, nil), []byte{1})
+				mustCommit(t, w)
+			} else {
+				if err := w.AddFile("f", fileInfo(0, nil), 4<<20); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := w.Write([]byte{1}); err != nil { // the stream has begun
+					t.Fatal(err)
+				}
+				if err := w.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("panicked: %v", r)
+				}
+			}()
+			err = tt.call(w)
+			if err == nil || !strings.Contains(err.Error(), "already committed or closed") {
+				t.Errorf("error %v, want the writer's \"already committed or closed\"", err)
+			}
+		})
+	}
+}
+
 func TestDeterministic(t *testing.T) {
 	id := GUID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 	d1, d2 := t.TempDir(), t.TempDir()
@@ -408,6 +464,117 @@ func TestReplacementKinds(t *testing.T) {
 	b, _ := im.Stat("orig")
 	if a.FileID == b.FileID {
 		t.Error("replaced name still shares the FileID of its old hard link")
+	}
+}
+
+// TestReparsePointReplacesDirectory: only a plain directory re-listed as a
+// plain directory keeps its children. A junction or directory symlink (a
+// reparse point with the directory attribute) replacing a directory drops
+// its subtree, and a directory replacing such a reparse point starts empty,
+// as the layers' merged view (wclayer.MergeView, what `cim verify` compares
+// with) has it; in the same image and across a fork (a child layer
+// replacing its parent's directory).
+func TestReparsePointReplacesDirectory(t *testing.T) {
+	jn := junctionReparse(`C:\elsewhere`)
+	dl := symlinkReparse(`..\elsewhere`, true)
+	reparseDir := func(rp []byte) *FileInfo { i := dirInfo(sdB); i.ReparseData = rp; return i }
+	tests := []struct {
+		name    string
+		setup   func(t *testing.T, w *Writer) // in the base image
+		replace func(t *testing.T, w *Writer) // in the same image or a forked one
+		want    expect
+	}{
+		{
+			name: "junction replaces a directory",
+			setup: func(t *testing.T, w *Writer) {
+				w.AddFile("d", dirInfo(sdA), 0)
+				w.AddFile("d/sub", dirInfo(sdA), 0)
+				mustAddFile(t, w, "d/sub/x", fileInfo(0, sdA), []byte("x"))
+			},
+			replace: func(t *testing.T, w *Writer) {
+				if err := w.AddFile("D", reparseDir(jn), 0); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: expect{"D": {Path: "D", Type: fsview.TypeJunction, Attributes: AttrDirectory | AttrReparsePoint, SD: enc(sdB), Reparse: enc(jn), LastWriteTime: 2}},
+		},
+		{
+			name: "directory symlink replaces a directory",
+			setup: func(t *testing.T, w *Writer) {
+				w.AddFile("d", dirInfo(sdA), 0)
+				mustAddFile(t, w, "d/x", fileInfo(0, sdA), []byte("x"))
+			},
+			replace: func(t *testing.T, w *Writer) {
+				if err := w.AddFile("d", reparseDir(dl), 0); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: expect{"d": {Path: "d", Type: fsview.TypeSymlink, Attributes: AttrDirectory | AttrReparsePoint, SD: enc(sdB), Reparse: enc(dl), LastWriteTime: 2}},
+		},
+		{
+			name: "directory replaces a junction",
+			setup: func(t *testing.T, w *Writer) {
+				if err := w.AddFile("j", reparseDir(jn), 0); err != nil {
+					t.Fatal(err)
+				}
+				mustAddFile(t, w, "j/x", fileInfo(0, sdA), []byte("x")) // the writer lets a junction hold entries
+			},
+			replace: func(t *testing.T, w *Writer) {
+				w.AddFile("j", dirInfo(sdA), 0)
+				mustAddFile(t, w, "j/y", fileInfo(0, sdA), []byte("y"))
+			},
+			want: func() expect {
+				e := expect{}
+				e.dir("j", sdA)
+				e.file("j/y", 0, sdA, []byte("y"))
+				return e
+			}(),
+		},
+		{
+			name: "directory re-listed keeps its children",
+			setup: func(t *testing.T, w *Writer) {
+				w.AddFile("d", dirInfo(sdA), 0)
+				mustAddFile(t, w, "d/x", fileInfo(0, sdA), []byte("x"))
+			},
+			replace: func(t *testing.T, w *Writer) { w.AddFile("D", dirInfo(sdB), 0) },
+			want: func() expect {
+				e := expect{}
+				e.dir("D", sdB)
+				e.file("D/x", 0, sdA, []byte("x"))
+				return e
+			}(),
+		},
+	}
+	for _, tt := range tests {
+		for _, forked := range []bool{false, true} {
+			name := tt.name + "/same image"
+			if forked {
+				name = tt.name + "/forked"
+			}
+			t.Run(name, func(t *testing.T) {
+				dir := t.TempDir()
+				w, err := Create(dir, "base")
+				if err != nil {
+					t.Fatal(err)
+				}
+				tt.setup(t, w)
+				top := "base"
+				if forked {
+					mustCommit(t, w)
+					if w, err = CreateForked(dir, "child", "base"); err != nil {
+						t.Fatal(err)
+					}
+					top = "child"
+				}
+				tt.replace(t, w)
+				mustCommit(t, w)
+				c := filepath.Join(dir, top+".cim")
+				compareView(t, tt.want, mustOpen(t, c))
+				if probs, err := Fsck(c); err != nil || len(probs) > 0 {
+					t.Errorf("Fsck: %v %v", probs, err)
+				}
+			})
+		}
 	}
 }
 
@@ -482,6 +649,12 @@ func TestLastDirectoryNeverStale(t *testing.T) {
 			mustAddFile(t, w, "f", fileInfo(0, nil), []byte("linked"))
 			return w.AddLink("f", "d")
 		}, false},
+		{"replaced by a junction", func(w *Writer) error {
+			// The junction is a directory to the writer: d/new lands in it.
+			i := dirInfo(nil)
+			i.ReparseData = junctionReparse(`C:\x`)
+			return w.AddFile("d", i, 0)
+		}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

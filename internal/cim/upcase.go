@@ -4,10 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
-	"sync"
-	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/cimconv/cimconv/internal/upcase"
 )
 
 // GUID is a region-set ID in its on-disk (Windows, little-endian fields) byte
@@ -22,34 +22,12 @@ func (g GUID) String() string {
 		binary.LittleEndian.Uint16(g[6:8]), g[8:10], g[10:16])
 }
 
-// The upcase table maps each BMP code unit to its upper case. It is stored in
-// every image, and names are compared (and link tables sorted) through it.
-//
-// Windows' own table (NTFS $UpCase / RtlUpcaseUnicodeChar) is not published.
-// This one is built from Go's simple Unicode upper-case mappings
-// (unicode.ToUpper) with these exceptions, chosen to stay close to the
-// Windows table as described publicly by ntfs-3g's default $UpCase builder:
-//   - surrogate code units (D800-DFFF) map to themselves;
-//   - a mapping whose result is outside the BMP is dropped;
-//   - non-ASCII characters never map to ASCII (U+0131 dotless i, U+017F long s),
-//     and U+00B5 MICRO SIGN and U+0345 stay themselves, as Windows keeps them.
-//
-// Not validated against a table written by CimFS.dll.
-var upcaseTable = sync.OnceValue(func() []uint16 {
-	t := make([]uint16, upcaseTableLength)
-	for c := range t {
-		t[c] = uint16(c)
-		if c >= 0xd800 && c < 0xe000 {
-			continue
-		}
-		u := unicode.ToUpper(rune(c))
-		if u > 0xffff || (c >= 0x80 && u < 0x80) || c == 0xb5 || c == 0x345 {
-			continue
-		}
-		t[c] = uint16(u)
-	}
-	return t
-})
+// upcaseTable is the table the writer stores in every image; names are
+// compared (and link tables sorted) through it. It is the project's one
+// definition of the same name (internal/upcase, where it is built and its
+// departures from Unicode's mappings are explained); the reader uses the
+// table stored in the image it reads instead.
+var upcaseTable = upcase.Table
 
 // foldKey returns the sort/compare key of a name: each BMP character upcased
 // through table, supplementary characters as their code points, encoded as
@@ -151,9 +129,9 @@ func splitPath(p string) ([]string, error) {
 }
 
 // Upcase maps one UTF-16 code unit to its upper case through the same table
-// the CIM writer stores in every image. Other byte formats that sort names the
-// Windows way (registry hive subkey lists, see internal/hive) use it so the
-// project has one table.
+// the CIM writer stores in every image (upcase.Table). Other byte formats
+// that sort names the Windows way (registry hive subkey lists, see
+// internal/hive) use it so the project has one table.
 func Upcase(c uint16) uint16 { return upcaseTable()[c] }
 
 // UpcaseTable is that table, indexed by UTF-16 code unit, for loops over many

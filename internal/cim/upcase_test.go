@@ -6,49 +6,33 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/cimconv/cimconv/internal/upcase"
 )
 
-func TestUpcaseTable(t *testing.T) {
-	up := upcaseTable()
-	tests := []struct {
-		in, want uint16
-		why      string
-	}{
-		{'a', 'A', "ASCII"},
-		{'z', 'Z', "ASCII"},
-		{'A', 'A', "already upper"},
-		{0xe9, 0xc9, "é -> É"},
-		{0xff, 0x178, "ÿ -> Ÿ"},
-		{0x3c3, 0x3a3, "σ -> Σ"},
-		{0x3c2, 0x3a3, "final ς -> Σ"},
-		{0x430, 0x410, "Cyrillic а -> А"},
-		{0xff41, 0xff21, "fullwidth a -> A"},
-		{0x131, 0x131, "dotless ı must not become ASCII I"},
-		{0x17f, 0x17f, "long ſ must not become ASCII S"},
-		{0xb5, 0xb5, "micro sign kept"},
-		{0xdf, 0xdf, "ß has no simple upper case"},
-		{0xd83d, 0xd83d, "high surrogate"},
-		{0xde00, 0xde00, "low surrogate"},
+// TestWriterFoldIsUpcaseFold: the writer's key for "the same name" is
+// upcase.Fold, the one the layers' merged view and fsview.Compare use, so a
+// CIM has exactly as many entries as the view `cim verify` expects. (The
+// table itself is tested in internal/upcase.)
+func TestWriterFoldIsUpcaseFold(t *testing.T) {
+	if &upcaseTable()[0] != &upcase.Table()[0] {
+		t.Fatal("the writer's table is not upcase.Table")
 	}
-	for _, tt := range tests {
-		if got := up[tt.in]; got != tt.want {
-			t.Errorf("upcase[%#x] = %#x, want %#x (%s)", tt.in, got, tt.want, tt.why)
-		}
-	}
-	// Idempotent: an upcased character upcases to itself, so the comparison
-	// is an equivalence.
-	for c, u := range up {
-		if up[u] != u {
-			t.Errorf("upcase not idempotent at %#x: %#x -> %#x", c, u, up[u])
+	for _, name := range append(append([]string{}, nameAlphabet...), "Files/I.txt", "\u0131.txt", "\u017fam", "\u00b5s", "\U00010428") {
+		if got, want := foldKey(name, upcaseTable()), upcase.Fold(name); got != want {
+			t.Errorf("foldKey(%q) = %q, upcase.Fold = %q", name, got, want)
 		}
 	}
 }
+
+// nameAlphabet holds characters whose case folding is tricky.
+var nameAlphabet = []string{"a", "A", "ß", "ẞ", "ı", "I", "i", "ſ", "s", "S", "µ", "Μ", "😀", "𐐨", "𐐀", "\uFF41", "\uFF21", "é", "É", "_", "~", "ǅ", "ǆ", "Ǆ", "\uE000", "\uFFFD"}
 
 // TestNameOrderProperty writes random names built from characters whose case
 // folding is tricky and checks that the reader's binary search finds every
 // spelling and that the later spelling of case-equal names wins.
 func TestNameOrderProperty(t *testing.T) {
-	alphabet := []string{"a", "A", "ß", "ẞ", "ı", "I", "i", "ſ", "s", "S", "µ", "Μ", "😀", "𐐨", "𐐀", "\uFF41", "\uFF21", "é", "É", "_", "~", "ǅ", "ǆ", "Ǆ", "\uE000", "\uFFFD"}
+	alphabet := nameAlphabet
 	rng := rand.New(rand.NewPCG(7, 8))
 	dir := t.TempDir()
 	w, err := Create(dir, "names")

@@ -76,6 +76,10 @@ type inode struct {
 	linkTable           stream
 }
 
+// plainDir reports whether n is a directory that is not a reparse point:
+// the only kind whose children survive a replacement by a directory.
+func (n *inode) plainDir() bool { return n.isDir && len(n.reparse) == 0 }
+
 type dentry struct {
 	name string
 	node *inode
@@ -348,11 +352,14 @@ func (w *Writer) finishStream() error {
 	return nil
 }
 
+// errDone is what every call on a committed or closed Writer returns.
+var errDone = errors.New("CIM writer already committed or closed")
+
 // begin prepares every mutating call: it closes the current stream and
 // refuses to go on after an I/O error or Commit.
 func (w *Writer) begin() error {
 	if w.done {
-		return errors.New("CIM writer already committed or closed")
+		return errDone
 	}
 	if w.err != nil {
 		return w.err
@@ -375,6 +382,10 @@ func (w *Writer) startStream(path string, size int64, target *stream) {
 // Write appends data to the current file or stream. Streams that turn out to
 // be all zeros are stored sparse, without writing the zeros.
 func (w *Writer) Write(p []byte) (int, error) {
+	if w.done {
+		// Close stopped the region writers (a stream may still be open).
+		return 0, errDone
+	}
 	if w.err != nil {
 		return 0, w.err
 	}
@@ -424,6 +435,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 // data region's write buffers, a copy less than Write's. The declared size
 // is enforced as by Write.
 func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	if w.done {
+		return 0, errDone
+	}
 	var total int64
 	for {
 		if w.err != nil {
@@ -584,12 +598,16 @@ func checkInfo(info *FileInfo, size int64) error {
 }
 
 // AddFile creates path, or replaces what is there (names compare
-// case-insensitively; the new spelling wins). Replacing a directory with a
-// directory keeps its children (a layer re-lists the directories it changes)
-// but replaces its metadata and drops its alternate streams; any other
-// replacement removes the old entry (and a directory's subtree) first. Other
-// hard links to a replaced file keep the old file. The parent directory must
-// exist. A file's size bytes must then be written with Write.
+// case-insensitively; the new spelling wins). Replacing a plain directory
+// with a plain directory keeps its children (a layer re-lists the
+// directories it changes) but replaces its metadata and drops its alternate
+// streams; any other replacement removes the old entry (and a directory's
+// subtree) first. A reparse point with the directory attribute (a junction,
+// a directory symlink) is not a plain directory: it replaces a directory's
+// subtree, and a directory replacing it starts empty, as the layers' merged
+// view (wclayer.MergeView) has it. Other hard links to a replaced file keep
+// the old file. The parent directory must exist. A file's size bytes must
+// then be written with Write.
 func (w *Writer) AddFile(path string, info *FileInfo, size int64) error {
 	_, err := w.addFile(path, info, size)
 	return err
@@ -617,7 +635,7 @@ func (w *Writer) addFile(path string, info *FileInfo, size int64) (*inode, error
 		return w.root, nil
 	}
 	var n *inode
-	if old != nil && old.node.isDir && isDir {
+	if old != nil && old.node.plainDir() && isDir && len(info.ReparseData) == 0 {
 		n = old.node
 		n.streams = nil
 	} else {
@@ -755,7 +773,8 @@ func (w *Writer) Files() []string {
 }
 
 // Close abandons an uncommitted CIM and removes every file it wrote. After
-// Commit it does nothing.
+// Commit it does nothing. Every call after Close or Commit (Write and
+// ReadFrom included, even with a stream left open) returns an error.
 func (w *Writer) Close() error {
 	if w.done {
 		return nil
@@ -782,7 +801,7 @@ func (w *Writer) Close() error {
 // closes the writer. On error nothing is left behind.
 func (w *Writer) Commit() (err error) {
 	if w.done {
-		return errors.New("CIM writer already committed or closed")
+		return errDone
 	}
 	defer func() {
 		if err != nil {

@@ -3,5 +3,7 @@
 // (wclayer) and the view stored in a CIM (cim), or a mounted CIM on Windows.
 // It is also the line format of `converter cim ls --json`.
 //
-// It is a leaf package: it imports no other cimconv package.
+// Paths match case-insensitively through internal/upcase, the upcase table
+// the CIM writer stores in its images; it is the only cimconv package this
+// one imports.
 package fsview

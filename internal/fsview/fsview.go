@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/cimconv/cimconv/internal/upcase"
 )
 
 // Entry types, spelled as in `converter cim ls --json`. A reparse point is
@@ -84,8 +86,11 @@ type Stream struct {
 
 // Difference is one mismatch between two views.
 type Difference struct {
-	Path  string `json:"path"`
-	Field string `json:"field"` // "missing", "extra", or the compared field
+	Path string `json:"path"`
+	// Field is "missing", "extra", "duplicate" (Path has the same name as
+	// another entry of the same view, named in Want or Got), or the
+	// compared field.
+	Field string `json:"field"`
 	Want  string `json:"want,omitempty"`
 	Got   string `json:"got,omitempty"`
 }
@@ -96,13 +101,21 @@ func (d Difference) String() string {
 		return fmt.Sprintf("%s: missing", d.Path)
 	case "extra":
 		return fmt.Sprintf("%s: unexpected entry", d.Path)
+	case "duplicate":
+		side, other := "got", d.Got
+		if d.Want != "" {
+			side, other = "want", d.Want
+		}
+		return fmt.Sprintf("%s: same name as %s (equal through the upcase table), a second entry in %s", d.Path, other, side)
 	}
 	return fmt.Sprintf("%s: %s differs: want %s, got %s", d.Path, d.Field, d.Want, d.Got)
 }
 
 // FoldPath is the key two views are matched on: Windows compares names
-// case-insensitively, so paths are folded to upper case.
-func FoldPath(p string) string { return strings.ToUpper(p) }
+// case-insensitively, and two paths are the same path when they fold alike
+// through the upcase table the CIM writer stores in its images
+// (upcase.Fold), the same comparison the layers' merged view uses.
+func FoldPath(p string) string { return upcase.Fold(p) }
 
 // CompareOptions selects which fields Compare checks.
 type CompareOptions struct {
@@ -113,11 +126,18 @@ type CompareOptions struct {
 }
 
 // Compare reports every difference between want and got, sorted by path.
-// Entries are matched by FoldPath.
+// Entries are matched by FoldPath. An entry whose path folds like an
+// earlier one's of the same view is reported as a "duplicate" (a CIM with
+// two such names in one directory has an entry its lookup by name cannot
+// tell apart) and is not compared further.
 func Compare(want, got []Entry, opt CompareOptions) []Difference {
-	wm := index(want)
-	gm := index(got)
 	var diffs []Difference
+	wm := index(want, func(e, first Entry) {
+		diffs = append(diffs, Difference{Path: e.Path, Field: "duplicate", Want: first.Path})
+	})
+	gm := index(got, func(e, first Entry) {
+		diffs = append(diffs, Difference{Path: e.Path, Field: "duplicate", Got: first.Path})
+	})
 	for k, w := range wm {
 		g, ok := gm[k]
 		if !ok {
@@ -140,10 +160,17 @@ func Compare(want, got []Entry, opt CompareOptions) []Difference {
 	return diffs
 }
 
-func index(es []Entry) map[string]Entry {
+// index maps entries by FoldPath; the first of entries that fold alike is
+// kept and dup is called for each later one.
+func index(es []Entry, dup func(e, first Entry)) map[string]Entry {
 	m := make(map[string]Entry, len(es))
 	for _, e := range es {
-		m[FoldPath(e.Path)] = e
+		k := FoldPath(e.Path)
+		if first, ok := m[k]; ok {
+			dup(e, first)
+			continue
+		}
+		m[k] = e
 	}
 	return m
 }

@@ -1,6 +1,9 @@
 package fsview
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestCompare(t *testing.T) {
 	base := []Entry{
@@ -33,6 +36,50 @@ func TestCompare(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCompareNames: paths match through the CIM writer's upcase table, not
+// strings.ToUpper, and two entries of one view with the same name are
+// reported, not collapsed into one (a CIM holding "I.txt" and "ı.txt" used to
+// match a view holding one of them without a difference).
+func TestCompareNames(t *testing.T) {
+	dir := Entry{Path: "Files", Type: TypeDir, Attributes: 0x10}
+	file := func(p string) Entry { return Entry{Path: p, Type: TypeFile, Size: 1, SHA256: "aa"} }
+	tests := []struct {
+		name      string
+		want, got []Entry
+		diffs     []Difference
+	}{
+		{"case differs only", []Entry{dir, file("Files/a.txt")}, []Entry{dir, file("Files/A.TXT")},
+			[]Difference{{Path: "Files/a.txt", Field: "spelling", Want: "Files/a.txt", Got: "Files/A.TXT"}}},
+		{"dotless i is another name", []Entry{dir, file("Files/I.txt")}, []Entry{dir, file("Files/\u0131.txt")},
+			[]Difference{{Path: "Files/I.txt", Field: "missing"}, {Path: "Files/\u0131.txt", Field: "extra"}}},
+		{"micro sign is not Mu", []Entry{dir, file("Files/\u039c")}, []Entry{dir, file("Files/\u00b5")},
+			[]Difference{{Path: "Files/\u00b5", Field: "extra"}, {Path: "Files/\u039c", Field: "missing"}}},
+		{"outside the BMP case is kept", []Entry{dir, file("Files/\U00010400")}, []Entry{dir, file("Files/\U00010428")},
+			[]Difference{{Path: "Files/\U00010400", Field: "missing"}, {Path: "Files/\U00010428", Field: "extra"}}},
+		{"two got entries with one name", []Entry{dir, file("Files/a.txt")}, []Entry{dir, file("Files/a.txt"), file("Files/A.TXT")},
+			[]Difference{{Path: "Files/A.TXT", Field: "duplicate", Got: "Files/a.txt"}}},
+		{"two want entries with one name", []Entry{dir, file("Files/a.txt"), file("FILES/a.txt")}, []Entry{dir, file("Files/a.txt")},
+			[]Difference{{Path: "FILES/a.txt", Field: "duplicate", Want: "Files/a.txt"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Compare(tt.want, tt.got, CompareOptions{IgnoreTimes: true})
+			if len(got) != len(tt.diffs) {
+				t.Fatalf("differences %v, want %v", got, tt.diffs)
+			}
+			for i := range got {
+				if got[i] != tt.diffs[i] {
+					t.Errorf("difference %d: %+v, want %+v", i, got[i], tt.diffs[i])
+				}
+			}
+		})
+	}
+	d := Difference{Path: "Files/A.TXT", Field: "duplicate", Got: "Files/a.txt"}
+	if s := d.String(); !strings.Contains(s, "same name as Files/a.txt") || !strings.Contains(s, "got") {
+		t.Errorf("String() = %q", s)
 	}
 }
 

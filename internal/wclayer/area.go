@@ -1,6 +1,10 @@
 package wclayer
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/cimconv/cimconv/internal/upcase"
+)
 
 // The areas of a Windows layer. Files/ is the container's C:\, Hives/ holds
 // the registry delta hives of non-base layers, UtilityVM/ the Hyper-V
@@ -12,11 +16,12 @@ const (
 )
 
 // Area returns the area (AreaFiles, AreaHives or AreaUtilityVM) that path
-// belongs to, compared case-insensitively, or "" when it is outside them.
+// belongs to, compared case-insensitively (upcase.Equal, as everywhere), or
+// "" when it is outside them.
 func Area(path string) string {
 	top, _, _ := strings.Cut(path, "/")
 	for _, a := range [...]string{AreaFiles, AreaHives, AreaUtilityVM} {
-		if strings.EqualFold(top, a) {
+		if upcase.Equal(top, a) {
 			return a
 		}
 	}
@@ -48,9 +53,9 @@ const RegFilesPath = "Files/Windows/System32/config"
 // non-base layer (case-insensitive).
 func IsDeltaHive(path string) bool {
 	dir, name, ok := strings.Cut(path, "/")
-	if !ok || !strings.EqualFold(dir, AreaHives) || strings.Contains(name, "/") {
+	if !ok || !upcase.Equal(dir, AreaHives) || strings.Contains(name, "/") {
 		return false
 	}
 	const suffix = "_delta"
-	return len(name) > len(suffix) && strings.EqualFold(name[len(name)-len(suffix):], suffix)
+	return len(name) > len(suffix) && upcase.Equal(name[len(name)-len(suffix):], suffix)
 }

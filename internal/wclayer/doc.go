@@ -27,8 +27,12 @@
 //     binary descriptor off Windows: ErrUnsupported.
 //   - After the tar's end marker only zero bytes may follow (ErrCorrupt
 //     otherwise); they are hashed into the DiffID.
-//   - Case-insensitive comparison upper-cases BMP characters with Unicode's
-//     simple mapping (an approximation of NTFS's upcase table).
+//   - Names compare case-insensitively through the upcase table the CIM
+//     writer stores in its images (internal/upcase): BMP characters upcased
+//     by Unicode's simple mapping except that U+0131, U+017F, U+00B5 and
+//     U+0345 stay themselves, characters outside the BMP as they are. So
+//     "I.txt" and "ı.txt" are two entries here as in the CIM, and a top-level
+//     "Fileſ" is not Files/ (ErrArea). An approximation of NTFS's table.
 //   - Errors about the layer's content are *Error (permanent); a failure of
 //     the source reader is returned wrapped as is, so callers may retry it.
 package wclayer

@@ -63,6 +63,11 @@ func TestFoldAndUTF16(t *testing.T) {
 		{"r\u00e9sum\u00e9", "R\u00c9SUM\u00c9", 6},
 		{"\U00010428", "\U00010428", 2}, // outside the BMP: left alone, two units
 		{"\u65e5\u672c", "\u65e5\u672c", 2},
+		// The CIM writer's upcase table keeps these (unicode.ToUpper gives
+		// I, S and Greek Mu): the merged view must count entries as a CIM does.
+		{"\u0131.txt", "\u0131.TXT", 5},
+		{"\u017f", "\u017f", 1},
+		{"\u00b5", "\u00b5", 1},
 	}
 	for _, tt := range tests {
 		if got := fold(tt.in); got != tt.fold {

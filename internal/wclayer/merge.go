@@ -41,7 +41,8 @@ type fileState struct {
 //     (case-insensitively); a missing whiteout target is not an error;
 //   - a later entry replaces an earlier one at the same path (compared
 //     case-insensitively) and brings its own spelling. A directory replacing
-//     a directory keeps the children; any other replacement drops them;
+//     a directory keeps the children; any other replacement drops them (a
+//     junction or directory symlink is a symlink here, not a directory);
 //   - an entry under a differently spelled parent lands in the existing
 //     directory, which keeps its spelling; a parent that does not exist at
 //     all is created implicitly (AttrDirectory, no SD): Windows exports

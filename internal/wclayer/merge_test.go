@@ -156,6 +156,36 @@ func TestMergeViewSemantics(t *testing.T) {
 	}
 }
 
+// TestMergeViewNamesAsACIMCompares: names are the same entry exactly when
+// the CIM writer's upcase table says so. "I.txt" and "ı.txt" (U+0131) are
+// two entries in a CIM, so they are two in the merged view; "a.txt" and
+// "A.TXT" are one, the later spelling and content winning.
+func TestMergeViewNamesAsACIMCompares(t *testing.T) {
+	layer := fixture.NewLayer().Dir("Files").
+		File("Files/I.txt", []byte("dotted")).File("Files/\u0131.txt", []byte("dotless")).
+		File("Files/\u017f", []byte("long s")).File("Files/S", []byte("S")).
+		File("Files/\u00b5", []byte("micro")).File("Files/\u039c", []byte("Mu")).
+		File("Files/a.txt", []byte("a")).File("Files/A.TXT", []byte("A"))
+	view, err := wclayer.MergeView(context.Background(), openers([]*fixture.Layer{layer}, fixture.Uncompressed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := viewMap(view)
+	for p, content := range map[string]string{
+		"Files/I.txt": "dotted", "Files/\u0131.txt": "dotless",
+		"Files/\u017f": "long s", "Files/S": "S",
+		"Files/\u00b5": "micro", "Files/\u039c": "Mu",
+		"Files/A.TXT": "A",
+	} {
+		if e, ok := m[p]; !ok || e.SHA256 != sha([]byte(content)) {
+			t.Errorf("%q: %+v, want its own entry with %q", p, e, content)
+		}
+	}
+	if len(view) != 8 {
+		t.Errorf("%d entries, want Files and 7 files: %v", len(view), view)
+	}
+}
+
 func TestMergeViewErrors(t *testing.T) {
 	base := fixture.NewLayer().File("Files/a", []byte("a"))
 	tests := []struct {

@@ -3,8 +3,9 @@ package wclayer
 import (
 	"fmt"
 	"strings"
-	"unicode"
 	"unicode/utf8"
+
+	"github.com/cimconv/cimconv/internal/upcase"
 )
 
 // Windows limits on names, in UTF-16 code units.
@@ -161,38 +162,10 @@ func splitStream(last string) (file, stream string, ok bool, pr *problem) {
 	return parts[0], parts[1], true, nil
 }
 
-// fold is the key paths are compared by, case-insensitively. It upper-cases
-// BMP characters with Unicode's simple mapping and leaves characters outside
-// the BMP alone, as Windows' upcase table (BMP only) does. It approximates
-// NTFS's table; the CIM writer's own table is authoritative for CIMs.
-func fold(s string) string {
-	lower := false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			return strings.Map(foldRune, s)
-		}
-		if 'a' <= c && c <= 'z' {
-			lower = true
-		}
-	}
-	if !lower {
-		return s
-	}
-	b := []byte(s)
-	for i, c := range b {
-		if 'a' <= c && c <= 'z' {
-			b[i] = c - 0x20
-		}
-	}
-	return string(b)
-}
-
-func foldRune(r rune) rune {
-	if r > 0xFFFF {
-		return r
-	}
-	return unicode.ToUpper(r)
-}
+// fold is the key paths are compared by, case-insensitively: upcase.Fold,
+// the table the CIM writer stores in its images, so the merged view has an
+// entry for every entry a CIM of the layers has (the Windows importer's own
+// comparison has not been observed; see internal/upcase).
+func fold(s string) string { return upcase.Fold(s) }
 
 func utf8Valid(s string) bool { return utf8.ValidString(s) }

@@ -531,6 +531,10 @@ func TestAreas(t *testing.T) {
 		{"UtilityVM/Files/EFI", wclayer.AreaUtilityVM, false},
 		{"layout", "", false},
 		{"Filesx/a", "", false},
+		// Through the CIM's upcase table long s is not S (strings.EqualFold
+		// says it is): "Fileſ" would be a top-level directory of its own.
+		{"File\u017f/a", "", false},
+		{"Hive\u017f/Software_Delta", "", false},
 	}
 	for _, tt := range tests {
 		if got := wclayer.Area(tt.path); got != tt.area {

@@ -166,7 +166,7 @@ func readEntry(ctx context.Context, v volume, rel string) (_ fsview.Entry, retEr
 			if err != nil {
 				return e, fmt.Errorf("read %q stream %q: %w", rel, name, err)
 			}
-			streams[strings.ToUpper(name)] = fsview.Stream{Name: name, Size: n, SHA256: fmt.Sprintf("%x", h.Sum(nil))}
+			streams[fsview.FoldPath(name)] = fsview.Stream{Name: name, Size: n, SHA256: fmt.Sprintf("%x", h.Sum(nil))}
 		case streamSecurity:
 			if e.SD, err = readBase64(s.r); err != nil {
 				return e, fmt.Errorf("read %q security descriptor: %w", rel, err)

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/cimconv/cimconv/internal/cim"
 	"github.com/cimconv/cimconv/internal/fsview"
@@ -160,12 +159,12 @@ func withBaseProcessing(view []fsview.Entry) []fsview.Entry {
 func CompareViews(want, got []fsview.Entry) []fsview.Difference {
 	gotSD := make(map[string]string, len(got))
 	for _, e := range got {
-		gotSD[strings.ToUpper(e.Path)] = e.SD
+		gotSD[fsview.FoldPath(e.Path)] = e.SD
 	}
 	adj := make([]fsview.Entry, len(want))
 	for i, e := range want {
 		if e.SD == "" {
-			e.SD = gotSD[strings.ToUpper(e.Path)]
+			e.SD = gotSD[fsview.FoldPath(e.Path)]
 		}
 		// A CIM records only some attribute bits (cim.StoredAttributes);
 		// NOT_CONTENT_INDEXED, NORMAL and the like are not kept.

@@ -8,13 +8,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/cim"
 	reghive "github.com/cimconv/cimconv/internal/hive"
+	"github.com/cimconv/cimconv/internal/upcase"
 )
 
 // HiveMerge says what the builder does with the delta registry hives of a
@@ -204,7 +204,7 @@ func ancestorHive(parent *builder.BuiltLayer, base string) (string, bool) {
 	want := hivesDir + "/" + base
 	for l := parent; l != nil; l = l.Parent {
 		for _, f := range l.SideFiles {
-			if strings.EqualFold(f, want) {
+			if upcase.Equal(f, want) {
 				return filepath.Join(l.SideDir, filepath.FromSlash(f)), true
 			}
 		}

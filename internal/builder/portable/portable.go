@@ -18,6 +18,7 @@ import (
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/cim"
 	"github.com/cimconv/cimconv/internal/errdefs"
+	"github.com/cimconv/cimconv/internal/upcase"
 	"github.com/cimconv/cimconv/internal/wclayer"
 )
 
@@ -367,14 +368,14 @@ func baseHive(p string) (hive, bool) {
 }
 
 // findHive returns the hive whose file name (as name gives it) p is,
-// inside dir; both compare case-insensitively.
+// inside dir; both compare case-insensitively, as the CIM does (upcase).
 func findHive(p, dir string, name func(hive) string) (hive, bool) {
 	d, n := splitLast(p)
-	if !strings.EqualFold(d, dir) {
+	if !upcase.Equal(d, dir) {
 		return hive{}, false
 	}
 	for _, h := range hives {
-		if strings.EqualFold(n, name(h)) {
+		if upcase.Equal(n, name(h)) {
 			return h, true
 		}
 	}
@@ -383,10 +384,10 @@ func findHive(p, dir string, name func(hive) string) (hive, bool) {
 
 func isDeltaHive(p string) bool {
 	dir, name := splitLast(p)
-	if !strings.EqualFold(dir, hivesDir) {
+	if !upcase.Equal(dir, hivesDir) {
 		return false
 	}
-	return strings.HasSuffix(strings.ToUpper(name), "_DELTA")
+	return strings.HasSuffix(upcase.Fold(name), "_DELTA")
 }
 
 func splitLast(p string) (dir, name string) {

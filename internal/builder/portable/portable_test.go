@@ -93,6 +93,46 @@ func TestChainViewMatchesLayers(t *testing.T) {
 	}
 }
 
+// TestNamesCountAsInTheCIM: names whose case strings.ToUpper folds together
+// but the CIM's upcase table does not ("I.txt" and "ı.txt", "S" and "ſ",
+// "Μ" and "µ") are separate entries in the CIM, in the layers' expected view
+// and for CompareViews alike; names the table folds together ("a.txt" and
+// "A.TXT", across layers) are one. The expected view used to have one entry
+// where the CIM had two, and CompareViews, matching by strings.ToUpper,
+// collapsed the CIM's two and reported no difference.
+func TestNamesCountAsInTheCIM(t *testing.T) {
+	base := fixture.NewLayer().Dir("Files").
+		File("Files/I.txt", []byte("dotted")).File("Files/\u0131.txt", []byte("dotless")).
+		File("Files/S", []byte("S")).File("Files/\u017f", []byte("long s")).
+		File("Files/\u039c", []byte("Mu")).File("Files/\u00b5", []byte("micro")).
+		File("Files/a.txt", []byte("a")).Bytes(fixture.Uncompressed)
+	child := fixture.NewLayer().NoAutoDirs().File("Files/A.TXT", []byte("A")).File("Files/s", []byte("s")).Bytes(fixture.Uncompressed)
+	layers := [][]byte{base, child}
+	dir := t.TempDir()
+	built := buildChain(t, New(), dir, layers)
+	for i := range built {
+		want, err := ExpectedView(context.Background(), openers(layers[:i+1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := cim.Open(filepath.Join(dir, built[i].CimName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := im.View()
+		im.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 8 || len(want) != len(got) {
+			t.Errorf("layer %d: the CIM has %d entries, the expected view %d; want Files and 7 files in both", i, len(got), len(want))
+		}
+		if diffs := CompareViews(want, got); len(diffs) > 0 {
+			t.Errorf("layer %d: differences %v", i, diffs)
+		}
+	}
+}
+
 func regionBytes(t *testing.T, dir string, b *builder.BuiltLayer) int64 {
 	var n int64
 	for _, f := range b.CimFiles {
@@ -315,14 +355,18 @@ func TestRegionSetIDIsVersion5(t *testing.T) {
 	}
 }
 
-// Whiteouts and the directories a hand-made tar implies, applied as the
-// layers' merged view (ExpectedView, what `cim verify` checks) applies them:
-// a whiteout of a path that does not exist removes nothing and creates
-// nothing, and a directory a layer removed is created again by a later
-// entry below it. Each layer is built with BuildLayer and with Prepare and
-// Finish, and each CIM's view must equal the layers' and lack absent.
+// Whiteouts, replacements that remove a directory's subtree, and the
+// directories a hand-made tar implies, applied as the layers' merged view
+// (ExpectedView, what `cim verify` checks) applies them: a whiteout of a
+// path that does not exist removes nothing and creates nothing; a file, hard
+// link, junction or directory symlink replacing a directory drops its
+// subtree, and a directory replacing a junction starts empty; a directory a
+// layer removed is created again by a later entry below it. Each layer is
+// built with BuildLayer and with Prepare and Finish, and each CIM's view
+// must equal the layers' and lack absent.
 func TestWhiteoutsMatchExpectedView(t *testing.T) {
-	base := fixture.NewLayer().File("Files/App/b.txt", []byte("b")).File("Files/keep.txt", []byte("k")).File("Files/f", []byte("f"))
+	base := fixture.NewLayer().File("Files/App/b.txt", []byte("b")).File("Files/keep.txt", []byte("k")).File("Files/f", []byte("f")).
+		Symlink("Files/J", `C:\j`, fixture.WithMountPoint())
 	tests := []struct {
 		name   string
 		layer  *fixture.Layer
@@ -369,6 +413,28 @@ func TestWhiteoutsMatchExpectedView(t *testing.T) {
 		{
 			name: "implied directory after a hard link replaced its parent",
 			layer: fixture.NewLayer().NoAutoDirs().File("Files/D/x/a.txt", []byte("a")).HardLink("Files/D", "Files/keep.txt").
+				Dir("Files/D").File("Files/D/x/b.txt", []byte("b")),
+			absent: []string{"Files/D/x/a.txt"},
+		},
+		{
+			name:   "junction replacing a parent's directory",
+			layer:  fixture.NewLayer().NoAutoDirs().Symlink("Files/app", `C:\elsewhere`, fixture.WithMountPoint()),
+			absent: []string{"Files/App/b.txt"},
+		},
+		{
+			name:   "directory symlink replacing a parent's directory",
+			layer:  fixture.NewLayer().NoAutoDirs().Symlink("Files/App", `..\elsewhere`, fixture.WithAttributes(0x410)),
+			absent: []string{"Files/App/b.txt"},
+		},
+		{
+			name:  "directory replacing a parent's junction",
+			layer: fixture.NewLayer().NoAutoDirs().Dir("Files/J").File("Files/J/y.txt", []byte("y")),
+		},
+		{
+			// The layer's own directories below D leave the tree with it.
+			name: "implied directory after a junction replaced its parent",
+			layer: fixture.NewLayer().NoAutoDirs().Dir("Files/D").Dir("Files/D/x").File("Files/D/x/a.txt", []byte("a")).
+				Symlink("Files/D", `C:\elsewhere`, fixture.WithMountPoint()).
 				Dir("Files/D").File("Files/D/x/b.txt", []byte("b")),
 			absent: []string{"Files/D/x/a.txt"},
 		},

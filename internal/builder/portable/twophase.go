@@ -360,7 +360,8 @@ func (s *layerState) replay(o *op) error {
 	if err := s.ensureParents(o.path); err != nil {
 		return err
 	}
-	if o.typ == wclayer.TypeDir {
+	switch o.typ {
+	case wclayer.TypeDir:
 		if ok, isDir := s.w.Stat(o.path); ok && !isDir {
 			// If this layer put the file, symlink or hard link here in
 			// place of a directory, the directory's subtree left the tree
@@ -368,6 +369,14 @@ func (s *layerState) replay(o *op) error {
 			// a non-directory of the layer until it is whited out (which
 			// drops s.dirs too) or listed again as a directory (here), so
 			// checking here spares every file a Stat.
+			s.dirs = nil
+		}
+	case wclayer.TypeSymlink:
+		if ok, isDir := s.w.Stat(o.path); ok && isDir {
+			// A reparse point replaces a directory with its subtree. A
+			// junction or directory symlink is a directory to Stat, so
+			// the check above would miss it once the directory is listed
+			// again; symlinks are rare enough to check each.
 			s.dirs = nil
 		}
 	}
