@@ -219,3 +219,31 @@ func TestSubmitWaitJSONPrintsOnlyJSONOnStdout(t *testing.T) {
 		t.Errorf("stderr %q does not say the image is converted again", stderr)
 	}
 }
+
+// submit --wait of a duplicate of a finished request answers at once with
+// its result, also when a newer request for the same image (here another
+// os.version policy) has taken over the image's status since. Before, it
+// waited until --timeout.
+func TestSubmitWaitDuplicateAfterAnotherRequestForTheImage(t *testing.T) {
+	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		artifact := "sha256:" + strings.Repeat("b", 64)
+		if req.OSVersion != "" {
+			artifact = "sha256:" + strings.Repeat("c", 64)
+		}
+		return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("a", 64)}, ArtifactDigests: []string{artifact}}, nil
+	})
+	url := "--nats-url=" + startService(t, service.DefaultConfig(), conv).NATSURL()
+
+	if out, err := runCLI(t, "submit", "reg.example/app:t", "--wait", "--no-verify", url); err != nil {
+		t.Fatalf("first submit: %q %v", out, err)
+	}
+	if out, err := runCLI(t, "submit", "reg.example/app:t", "--os-version", "10.0.20348", "--wait", "--no-verify", url); err != nil {
+		t.Fatalf("submit with another os.version policy: %q %v", out, err)
+	}
+	// The first request again, within the duplicate window.
+	start := time.Now()
+	out, err := runCLI(t, "submit", "reg.example/app:t", "--wait", "--no-verify", "--timeout=10s", url)
+	if err != nil || !strings.Contains(out, "artifact sha256:bbbb") {
+		t.Fatalf("duplicate submit --wait after %s: %q %v, want the first request's result", time.Since(start).Round(time.Millisecond), out, err)
+	}
+}

@@ -435,7 +435,7 @@ func TestSubmitAndWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Wait(short, Request{Image: "registry.example/app:never"}); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := w.Wait(short, Request{Image: "registry.example/app:never"}, 0); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err = %v, want deadline exceeded", err)
 	}
 }
@@ -455,6 +455,100 @@ func TestDuplicateOfFinishedRequestReturnsItsStatus(t *testing.T) {
 	if err != nil || !dup || !res.Succeeded() || len(res.ArtifactDigests) != 1 {
 		t.Fatalf("res %+v dup=%v err=%v, want the finished status at once", res, dup, err)
 	}
+}
+
+// A duplicate of a finished request is answered from that request's result
+// event, whatever the image's status says now: a newer request for the same
+// image (other options, or a webhook's digest-pinned request recorded under
+// repo:tag too) replaced the status, whose key is no longer the duplicate's.
+// Before, submit --wait of such a duplicate waited until its timeout (forever
+// with --timeout 0): the watch only sees results published after it starts,
+// and the status answered only for its own key.
+func TestDuplicateOfFinishedRequestAnswersFromItsResult(t *testing.T) {
+	const image = "registry.example/win/app:t"
+	newer := []struct {
+		name string
+		req  Request
+	}{
+		{"other options", Request{Image: image, OSVersion: "10.0.20348"}},
+		{"webhook's digest-pinned request", Request{Image: pinned, Tag: "t", Source: "webhook/distribution"}},
+	}
+	for _, tc := range newer {
+		t.Run("status taken over by "+tc.name, func(t *testing.T) {
+			q, _ := openQueue(t)
+			ctx := ctxT(t)
+			req := Request{Image: image}
+			if _, err := q.Submit(ctx, req); err != nil {
+				t.Fatal(err)
+			}
+			// The worker's order: the final status, then the result.
+			st, _ := q.Status(ctx, image)
+			if err := q.UpdateStatus(ctx, image, Status{State: StateSucceeded, Image: image, Key: st.Key, Seq: st.Seq, Artifacts: []string{"sha256:bb"}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := q.PublishResult(ctx, &Result{Request: req, ArtifactDigests: []string{"sha256:bb"}, Attempts: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := q.Submit(ctx, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			if now, _ := q.Status(ctx, image); now.Key == st.Key {
+				t.Fatalf("the newer request did not take over the status: %+v", now)
+			}
+			short, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			res, dup, err := q.SubmitAndWait(short, req)
+			if err != nil || !dup || !res.Succeeded() || len(res.ArtifactDigests) != 1 || res.ArtifactDigests[0] != "sha256:bb" {
+				t.Fatalf("res %+v dup=%v err=%v, want the finished request's result at once", res, dup, err)
+			}
+		})
+	}
+	t.Run("duplicate of a running request waits for its result", func(t *testing.T) {
+		q, _ := openQueue(t)
+		ctx := ctxT(t)
+		req := Request{Image: image}
+		if _, err := q.Submit(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		type answer struct {
+			res *Result
+			err error
+		}
+		got := make(chan answer, 1)
+		go func() {
+			res, _, err := q.SubmitAndWait(ctx, req)
+			got <- answer{res, err}
+		}()
+		select {
+		case a := <-got:
+			t.Fatalf("answered %+v (err %v) before the request finished", a.res, a.err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		if err := q.PublishResult(ctx, &Result{Request: req, ArtifactDigests: []string{"sha256:cc"}}); err != nil {
+			t.Fatal(err)
+		}
+		if a := <-got; a.err != nil || len(a.res.ArtifactDigests) != 1 || a.res.ArtifactDigests[0] != "sha256:cc" {
+			t.Fatalf("res %+v err %v, want the result published meanwhile", a.res, a.err)
+		}
+	})
+	t.Run("a result older than the request is not its answer", func(t *testing.T) {
+		q, _ := openQueue(t)
+		ctx := ctxT(t)
+		req := Request{Image: image}
+		// Left by a request with the same key from before the duplicate
+		// window (the stream keeps results for its max age).
+		if err := q.PublishResult(ctx, &Result{Request: req, Error: "an old failure", Reason: "permanent"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Submit(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if res, dup, err := q.SubmitAndWait(short, req); !dup || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("res %+v dup=%v err=%v, want a wait for the pending request's result", res, dup, err)
+		}
+	})
 }
 
 func TestStatusNeverRegresses(t *testing.T) {
