@@ -309,6 +309,20 @@ func (q *Queue) Ready(ctx context.Context) error {
 	return nil
 }
 
+// ReadyToConsume is Ready for a process that consumes requests: the shared
+// request consumer must exist too, or its pulls fail and it converts
+// nothing (Consume re-creates a consumer found gone; until then, or when it
+// cannot, the process is not ready).
+func (q *Queue) ReadyToConsume(ctx context.Context) error {
+	if err := q.Ready(ctx); err != nil {
+		return err
+	}
+	if _, err := q.cons.Info(ctx); err != nil {
+		return fmt.Errorf("nats: consumer %s of stream %s: %w", ConsumerName, StreamName, err)
+	}
+	return nil
+}
+
 // Submit publishes req on cimconv.requests with its idempotency key as
 // Nats-Msg-Id. dup is true when the key was already seen within the
 // duplicate window: nothing new is queued. (A retry that finds its own first

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -12,6 +13,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/queue/queuetest"
@@ -831,4 +835,95 @@ func TestFailedDeadLetterTakesBackTheDeadStatus(t *testing.T) {
 	if len(dead) != 0 {
 		t.Errorf("%d dead letter(s) stored for a request Term handed back", len(dead))
 	}
+}
+
+// A process that consumes is ready only while the request consumer exists;
+// one that only submits (the webhook receiver) does not need it.
+func TestReadyToConsumeNeedsTheConsumer(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	if err := q.ReadyToConsume(ctx); err != nil {
+		t.Fatalf("ReadyToConsume with the consumer provisioned: %v", err)
+	}
+	if err := q.js.DeleteConsumer(ctx, StreamName, ConsumerName); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Ready(ctx); err != nil {
+		t.Errorf("Ready without the consumer: %v, want ready (submitting needs only the stream)", err)
+	}
+	if err := q.ReadyToConsume(ctx); !errors.Is(err, jetstream.ErrConsumerNotFound) || !strings.Contains(err.Error(), ConsumerName) {
+		t.Errorf("ReadyToConsume without the consumer: %v, want consumer not found", err)
+	}
+}
+
+// Workers whose request consumer was deleted (`nats consumer rm`) re-create
+// it and go on converting; two workers finding it gone at once agree on one.
+// Before, every pull failed ("pull failed; retrying") until a restart.
+func TestConsumeRecreatesADeletedConsumer(t *testing.T) {
+	srv := queuetest.Embedded(t)
+	core, logs := observer.New(zapcore.InfoLevel)
+	workers := []*Queue{
+		openOn(t, srv.URL, WithLogger(zap.New(core).Named("w1"))),
+		openOn(t, srv.URL, WithLogger(zap.New(core).Named("w2"))),
+	}
+	handled := make(chan string, 16)
+	for _, q := range workers {
+		consumeUntil(t, q, func(ctx context.Context, d *Delivery) {
+			_ = d.Ack(ctx)
+			handled <- d.Request.Image
+		})
+	}
+	ctx := ctxT(t)
+	waitHandled := func(image string) {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case got := <-handled:
+				if got == image {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("%s not handled within 20s; logs:\n%s", image, logText(logs))
+			}
+		}
+	}
+	if _, err := workers[0].Submit(ctx, Request{Image: "registry.example/app:before"}); err != nil {
+		t.Fatal(err)
+	}
+	waitHandled("registry.example/app:before")
+
+	if err := workers[0].js.DeleteConsumer(ctx, StreamName, ConsumerName); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := workers[0].Submit(ctx, Request{Image: "registry.example/app:after"}); err != nil {
+		t.Fatal(err)
+	}
+	waitHandled("registry.example/app:after")
+	if n := logs.FilterMessageSnippet("re-created it").Len(); n == 0 {
+		t.Errorf("no log line says the consumer was re-created; logs:\n%s", logText(logs))
+	}
+	if n := logs.FilterMessageSnippet("could not be re-created").Len(); n != 0 {
+		t.Errorf("%d failed re-creations; logs:\n%s", n, logText(logs))
+	}
+	for _, q := range workers {
+		if err := q.ReadyToConsume(ctx); err != nil {
+			t.Errorf("ReadyToConsume after the re-creation: %v", err)
+		}
+	}
+	info, err := workers[0].cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := info.Config, workers[0].consumerConfig(); got.AckWait != want.AckWait || got.MaxDeliver != want.MaxDeliver || got.FilterSubject != want.FilterSubject || got.MaxWaiting != want.MaxWaiting {
+		t.Errorf("re-created consumer config %+v, want the provisioned one %+v", got, want)
+	}
+}
+
+func logText(logs *observer.ObservedLogs) string {
+	var b strings.Builder
+	for _, e := range logs.All() {
+		fmt.Fprintf(&b, "%s %s %v\n", e.LoggerName, e.Message, e.ContextMap())
+	}
+	return b.String()
 }
