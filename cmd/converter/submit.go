@@ -101,7 +101,7 @@ conversion failed or the timeout passed.`,
 				}
 				check = registryCheck(reg)
 			}
-			return runSubmit(ctx, cmd.OutOrStdout(), q, req, wait, asJSON, check)
+			return runSubmit(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), q, req, wait, asJSON, check)
 		},
 	}
 	nf.register(cmd.Flags())
@@ -144,7 +144,9 @@ func registryCheck(reg *registry.Client) artifactCheck {
 	}
 }
 
-func runSubmit(ctx context.Context, out io.Writer, q *queue.Queue, req queue.Request, wait, asJSON bool, check artifactCheck) error {
+// runSubmit prints the outcome on out (only JSON with asJSON) and notices
+// along the way on notices.
+func runSubmit(ctx context.Context, out, notices io.Writer, q *queue.Queue, req queue.Request, wait, asJSON bool, check artifactCheck) error {
 	if !wait {
 		dup, err := q.Submit(ctx, req)
 		if err != nil {
@@ -177,7 +179,7 @@ func runSubmit(ctx context.Context, out io.Writer, q *queue.Queue, req queue.Req
 			return err
 		}
 		if len(missing) > 0 && !req.Force {
-			fmt.Fprintf(out, "%s: recorded artifact %s is not in the registry; converting again (--force)\n", req.Image, strings.Join(missing, ", "))
+			fmt.Fprintf(notices, "%s: recorded artifact %s is not in the registry; converting again (--force)\n", req.Image, strings.Join(missing, ", "))
 			req.Force = true
 			if res, _, err = q.SubmitAndWait(ctx, req); err != nil {
 				if ctx.Err() != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,21 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 	defer cancel()
 	err := root.ExecuteContext(ctx)
 	return out.String(), err
+}
+
+// runCLISplit runs the converter command line in-process and returns what
+// it printed on stdout and on stderr apart.
+func runCLISplit(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	root := newRootCmd()
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs(append(args, "--log-level=error"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = root.ExecuteContext(ctx)
+	return out.String(), errOut.String(), err
 }
 
 // startService runs the service with conv on a fresh data dir and free
@@ -161,5 +177,73 @@ func TestSubmitWaitChecksTheArtifactExists(t *testing.T) {
 	out, err = runCLI(t, "submit", reg+"/win/app:v2", "--wait", url)
 	if err == nil || exitCode(err) == 0 || !strings.Contains(err.Error(), "artifact "+gone+" is not in the registry") {
 		t.Fatalf("submit --wait with a missing artifact: %q %v, want a non-zero exit", out, err)
+	}
+}
+
+// submit --wait --json prints the result as JSON on stdout and nothing
+// else, also when the recorded artifact is gone and the image is converted
+// again: that notice goes to stderr. Before, it was printed on stdout ahead
+// of the JSON, and a CI script parsing stdout failed.
+func TestSubmitWaitJSONPrintsOnlyJSONOnStdout(t *testing.T) {
+	reg := registrytest.NewReferrersRegistry(t)
+	layer := registrytest.Gzip(t, registrytest.Tar(t, "Files/a.txt", "a"))
+	windows := v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"}
+	exists := registrytest.PushImage(t, reg+"/win/app:stands-for-an-artifact", [][]byte{layer}, windows).Digest.String()
+	gone := "sha256:" + strings.Repeat("f", 64)
+	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		artifact := gone
+		if req.Force {
+			artifact = exists
+		}
+		return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("a", 64)}, ArtifactDigests: []string{artifact}}, nil
+	})
+	url := "--nats-url=" + startService(t, service.DefaultConfig(), conv).NATSURL()
+
+	stdout, stderr, err := runCLISplit(t, "submit", reg+"/win/app:v1", "--wait", "--json", url)
+	if err != nil {
+		t.Fatalf("submit --wait --json: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	r := strings.NewReader(stdout)
+	dec := json.NewDecoder(r)
+	var res queue.Result
+	if err := dec.Decode(&res); err != nil {
+		t.Fatalf("stdout does not start with the JSON result: %v\nstdout:\n%s", err, stdout)
+	}
+	if rest, _ := io.ReadAll(io.MultiReader(dec.Buffered(), r)); strings.TrimSpace(string(rest)) != "" {
+		t.Errorf("stdout has more than the JSON result:\n%s", stdout)
+	}
+	if len(res.ArtifactDigests) != 1 || res.ArtifactDigests[0] != exists || !res.Request.Force {
+		t.Errorf("result %+v, want the forced conversion's artifact %s", res, exists)
+	}
+	if !strings.Contains(stderr, gone+" is not in the registry; converting again") {
+		t.Errorf("stderr %q does not say the image is converted again", stderr)
+	}
+}
+
+// submit --wait of a duplicate of a finished request answers at once with
+// its result, also when a newer request for the same image (here another
+// os.version policy) has taken over the image's status since. Before, it
+// waited until --timeout.
+func TestSubmitWaitDuplicateAfterAnotherRequestForTheImage(t *testing.T) {
+	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		artifact := "sha256:" + strings.Repeat("b", 64)
+		if req.OSVersion != "" {
+			artifact = "sha256:" + strings.Repeat("c", 64)
+		}
+		return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("a", 64)}, ArtifactDigests: []string{artifact}}, nil
+	})
+	url := "--nats-url=" + startService(t, service.DefaultConfig(), conv).NATSURL()
+
+	if out, err := runCLI(t, "submit", "reg.example/app:t", "--wait", "--no-verify", url); err != nil {
+		t.Fatalf("first submit: %q %v", out, err)
+	}
+	if out, err := runCLI(t, "submit", "reg.example/app:t", "--os-version", "10.0.20348", "--wait", "--no-verify", url); err != nil {
+		t.Fatalf("submit with another os.version policy: %q %v", out, err)
+	}
+	// The first request again, within the duplicate window.
+	start := time.Now()
+	out, err := runCLI(t, "submit", "reg.example/app:t", "--wait", "--no-verify", "--timeout=10s", url)
+	if err != nil || !strings.Contains(out, "artifact sha256:bbbb") {
+		t.Fatalf("duplicate submit --wait after %s: %q %v, want the first request's result", time.Since(start).Round(time.Millisecond), out, err)
 	}
 }

@@ -357,6 +357,7 @@ func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOpt
 			pool.give()
 			if ctx.Err() == nil {
 				q.log.Warn("pull failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+				q.restoreConsumer(ctx)
 				_ = wait.Sleep(ctx, backoff)
 				backoff = min(backoff*2, 5*time.Second)
 			}
@@ -390,6 +391,7 @@ func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOpt
 			pool.give()
 			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 				q.log.Warn("pull ended with an error; retrying", zap.Error(err), zap.Duration("in", backoff))
+				q.restoreConsumer(ctx)
 				_ = wait.Sleep(ctx, backoff)
 				backoff = min(backoff*2, 5*time.Second)
 				continue
@@ -408,6 +410,31 @@ func (q *Queue) Consume(ctx context.Context, handler Handler, opts ...ConsumeOpt
 		<-done
 	}
 	return nil
+}
+
+// restoreConsumer re-creates the shared request consumer, after a pull
+// failed, when the server says it is gone (`nats consumer rm`): every pull
+// would fail until a restart otherwise (a pull to a missing consumer has no
+// responders). It takes the config provisioning gives it, so the consumer is
+// the one a restarted worker would create, and several workers doing it at
+// once agree: creating a durable consumer with the config it already has
+// changes nothing. q.cons names the consumer and pulls from the new one.
+func (q *Queue) restoreConsumer(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := q.cons.Info(ctx); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return // there, or the server cannot tell now: the pull retries
+	}
+	log := q.log.With(zap.String("stream", StreamName), zap.String("consumer", ConsumerName))
+	if !q.cfg.provision {
+		log.Error("request consumer is gone; not re-created: this process binds to the queue without provisioning it")
+		return
+	}
+	if _, err := q.js.CreateOrUpdateConsumer(ctx, StreamName, q.consumerConfig()); err != nil {
+		log.Error("request consumer is gone and could not be re-created; retrying", zap.Error(err))
+		return
+	}
+	log.Warn("request consumer was gone; re-created it (its delivery state is lost: it delivers the requests still in the stream again)")
 }
 
 // handBack returns a request pulled while shutting down, unhandled: NAKed

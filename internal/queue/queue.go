@@ -309,6 +309,20 @@ func (q *Queue) Ready(ctx context.Context) error {
 	return nil
 }
 
+// ReadyToConsume is Ready for a process that consumes requests: the shared
+// request consumer must exist too, or its pulls fail and it converts
+// nothing (Consume re-creates a consumer found gone; until then, or when it
+// cannot, the process is not ready).
+func (q *Queue) ReadyToConsume(ctx context.Context) error {
+	if err := q.Ready(ctx); err != nil {
+		return err
+	}
+	if _, err := q.cons.Info(ctx); err != nil {
+		return fmt.Errorf("nats: consumer %s of stream %s: %w", ConsumerName, StreamName, err)
+	}
+	return nil
+}
+
 // Submit publishes req on cimconv.requests with its idempotency key as
 // Nats-Msg-Id. dup is true when the key was already seen within the
 // duplicate window: nothing new is queued. (A retry that finds its own first
@@ -363,6 +377,7 @@ type ResultWatch struct {
 	q    *Queue
 	key  string
 	cons jetstream.Consumer
+	from uint64 // the first stream sequence cons delivers
 }
 
 // WatchResult starts watching cimconv.results.<key> for results published
@@ -373,23 +388,40 @@ func (q *Queue) WatchResult(ctx context.Context, key string) (*ResultWatch, erro
 	if err != nil {
 		return nil, fmt.Errorf("queue: watch result %s: %w", key, err)
 	}
+	from := info.State.LastSeq + 1
 	c, err := q.js.OrderedConsumer(ctx, StreamName, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{SubjectResults + "." + key},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    info.State.LastSeq + 1,
+		OptStartSeq:    from,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue: watch result %s: %w", key, err)
 	}
-	return &ResultWatch{q: q, key: key, cons: c}, nil
+	return &ResultWatch{q: q, key: key, cons: c, from: from}, nil
 }
 
-// Wait blocks until the result arrives or ctx ends. req is the submitted
-// request: when its key already has a final status (a duplicate of a finished
-// request), that status is returned as the result without waiting.
-func (w *ResultWatch) Wait(ctx context.Context, req Request) (*Result, error) {
+// Wait blocks until the result of req arrives or ctx ends. seq is the
+// stream sequence of the request (for a duplicate, that of the earlier
+// request it collapsed into): a result on the key's subject stored after it
+// is the answer, whether published since the watch started or before (a
+// duplicate of a finished request: looked up by subject, so it answers
+// whatever the image's status says now). A final status of the key from that
+// request or a later one answers too (the worker publishes the result after
+// the status, and may fail to).
+func (w *ResultWatch) Wait(ctx context.Context, req Request, seq uint64) (*Result, error) {
+	// Results stored before the watch started are not delivered by cons.
+	looked := seq >= w.from
 	for {
-		if st, err := w.q.Status(ctx, req.Image); err == nil && st.Key == w.key && st.State.Final() {
+		if !looked {
+			res, err := w.resultAfter(ctx, seq)
+			if err == nil {
+				looked = true
+			}
+			if res != nil {
+				return res, nil
+			}
+		}
+		if st, err := w.q.Status(ctx, req.Image); err == nil && st.Key == w.key && st.Seq >= seq && st.State.Final() {
 			return st.AsResult(req), nil
 		}
 		msgs, err := w.cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
@@ -409,6 +441,29 @@ func (w *ResultWatch) Wait(ctx context.Context, req Request) (*Result, error) {
 			return nil, fmt.Errorf("waiting for the result of %s: %w", req.Image, ctx.Err())
 		}
 	}
+}
+
+// resultAfter returns the last result published for the watched key when it
+// was stored after stream sequence seq, or nil (no such result, or none that
+// parses). The stream keeps it: a request is only a duplicate within the
+// duplicate window, which JetStream keeps no longer than the stream's max
+// age, and its result is stored after it.
+func (w *ResultWatch) resultAfter(ctx context.Context, seq uint64) (*Result, error) {
+	m, err := w.q.stream.GetLastMsgForSubject(ctx, SubjectResults+"."+w.key)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: last result of %s: %w", w.key, err)
+	}
+	if m.Sequence <= seq {
+		return nil, nil // an older request's
+	}
+	res, err := DecodeResult(m.Data)
+	if err != nil {
+		return nil, nil // not ours to judge: keep waiting for one that parses
+	}
+	return res, nil
 }
 
 // Each calls f for every result on the watched subject, in stream order,
@@ -448,11 +503,13 @@ func (q *Queue) SubmitAndWait(ctx context.Context, req Request) (*Result, bool, 
 	if err != nil {
 		return nil, false, err
 	}
-	dup, err := q.Submit(ctx, req)
+	// A duplicate's sequence is the earlier request's (JetStream answers a
+	// collapsed publish with the sequence of the message it collapsed into).
+	seq, dup, err := q.submit(ctx, req, "")
 	if err != nil {
 		return nil, false, err
 	}
-	res, err := w.Wait(ctx, req)
+	res, err := w.Wait(ctx, req, seq)
 	return res, dup, err
 }
 

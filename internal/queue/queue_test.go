@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -12,6 +13,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/queue/queuetest"
@@ -435,7 +439,7 @@ func TestSubmitAndWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Wait(short, Request{Image: "registry.example/app:never"}); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := w.Wait(short, Request{Image: "registry.example/app:never"}, 0); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err = %v, want deadline exceeded", err)
 	}
 }
@@ -455,6 +459,100 @@ func TestDuplicateOfFinishedRequestReturnsItsStatus(t *testing.T) {
 	if err != nil || !dup || !res.Succeeded() || len(res.ArtifactDigests) != 1 {
 		t.Fatalf("res %+v dup=%v err=%v, want the finished status at once", res, dup, err)
 	}
+}
+
+// A duplicate of a finished request is answered from that request's result
+// event, whatever the image's status says now: a newer request for the same
+// image (other options, or a webhook's digest-pinned request recorded under
+// repo:tag too) replaced the status, whose key is no longer the duplicate's.
+// Before, submit --wait of such a duplicate waited until its timeout (forever
+// with --timeout 0): the watch only sees results published after it starts,
+// and the status answered only for its own key.
+func TestDuplicateOfFinishedRequestAnswersFromItsResult(t *testing.T) {
+	const image = "registry.example/win/app:t"
+	newer := []struct {
+		name string
+		req  Request
+	}{
+		{"other options", Request{Image: image, OSVersion: "10.0.20348"}},
+		{"webhook's digest-pinned request", Request{Image: pinned, Tag: "t", Source: "webhook/distribution"}},
+	}
+	for _, tc := range newer {
+		t.Run("status taken over by "+tc.name, func(t *testing.T) {
+			q, _ := openQueue(t)
+			ctx := ctxT(t)
+			req := Request{Image: image}
+			if _, err := q.Submit(ctx, req); err != nil {
+				t.Fatal(err)
+			}
+			// The worker's order: the final status, then the result.
+			st, _ := q.Status(ctx, image)
+			if err := q.UpdateStatus(ctx, image, Status{State: StateSucceeded, Image: image, Key: st.Key, Seq: st.Seq, Artifacts: []string{"sha256:bb"}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := q.PublishResult(ctx, &Result{Request: req, ArtifactDigests: []string{"sha256:bb"}, Attempts: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := q.Submit(ctx, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			if now, _ := q.Status(ctx, image); now.Key == st.Key {
+				t.Fatalf("the newer request did not take over the status: %+v", now)
+			}
+			short, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			res, dup, err := q.SubmitAndWait(short, req)
+			if err != nil || !dup || !res.Succeeded() || len(res.ArtifactDigests) != 1 || res.ArtifactDigests[0] != "sha256:bb" {
+				t.Fatalf("res %+v dup=%v err=%v, want the finished request's result at once", res, dup, err)
+			}
+		})
+	}
+	t.Run("duplicate of a running request waits for its result", func(t *testing.T) {
+		q, _ := openQueue(t)
+		ctx := ctxT(t)
+		req := Request{Image: image}
+		if _, err := q.Submit(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		type answer struct {
+			res *Result
+			err error
+		}
+		got := make(chan answer, 1)
+		go func() {
+			res, _, err := q.SubmitAndWait(ctx, req)
+			got <- answer{res, err}
+		}()
+		select {
+		case a := <-got:
+			t.Fatalf("answered %+v (err %v) before the request finished", a.res, a.err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		if err := q.PublishResult(ctx, &Result{Request: req, ArtifactDigests: []string{"sha256:cc"}}); err != nil {
+			t.Fatal(err)
+		}
+		if a := <-got; a.err != nil || len(a.res.ArtifactDigests) != 1 || a.res.ArtifactDigests[0] != "sha256:cc" {
+			t.Fatalf("res %+v err %v, want the result published meanwhile", a.res, a.err)
+		}
+	})
+	t.Run("a result older than the request is not its answer", func(t *testing.T) {
+		q, _ := openQueue(t)
+		ctx := ctxT(t)
+		req := Request{Image: image}
+		// Left by a request with the same key from before the duplicate
+		// window (the stream keeps results for its max age).
+		if err := q.PublishResult(ctx, &Result{Request: req, Error: "an old failure", Reason: "permanent"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Submit(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if res, dup, err := q.SubmitAndWait(short, req); !dup || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("res %+v dup=%v err=%v, want a wait for the pending request's result", res, dup, err)
+		}
+	})
 }
 
 func TestStatusNeverRegresses(t *testing.T) {
@@ -737,4 +835,95 @@ func TestFailedDeadLetterTakesBackTheDeadStatus(t *testing.T) {
 	if len(dead) != 0 {
 		t.Errorf("%d dead letter(s) stored for a request Term handed back", len(dead))
 	}
+}
+
+// A process that consumes is ready only while the request consumer exists;
+// one that only submits (the webhook receiver) does not need it.
+func TestReadyToConsumeNeedsTheConsumer(t *testing.T) {
+	q, _ := openQueue(t)
+	ctx := ctxT(t)
+	if err := q.ReadyToConsume(ctx); err != nil {
+		t.Fatalf("ReadyToConsume with the consumer provisioned: %v", err)
+	}
+	if err := q.js.DeleteConsumer(ctx, StreamName, ConsumerName); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Ready(ctx); err != nil {
+		t.Errorf("Ready without the consumer: %v, want ready (submitting needs only the stream)", err)
+	}
+	if err := q.ReadyToConsume(ctx); !errors.Is(err, jetstream.ErrConsumerNotFound) || !strings.Contains(err.Error(), ConsumerName) {
+		t.Errorf("ReadyToConsume without the consumer: %v, want consumer not found", err)
+	}
+}
+
+// Workers whose request consumer was deleted (`nats consumer rm`) re-create
+// it and go on converting; two workers finding it gone at once agree on one.
+// Before, every pull failed ("pull failed; retrying") until a restart.
+func TestConsumeRecreatesADeletedConsumer(t *testing.T) {
+	srv := queuetest.Embedded(t)
+	core, logs := observer.New(zapcore.InfoLevel)
+	workers := []*Queue{
+		openOn(t, srv.URL, WithLogger(zap.New(core).Named("w1"))),
+		openOn(t, srv.URL, WithLogger(zap.New(core).Named("w2"))),
+	}
+	handled := make(chan string, 16)
+	for _, q := range workers {
+		consumeUntil(t, q, func(ctx context.Context, d *Delivery) {
+			_ = d.Ack(ctx)
+			handled <- d.Request.Image
+		})
+	}
+	ctx := ctxT(t)
+	waitHandled := func(image string) {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case got := <-handled:
+				if got == image {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("%s not handled within 20s; logs:\n%s", image, logText(logs))
+			}
+		}
+	}
+	if _, err := workers[0].Submit(ctx, Request{Image: "registry.example/app:before"}); err != nil {
+		t.Fatal(err)
+	}
+	waitHandled("registry.example/app:before")
+
+	if err := workers[0].js.DeleteConsumer(ctx, StreamName, ConsumerName); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := workers[0].Submit(ctx, Request{Image: "registry.example/app:after"}); err != nil {
+		t.Fatal(err)
+	}
+	waitHandled("registry.example/app:after")
+	if n := logs.FilterMessageSnippet("re-created it").Len(); n == 0 {
+		t.Errorf("no log line says the consumer was re-created; logs:\n%s", logText(logs))
+	}
+	if n := logs.FilterMessageSnippet("could not be re-created").Len(); n != 0 {
+		t.Errorf("%d failed re-creations; logs:\n%s", n, logText(logs))
+	}
+	for _, q := range workers {
+		if err := q.ReadyToConsume(ctx); err != nil {
+			t.Errorf("ReadyToConsume after the re-creation: %v", err)
+		}
+	}
+	info, err := workers[0].cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := info.Config, workers[0].consumerConfig(); got.AckWait != want.AckWait || got.MaxDeliver != want.MaxDeliver || got.FilterSubject != want.FilterSubject || got.MaxWaiting != want.MaxWaiting {
+		t.Errorf("re-created consumer config %+v, want the provisioned one %+v", got, want)
+	}
+}
+
+func logText(logs *observer.ObservedLogs) string {
+	var b strings.Builder
+	for _, e := range logs.All() {
+		fmt.Fprintf(&b, "%s %s %v\n", e.LoggerName, e.Message, e.ContextMap())
+	}
+	return b.String()
 }

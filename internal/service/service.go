@@ -152,6 +152,11 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 		}
 	}
 
+	// A process that converts is ready only when it can pull requests.
+	ready := s.q.Ready
+	if w != nil {
+		ready = s.q.ReadyToConsume
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
@@ -162,7 +167,7 @@ func Start(ctx context.Context, opts Options) (*Service, error) {
 			http.Error(w, "not ready: shutting down", http.StatusServiceUnavailable)
 			return
 		}
-		if err := s.q.Ready(rctx); err != nil {
+		if err := ready(rctx); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}

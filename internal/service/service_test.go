@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/cimconv/cimconv/internal/metrics"
@@ -295,6 +296,65 @@ func TestReadyzTurnsFalseOnShutdown(t *testing.T) {
 	waitCode(t, base+"/readyz", http.StatusServiceUnavailable)
 	if code, body := get(t, base+"/readyz"); !strings.Contains(body, "shutting down") {
 		t.Errorf("/readyz during shutdown: %d %q", code, body)
+	}
+}
+
+// /readyz of a process that converts follows the request consumer: while it
+// is gone (`nats consumer rm`) the worker can pull nothing, so it is not
+// ready; it re-creates the consumer at its next pull and converts again. A
+// webhook-only process does not consume and stays ready. Before, /readyz
+// said ready throughout, and the worker never pulled again (it logged "pull
+// failed; retrying" until restarted).
+func TestReadyzFollowsTheRequestConsumer(t *testing.T) {
+	release := make(chan struct{})
+	running := make(chan struct{}, 1)
+	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, progress func(string)) (*queue.Result, error) {
+		if strings.HasSuffix(req.Image, ":slow") {
+			select {
+			case running <- struct{}{}:
+			default:
+			}
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return fakeConverter(ctx, req, progress)
+	})
+	cfg := testConfig(t)
+	cfg.Concurrency = 1 // the slow conversion holds the only slot: no pull until it ends
+	s, _ := start(t, Options{Config: cfg, Converter: conv})
+	hookCfg := testConfig(t)
+	hookCfg.Role, hookCfg.NATSURL = RoleWebhook, s.NATSURL()
+	hook, _ := start(t, Options{Config: hookCfg})
+	workerReady, hookReady := "http://"+s.Addr()+"/readyz", "http://"+hook.Addr()+"/readyz"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	if _, err := s.Queue().Submit(ctx, queue.Request{Image: "reg.example/r:slow"}); err != nil {
+		t.Fatal(err)
+	}
+	<-running
+	js, err := jetstream.New(queuetest.Connect(t, s.NATSURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteConsumer(ctx, queue.StreamName, queue.ConsumerName); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(t, workerReady); code != http.StatusServiceUnavailable || !strings.Contains(body, queue.ConsumerName) {
+		t.Errorf("worker /readyz without its consumer: %d %q, want 503 naming the consumer", code, body)
+	}
+	if code, body := get(t, hookReady); code != http.StatusOK {
+		t.Errorf("webhook-only /readyz without the consumer: %d %q, want 200", code, body)
+	}
+
+	close(release) // the worker pulls again, finds the consumer gone and re-creates it
+	waitCode(t, workerReady, http.StatusOK)
+	res, _, err := s.Queue().SubmitAndWait(ctx, queue.Request{Image: "reg.example/r:after"})
+	if err != nil || !res.Succeeded() {
+		t.Fatalf("a request after the consumer was re-created: %+v %v", res, err)
 	}
 }
 

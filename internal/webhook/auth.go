@@ -61,48 +61,44 @@ func checkToken(header, token string) error {
 	return nil
 }
 
-// checkSignature verifies the HMAC-SHA256 of timestamp + "." + body, the
-// freshness of the timestamp and that the signature was not used before
-// within the replay window. It returns the normalized signature, reserved in
-// the replay set.
-func (h *Handler) checkSignature(hdr http.Header, body []byte, a *Auth) (string, error) {
+// checkSignature verifies the HMAC-SHA256 of timestamp + "." + body and the
+// freshness of the timestamp. It returns the normalized signature and how
+// long it must be remembered: until its timestamp leaves the window, after
+// which the freshness check refuses it anyway. (Whether it was used before
+// is the caller's: ServeHTTP.)
+func (h *Handler) checkSignature(hdr http.Header, body []byte, a *Auth) (sig string, expires time.Time, err error) {
 	sigHeader := strings.TrimSpace(hdr.Get(a.SignatureHeader))
 	tsHeader := strings.TrimSpace(hdr.Get(a.TimestampHeader))
 	if sigHeader == "" {
-		return "", fmt.Errorf("missing signature header %s", a.SignatureHeader)
+		return "", time.Time{}, fmt.Errorf("missing signature header %s", a.SignatureHeader)
 	}
 	if tsHeader == "" {
-		return "", fmt.Errorf("missing timestamp header %s", a.TimestampHeader)
+		return "", time.Time{}, fmt.Errorf("missing timestamp header %s", a.TimestampHeader)
 	}
 	secs, err := strconv.ParseInt(tsHeader, 10, 64)
 	if err != nil {
-		return "", fmt.Errorf("timestamp header %s is not Unix seconds", a.TimestampHeader)
+		return "", time.Time{}, fmt.Errorf("timestamp header %s is not Unix seconds", a.TimestampHeader)
 	}
 	hexSig := strings.TrimPrefix(strings.ToLower(sigHeader), "sha256=")
 	got, err := hex.DecodeString(hexSig)
 	if err != nil || len(got) != sha256.Size {
-		return "", fmt.Errorf("signature header %s is not a hex HMAC-SHA256", a.SignatureHeader)
+		return "", time.Time{}, fmt.Errorf("signature header %s is not a hex HMAC-SHA256", a.SignatureHeader)
 	}
 	mac := hmac.New(sha256.New, a.HMACSecret)
 	mac.Write([]byte(tsHeader))
 	mac.Write([]byte("."))
 	mac.Write(body)
 	if !hmac.Equal(got, mac.Sum(nil)) {
-		return "", errors.New("signature mismatch")
+		return "", time.Time{}, errors.New("signature mismatch")
 	}
 	// Freshness is checked after the MAC so that only the holder of the
 	// secret learns about clock skew.
 	now := h.cfg.now()
 	ts := time.Unix(secs, 0)
 	if d := now.Sub(ts); d > a.ReplayWindow {
-		return "", fmt.Errorf("signature timestamp is %s old (window %s)", d.Truncate(time.Second), a.ReplayWindow)
+		return "", time.Time{}, fmt.Errorf("signature timestamp is %s old (window %s)", d.Truncate(time.Second), a.ReplayWindow)
 	} else if -d > a.ReplayWindow {
-		return "", fmt.Errorf("signature timestamp is %s in the future (window %s)", (-d).Truncate(time.Second), a.ReplayWindow)
+		return "", time.Time{}, fmt.Errorf("signature timestamp is %s in the future (window %s)", (-d).Truncate(time.Second), a.ReplayWindow)
 	}
-	// Remember the signature until its timestamp leaves the window: after
-	// that the freshness check refuses it anyway.
-	if !h.replay.addIfAbsent(hexSig, now, ts.Add(a.ReplayWindow+time.Second)) {
-		return "", errors.New("signature already used (replay)")
-	}
-	return hexSig, nil
+	return hexSig, ts.Add(a.ReplayWindow + time.Second), nil
 }

@@ -106,7 +106,9 @@ type Auth struct {
 	// X-Cimconv-Signature, X-Cimconv-Timestamp.
 	SignatureHeader, TimestampHeader string
 	// ReplayWindow is how far a timestamp may be from now, either way, and
-	// how long a signature is remembered to refuse its reuse. Default 5m.
+	// how long a signature is remembered: a request with the same signature
+	// (the sender's retry, or a replay) is answered from the first delivery
+	// and never processed again, unless that delivery failed. Default 5m.
 	ReplayWindow time.Duration
 }
 
@@ -240,8 +242,8 @@ func WithEventCounter(f func(source, outcome string)) Option {
 type Handler struct {
 	sink   Sink
 	cfg    config
-	replay *expirySet // signatures seen within their replay window
-	seen   *expirySet // accepted event ids, for dedupe of retried envelopes
+	replay *expirySet[signedAnswer] // signatures within their replay window, with their first answer
+	seen   *expirySet[struct{}]     // accepted event ids, for dedupe of retried envelopes
 }
 
 // New returns a Handler that submits accepted events to sink.
@@ -268,8 +270,8 @@ func New(sink Sink, opts ...Option) (*Handler, error) {
 	return &Handler{
 		sink:   sink,
 		cfg:    c,
-		replay: newExpirySet(0),
-		seen:   newExpirySet(c.dedupeEntries),
+		replay: newExpirySet[signedAnswer](0),
+		seen:   newExpirySet[struct{}](c.dedupeEntries),
 	}, nil
 }
 
@@ -349,32 +351,96 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var sig string
 	if auth != nil && len(auth.HMACSecret) > 0 {
-		sig, err = h.checkSignature(r.Header, body, auth)
+		sig, expires, err := h.checkSignature(r.Header, body, auth)
 		if err != nil {
 			h.unauthorized(w, log, endpoint, err.Error())
 			return
 		}
+		// The same signature means the same timestamp and body: a sender's
+		// retry of a delivery it gave up on, or a replay. Either is answered
+		// from the first delivery and never processed again, so no replay
+		// queues an event twice. A retry that arrives while the first
+		// delivery is still being queued waits for it, and goes through
+		// when that one failed (5xx: the signature is forgotten).
+		first, dup, err := h.replay.reserve(r.Context(), sig, h.cfg.now, func(time.Time) time.Time { return expires })
+		switch {
+		case err != nil:
+			h.cfg.count(endpoint, OutcomeError)
+			log.Warn("webhook request not answered", zap.String("outcome", OutcomeError), zap.Error(err))
+			w.Header().Set("Retry-After", "5")
+			writeJSON(w, http.StatusServiceUnavailable, response{Error: "waiting for an earlier delivery of the same signed request: " + err.Error()})
+			return
+		case dup:
+			h.repeat(w, log, endpoint, first)
+			return
+		}
+		var answer signedAnswer // status 0 until answered: a panic forgets the signature
+		defer func() { h.replay.settle(sig, answer.status != 0 && answer.status < 500, answer) }()
+		resp, status := h.handle(r.Context(), log, endpoint, r, body)
+		answer = signedAnswer{endpoint: endpoint, resp: resp, status: status}
+		h.answer(w, status, resp)
+		return
 	}
+	resp, status := h.handle(r.Context(), log, endpoint, r, body)
+	h.answer(w, status, resp)
+}
 
+// handle parses the body of an authenticated request and processes its
+// events.
+func (h *Handler) handle(ctx context.Context, log *zap.Logger, endpoint string, r *http.Request, body []byte) (response, int) {
 	items, err := parseBody(endpoint, r.Header, body)
 	if err != nil {
 		h.cfg.count(endpoint, OutcomeInvalid)
 		log.Warn("webhook refused", zap.String("outcome", OutcomeInvalid), zap.Error(err))
-		writeJSON(w, http.StatusBadRequest, response{Error: oneLine(err.Error())})
-		return
+		return response{Error: oneLine(err.Error())}, http.StatusBadRequest
 	}
+	return h.process(ctx, log, endpoint, r, items)
+}
 
-	resp, status := h.process(r.Context(), log, endpoint, r, items)
-	if status >= 500 && sig != "" {
-		// The registry must be able to retry the same signed request.
-		h.replay.remove(sig)
-	}
+func (h *Handler) answer(w http.ResponseWriter, status int, resp response) {
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")
 	}
 	writeJSON(w, status, resp)
+}
+
+// signedAnswer is what the first delivery of a signed request answered.
+type signedAnswer struct {
+	endpoint string
+	resp     response
+	status   int
+}
+
+// repeat answers a signed request identical to an earlier one whose
+// delivery was not a failure (a sender's retry after a timeout, or a
+// replay) from that delivery's answer, without processing it: the events it
+// queued are duplicates now. Sent to another endpoint, it is a replay.
+func (h *Handler) repeat(w http.ResponseWriter, log *zap.Logger, endpoint string, first signedAnswer) {
+	if first.endpoint != endpoint {
+		h.unauthorized(w, log, endpoint, "signature already used (replay) on /webhooks/"+first.endpoint)
+		return
+	}
+	resp := first.resp
+	resp.Duplicates += resp.Accepted
+	resp.Accepted = 0
+	n := 0
+	count := func(k int, outcome string) {
+		for range k {
+			h.cfg.count(endpoint, outcome)
+		}
+		n += k
+	}
+	count(resp.Duplicates, OutcomeDuplicate)
+	count(resp.Ignored, OutcomeIgnored)
+	count(resp.Invalid, OutcomeInvalid)
+	count(resp.Refused, OutcomeRefused)
+	if n == 0 {
+		h.cfg.count(endpoint, OutcomeDuplicate) // the request itself
+	}
+	log.Info("webhook request repeats an earlier signed delivery; answered from it, nothing queued",
+		zap.Int("status", first.status), zap.Int("duplicates", resp.Duplicates))
+	writeJSON(w, first.status, resp)
 }
 
 func (h *Handler) unauthorized(w http.ResponseWriter, log *zap.Logger, endpoint, reason string) {
@@ -437,7 +503,7 @@ func (h *Handler) process(ctx context.Context, log *zap.Logger, endpoint string,
 		if ev.ID != "" {
 			key = endpoint + "\x00" + ev.Registry + "\x00" + ev.ID
 			var dup bool
-			dup, err = h.seen.reserve(ctx, key, h.cfg.now, h.cfg.dedupeWindow)
+			_, dup, err = h.seen.reserve(ctx, key, h.cfg.now, func(t time.Time) time.Time { return t.Add(h.cfg.dedupeWindow) })
 			if dup {
 				resp.Duplicates++
 				h.cfg.count(endpoint, OutcomeDuplicate)
@@ -446,13 +512,14 @@ func (h *Handler) process(ctx context.Context, log *zap.Logger, endpoint string,
 			}
 			if err != nil {
 				key = "" // nothing reserved, nothing to settle
+				err = fmt.Errorf("waiting for an earlier delivery of the same event: %w", err)
 			}
 		}
 		if err == nil {
 			err = h.sink.Submit(ctx, ev)
 		}
 		if key != "" {
-			h.seen.settle(key, err == nil || errors.Is(err, ErrDuplicate))
+			h.seen.settle(key, err == nil || errors.Is(err, ErrDuplicate), struct{}{})
 		}
 		switch {
 		case errors.Is(err, ErrDuplicate):
@@ -540,16 +607,21 @@ func oneLine(s string) string {
 	return s
 }
 
-// expirySet remembers keys until their expiry, optionally bounded in size
-// (oldest insertion evicted first). Its operations are atomic, so two
-// concurrent requests cannot both reserve the same key.
-type expirySet struct {
+// expirySet remembers keys, each with a value, until their expiry,
+// optionally bounded in size (oldest insertion evicted first). Its operations
+// are atomic, so two concurrent requests cannot both reserve the same key.
+type expirySet[V any] struct {
 	mu    sync.Mutex
-	m     map[string]time.Time
+	m     map[string]expiryValue[V]
 	order []expiryEntry // insertion order; entries superseded in m are skipped
 	max   int
 	// pending: keys reserved by a delivery still being queued (reserve).
 	pending map[string]chan struct{}
+}
+
+type expiryValue[V any] struct {
+	exp time.Time
+	v   V
 }
 
 type expiryEntry struct {
@@ -557,30 +629,24 @@ type expiryEntry struct {
 	exp time.Time
 }
 
-func newExpirySet(max int) *expirySet {
-	return &expirySet{m: map[string]time.Time{}, max: max}
+func newExpirySet[V any](max int) *expirySet[V] {
+	return &expirySet[V]{m: map[string]expiryValue[V]{}, max: max}
 }
 
-// addIfAbsent inserts k with expiry exp unless a live entry exists; it
-// reports whether it inserted.
-func (s *expirySet) addIfAbsent(k string, now, exp time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.addLocked(k, now, exp)
-}
-
-func (s *expirySet) addLocked(k string, now, exp time.Time) bool {
-	if old, ok := s.m[k]; ok && now.Before(old) {
+// addLocked inserts k with expiry exp (and a zero value) unless a live entry
+// exists; it reports whether it inserted.
+func (s *expirySet[V]) addLocked(k string, now, exp time.Time) bool {
+	if old, ok := s.m[k]; ok && now.Before(old.exp) {
 		return false
 	}
-	s.m[k] = exp
+	s.m[k] = expiryValue[V]{exp: exp}
 	s.order = append(s.order, expiryEntry{k, exp})
 	// Drop expired entries from the front, and the oldest beyond the bound.
 	for len(s.order) > 0 {
 		f := s.order[0]
 		cur, ok := s.m[f.key]
 		switch {
-		case !ok || !cur.Equal(f.exp):
+		case !ok || !cur.exp.Equal(f.exp):
 			// Removed or re-added since: only the queue entry goes.
 		case s.max > 0 && len(s.m) > s.max, !now.Before(f.exp):
 			delete(s.m, f.key)
@@ -592,10 +658,11 @@ func (s *expirySet) addLocked(k string, now, exp time.Time) bool {
 	return true
 }
 
-// reserve reserves k for one delivery (dup false) unless a live entry says
-// it was queued already (dup true). While another delivery of k is still
-// pending it waits for that one to settle (or ctx to end: err).
-func (s *expirySet) reserve(ctx context.Context, k string, now func() time.Time, window time.Duration) (dup bool, err error) {
+// reserve reserves k, until expiry(now), for one delivery (dup false)
+// unless a live entry says an earlier delivery settled it (dup true, with
+// the value that one settled). While another delivery of k is still pending
+// it waits for that one to settle, or for ctx to end (err is ctx's).
+func (s *expirySet[V]) reserve(ctx context.Context, k string, now func() time.Time, expiry func(now time.Time) time.Time) (prior V, dup bool, err error) {
 	for {
 		s.mu.Lock()
 		if wait, ok := s.pending[k]; ok {
@@ -604,44 +671,45 @@ func (s *expirySet) reserve(ctx context.Context, k string, now func() time.Time,
 			case <-wait:
 				continue
 			case <-ctx.Done():
-				return false, fmt.Errorf("waiting for an earlier delivery of the same event: %w", ctx.Err())
+				return prior, false, ctx.Err()
 			}
 		}
 		t := now()
-		if !s.addLocked(k, t, t.Add(window)) {
+		if !s.addLocked(k, t, expiry(t)) {
+			prior = s.m[k].v
 			s.mu.Unlock()
-			return true, nil
+			return prior, true, nil
 		}
 		if s.pending == nil {
 			s.pending = map[string]chan struct{}{}
 		}
 		s.pending[k] = make(chan struct{})
 		s.mu.Unlock()
-		return false, nil
+		return prior, false, nil
 	}
 }
 
-// settle ends the pending delivery of k: kept when queued, forgotten when
-// not (so the registry's retry goes through).
-func (s *expirySet) settle(k string, queued bool) {
+// settle ends the pending delivery of k: kept with v when keep (the
+// deliveries waiting for it, and later ones, get v as dup), forgotten
+// otherwise (so the next delivery goes through).
+func (s *expirySet[V]) settle(k string, keep bool, v V) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ch, ok := s.pending[k]; ok {
 		close(ch)
 		delete(s.pending, k)
 	}
-	if !queued {
+	if !keep {
 		delete(s.m, k)
+		return
+	}
+	if e, ok := s.m[k]; ok {
+		e.v = v
+		s.m[k] = e
 	}
 }
 
-func (s *expirySet) remove(k string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.m, k)
-}
-
-func (s *expirySet) len() int {
+func (s *expirySet[V]) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.m)
