@@ -26,12 +26,19 @@ func init() { registeredCommands = append(registeredCommands, newSubmitCmd) }
 // natsClientFlags connect the client commands (submit, status, dead) to the
 // service's NATS.
 type natsClientFlags struct {
-	url, creds string
+	url, creds             string
+	tlsCA, tlsCert, tlsKey string
 }
 
+// register adds the flags, with the environment variables serve reads as
+// defaults, so a client run in a converter pod (kubectl exec) connects the
+// way the service does, TLS included (the chart's nats.tls).
 func (f *natsClientFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.url, "nats-url", envOr("CIMCONV_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (CIMCONV_NATS_URL)")
 	fs.StringVar(&f.creds, "nats-creds", envOr("CIMCONV_NATS_CREDS", ""), "NATS credentials file (CIMCONV_NATS_CREDS)")
+	fs.StringVar(&f.tlsCA, "nats-tls-ca", envOr("CIMCONV_NATS_TLS_CA", ""), "CA bundle to verify the NATS server (CIMCONV_NATS_TLS_CA)")
+	fs.StringVar(&f.tlsCert, "nats-tls-cert", envOr("CIMCONV_NATS_TLS_CERT", ""), "client certificate for NATS (CIMCONV_NATS_TLS_CERT)")
+	fs.StringVar(&f.tlsKey, "nats-tls-key", envOr("CIMCONV_NATS_TLS_KEY", ""), "client key for NATS (CIMCONV_NATS_TLS_KEY)")
 }
 
 // cliOutageTolerance bounds how long a client command retries while the
@@ -41,7 +48,8 @@ const cliOutageTolerance = 15 * time.Second
 
 // open binds to the provisioned queue without changing it.
 func (f *natsClientFlags) open(ctx context.Context, log *zap.Logger) (*queue.Queue, *nats.Conn, error) {
-	nc, err := queue.Connect(ctx, f.url, queue.WithName("cimconv-cli"), queue.WithCredsFile(f.creds), queue.WithConnLogger(log))
+	nc, err := queue.Connect(ctx, f.url, queue.WithName("cimconv-cli"), queue.WithCredsFile(f.creds),
+		queue.WithTLS(f.tlsCA, f.tlsCert, f.tlsKey), queue.WithConnLogger(log))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/cimconv/cimconv/internal/queue"
+	"github.com/cimconv/cimconv/internal/queue/queuetest"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	"github.com/cimconv/cimconv/internal/service"
 	"github.com/cimconv/cimconv/internal/worker"
@@ -245,5 +246,41 @@ func TestSubmitWaitDuplicateAfterAnotherRequestForTheImage(t *testing.T) {
 	out, err := runCLI(t, "submit", "reg.example/app:t", "--wait", "--no-verify", "--timeout=10s", url)
 	if err != nil || !strings.Contains(out, "artifact sha256:bbbb") {
 		t.Fatalf("duplicate submit --wait after %s: %q %v, want the first request's result", time.Since(start).Round(time.Millisecond), out, err)
+	}
+}
+
+// The client commands connect to a NATS that requires mutual TLS (the chart's
+// nats.tls) with the files serve reads, from the same environment variables
+// (a converter pod's, for kubectl exec) or from flags; without them they fail.
+func TestClientCommandsUseNATSTLS(t *testing.T) {
+	p := queuetest.NewPKI(t)
+	natsURL := queuetest.TLS(t, p, true)
+	ctx := context.Background()
+	nc, err := queue.Connect(ctx, natsURL, queue.WithTLS(p.CA, p.ClientCert, p.ClientKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := queue.Open(ctx, nc); err != nil { // provision, as serve does
+		t.Fatal(err)
+	}
+	url := "--nats-url=" + natsURL
+
+	if _, err := runCLI(t, "submit", "reg.example/app:env", "--no-verify", url); err == nil {
+		t.Fatal("submit without the TLS files reached a NATS that requires them")
+	}
+	out, err := runCLI(t, "submit", "reg.example/app:flags", "--no-verify", url,
+		"--nats-tls-ca="+p.CA, "--nats-tls-cert="+p.ClientCert, "--nats-tls-key="+p.ClientKey)
+	if err != nil {
+		t.Fatalf("submit with --nats-tls-*: %q %v", out, err)
+	}
+	t.Setenv("CIMCONV_NATS_TLS_CA", p.CA)
+	t.Setenv("CIMCONV_NATS_TLS_CERT", p.ClientCert)
+	t.Setenv("CIMCONV_NATS_TLS_KEY", p.ClientKey)
+	if out, err := runCLI(t, "status", "reg.example/app:flags", url); err != nil || !strings.Contains(out, "queued") {
+		t.Fatalf("status with CIMCONV_NATS_TLS_*: %q %v", out, err)
+	}
+	if out, err := runCLI(t, "dead", "list", url); err != nil {
+		t.Fatalf("dead list with CIMCONV_NATS_TLS_*: %q %v", out, err)
 	}
 }
