@@ -405,6 +405,18 @@ func (h *Handler) answer(w http.ResponseWriter, status int, resp response) {
 	writeJSON(w, status, resp)
 }
 
+// submit is the sink's Submit with a panic made an error: the event's
+// reservation must be settled (forgotten), or every later delivery of it
+// would wait for a delivery that never ends.
+func (h *Handler) submit(ctx context.Context, ev Event) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("queueing the event panicked: %v", p)
+		}
+	}()
+	return h.sink.Submit(ctx, ev)
+}
+
 // signedAnswer is what the first delivery of a signed request answered.
 type signedAnswer struct {
 	endpoint string
@@ -516,7 +528,7 @@ func (h *Handler) process(ctx context.Context, log *zap.Logger, endpoint string,
 			}
 		}
 		if err == nil {
-			err = h.sink.Submit(ctx, ev)
+			err = h.submit(ctx, ev)
 		}
 		if key != "" {
 			h.seen.settle(key, err == nil || errors.Is(err, ErrDuplicate), struct{}{})

@@ -934,6 +934,40 @@ func TestRetryWhileEarlierDeliveryIsPending(t *testing.T) {
 	}
 }
 
+// A sink that panics fails that delivery (503) and forgets the event's
+// reservation: the registry's retry queues it. Before, the reservation stayed
+// pending and every later delivery of the event waited for it until its
+// request's context ended.
+func TestSinkPanicFailsTheDeliveryOnly(t *testing.T) {
+	c := &counter{}
+	var calls atomic.Int32
+	sink := &recordingSink{fail: func(Event) error {
+		if calls.Add(1) == 1 {
+			panic("sink bug")
+		}
+		return nil
+	}}
+	h, err := New(sink, baseOptions(c)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := fixture(t, "distribution_push.json")
+	if rec := do(h, "/webhooks/distribution", body, nil); rec.Code != 503 {
+		t.Errorf("delivery whose sink panicked: %d %s, want 503", rec.Code, rec.Body.String())
+	}
+	retry := make(chan *httptest.ResponseRecorder, 1)
+	go func() { retry <- do(h, "/webhooks/distribution", body, nil) }()
+	select {
+	case rec := <-retry:
+		checkResponse(t, rec, 200, response{Accepted: 1})
+	case <-time.After(10 * time.Second):
+		t.Fatal("the retry still waits for the delivery whose sink panicked")
+	}
+	if n := len(sink.got()); n != 1 {
+		t.Errorf("queued %d events, want 1", n)
+	}
+}
+
 // The signed variant: a sender that signs resends a delivery it gave up on
 // verbatim (same body, timestamp and signature). The retry must not be
 // refused as a replay while the first delivery is still being queued: it
