@@ -30,6 +30,10 @@ type layerJob struct {
 	// Written before the renewal goroutine reads it (claimMu).
 	claim   string
 	claimMu sync.Mutex
+	// stale is the shared-cache key whose value named a blob that is gone
+	// ("" when none): the layer is built without a claim (the value stands
+	// in the way of one) and its value replaces the stale one.
+	stale string
 }
 
 // done closes the job's blob and releases its in-process build claim.

@@ -49,7 +49,8 @@ func (c *Converter) push(ctx context.Context, t registry.Target, jobs []*layerJo
 
 // pushLayer uploads one layer blob (mounting it from another repository of
 // the registry that has it), records the repository in the cache and, when
-// this worker claimed the layer, publishes it in the shared cache.
+// this worker claimed the layer or built it in place of a stale value,
+// publishes it in the shared cache.
 func (c *Converter) pushLayer(ctx context.Context, repo name.Repository, j *layerJob) error {
 	desc, err := j.entry.Descriptor()
 	if err != nil {
@@ -73,7 +74,11 @@ func (c *Converter) pushLayer(ctx context.Context, repo name.Repository, j *laye
 	if err := c.cache.AddRepo(j.entry, repo.String()); err != nil {
 		return err
 	}
-	if key := j.claimKey(); key != "" {
+	key := j.claimKey()
+	if key == "" {
+		key = j.stale
+	}
+	if key != "" {
 		// The blob is in a registry now: other workers may take it.
 		v, err := json.Marshal(sharedValue{Entry: j.entry, Repo: repo.String()})
 		if err != nil {
