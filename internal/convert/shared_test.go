@@ -67,7 +67,8 @@ func (m *memShared) Renew(_ context.Context, key string) (bool, error) {
 }
 
 // A worker that builds a layer holds its claim for the whole build (renewed),
-// stores the value after the blob is pushed, then releases the claim; a
+// stores the value after the artifact manifest (which references the blob)
+// is pushed, then releases the claim; a
 // second worker with an empty local cache adopts the value instead of
 // building.
 func TestSharedCacheClaimsRenewsAndAdopts(t *testing.T) {
@@ -235,5 +236,58 @@ func deleteBlob(t *testing.T, host, repo, digest string) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("DELETE blob %s from %s: %s", digest, repo, resp.Status)
+	}
+}
+
+// A value is stored only once the artifact manifest referencing its blob is
+// pushed: a conversion that fails before leaves its blob unreferenced, which
+// a registry's garbage collection may delete, so it stores nothing and
+// releases its claim; the next worker to claim the layer stores it.
+func TestSharedValueStoredAfterTheManifest(t *testing.T) {
+	var refuse atomic.Bool
+	refuseManifests := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if refuse.Load() && req.Method == http.MethodPut && strings.Contains(req.URL.Path, "/manifests/") {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusBadRequest)
+				fmt.Fprint(w, `{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid"}]}`)
+				return
+			}
+			next.ServeHTTP(w, req)
+		})
+	}
+	host := registrytest.NewReferrersRegistry(t, registrytest.WithMiddleware(refuseManifests))
+	registrytest.PushImage(t, host+"/win/app:1", layersOf(fixture.Chain(2)), win(ltsc2022))
+	refuse.Store(true)
+	shared := newMemShared()
+	newConv := func() *convert.Converter {
+		cache, err := convert.NewCache(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return convert.New(fetchtest.NewRegistry(t), portable.New(), cache, convert.WithWorkDir(t.TempDir()), convert.WithSharedCache(shared))
+	}
+	if _, err := newConv().Convert(context.Background(), convert.Request{Image: host + "/win/app:1"}); err == nil {
+		t.Fatal("conversion succeeded although its manifest was refused")
+	}
+	shared.mu.Lock()
+	stored, claims, released := len(shared.values), len(shared.claims), len(shared.released)
+	shared.mu.Unlock()
+	if stored != 0 {
+		t.Fatalf("%d values stored by a conversion whose manifest was never pushed, want 0", stored)
+	}
+	if claims != 0 || released != 1 {
+		t.Fatalf("claims left %d, released %d; want 0 and 1", claims, released)
+	}
+	refuse.Store(false)
+	res, err := newConv().Convert(context.Background(), convert.Request{Image: host + "/win/app:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Images[0].Layers[0].Built {
+		t.Fatal("the next worker did not build the base layer: it adopted a value stored without a manifest")
+	}
+	if got := shared.storedRepos(t); len(got) != 1 || got[0] != host+"/win/app" {
+		t.Fatalf("after the manifest was pushed the shared cache names %v, want the base layer in %s/win/app", got, host)
 	}
 }
