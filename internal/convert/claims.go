@@ -2,6 +2,7 @@ package convert
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -22,7 +23,17 @@ func (c *Converter) fromShared(ctx context.Context, j *layerJob, parentBlob stri
 		j.claimMu.Unlock()
 		return CacheEntry{}, nil, false, nil
 	}
-	return c.adoptShared(ctx, val, j.src.ChainID, parentBlob)
+	e, b, ok, err := c.adoptShared(ctx, val, j.src.ChainID, parentBlob)
+	if errors.Is(err, errStaleValue) {
+		// Failing here would fail every image on this chain, on every
+		// worker without the layer in its local cache, for good: nothing
+		// else replaces the value.
+		c.log.Warn("shared chain cache names a blob that is gone; building the layer to replace it",
+			zap.String("chainID", j.src.ChainID), zap.Error(err))
+		j.stale = key
+		return CacheEntry{}, nil, false, nil
+	}
+	return e, b, ok, err
 }
 
 // releaseClaims gives up the claims of layers whose value was not stored.

@@ -26,10 +26,15 @@ type layerJob struct {
 	// layer (nil when it holds none); safe to call more than once.
 	release func()
 	// claim is the shared-cache key this worker claimed to build the layer
-	// ("" when none); it is Put after the blob is pushed, else released.
-	// Written before the renewal goroutine reads it (claimMu).
+	// ("" when none); it is Put once the artifact manifest referencing the
+	// blob is pushed, else released. Written before the renewal goroutine
+	// reads it (claimMu).
 	claim   string
 	claimMu sync.Mutex
+	// stale is the shared-cache key whose value named a blob that is gone
+	// ("" when none): the layer is built without a claim (the value stands
+	// in the way of one) and its value replaces the stale one.
+	stale string
 }
 
 // done closes the job's blob and releases its in-process build claim.

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cimconv/cimconv/internal/artifact"
@@ -40,6 +41,7 @@ func (c *Converter) push(ctx context.Context, t registry.Target, jobs []*layerJo
 	if err != nil {
 		return "", fmt.Errorf("push artifact manifest: %w", err)
 	}
+	c.publishShared(ctx, repo, jobs)
 	if err := c.sign(ctx, repo, d, manifest, cfgBytes); err != nil {
 		return "", err
 	}
@@ -48,8 +50,7 @@ func (c *Converter) push(ctx context.Context, t registry.Target, jobs []*layerJo
 }
 
 // pushLayer uploads one layer blob (mounting it from another repository of
-// the registry that has it), records the repository in the cache and, when
-// this worker claimed the layer, publishes it in the shared cache.
+// the registry that has it) and records the repository in the cache.
 func (c *Converter) pushLayer(ctx context.Context, repo name.Repository, j *layerJob) error {
 	desc, err := j.entry.Descriptor()
 	if err != nil {
@@ -70,18 +71,33 @@ func (c *Converter) pushLayer(ctx context.Context, repo name.Repository, j *laye
 		return fmt.Errorf("push layer blob %s: %w", desc.Digest, err)
 	}
 	c.obs.Bytes("pushed", j.entry.Blob.Size)
-	if err := c.cache.AddRepo(j.entry, repo.String()); err != nil {
-		return err
-	}
-	if key := j.claimKey(); key != "" {
-		// The blob is in a registry now: other workers may take it.
+	return c.cache.AddRepo(j.entry, repo.String())
+}
+
+// publishShared stores in the shared cache the layers this worker built
+// under a claim or in place of a stale value, naming repo, once the artifact
+// manifest is pushed: until a manifest references a blob, a registry's
+// garbage collection may delete it, and a conversion that fails before its
+// manifest leaves its blobs unreferenced. A failure to store is logged, not
+// returned: the artifact is pushed, a retry would find it and store nothing
+// either, and workers waiting on the claim build the layer themselves once it
+// is released.
+func (c *Converter) publishShared(ctx context.Context, repo name.Repository, jobs []*layerJob) {
+	for _, j := range jobs {
+		key := j.claimKey()
+		if key == "" {
+			key = j.stale
+		}
+		if key == "" {
+			continue
+		}
 		v, err := json.Marshal(sharedValue{Entry: j.entry, Repo: repo.String()})
-		if err != nil {
-			return err
+		if err == nil {
+			err = c.shared.Put(ctx, key, v)
 		}
-		if err := c.shared.Put(ctx, key, v); err != nil {
-			return fmt.Errorf("shared chain cache %s: %w", j.src.ChainID, err)
+		if err != nil {
+			c.log.Warn("could not store a built layer in the shared chain cache; other workers will build it too",
+				zap.String("chainID", j.src.ChainID), zap.String("repo", repo.String()), zap.Error(err))
 		}
 	}
-	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/cimconv/cimconv/internal/artifact"
+	"github.com/cimconv/cimconv/internal/registry"
 )
 
 // SharedCache is the chain cache shared by every worker (the cimconv-chains
@@ -66,9 +68,13 @@ func sharedKey(optsKey, chainID string) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
+// errStaleValue: a shared value names a blob its registry does not have (404):
+// the repository was deleted, or the blob garbage-collected.
+var errStaleValue = errors.New("shared chain cache value names a blob that is gone")
+
 // adoptShared takes a layer another worker built: it checks the value fits
 // this chain and this converter's builder (reusable) and fetches the blob
-// into the local cache.
+// into the local cache. A blob the registry does not have is errStaleValue.
 func (c *Converter) adoptShared(ctx context.Context, raw []byte, chainID, parentBlob string) (CacheEntry, *Blob, bool, error) {
 	var v sharedValue
 	if err := json.Unmarshal(raw, &v); err != nil {
@@ -87,6 +93,9 @@ func (c *Converter) adoptShared(ctx context.Context, raw []byte, chainID, parent
 		return CacheEntry{}, nil, false, nil
 	}
 	rc, err := c.reg.FetchBlob(ctx, repo, v1.Descriptor{MediaType: types.MediaType(artifact.LayerMediaType), Digest: h, Size: e.Blob.Size})
+	if errors.Is(err, registry.ErrNotFound) {
+		return CacheEntry{}, nil, false, fmt.Errorf("%w: layer %s, blob %s in %s: %w", errStaleValue, chainID, h, repo, err)
+	}
 	if err != nil {
 		return CacheEntry{}, nil, false, fmt.Errorf("fetch shared layer %s from %s: %w", chainID, repo, err)
 	}

@@ -2,9 +2,12 @@ package convert_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,7 +67,8 @@ func (m *memShared) Renew(_ context.Context, key string) (bool, error) {
 }
 
 // A worker that builds a layer holds its claim for the whole build (renewed),
-// stores the value after the blob is pushed, then releases the claim; a
+// stores the value after the artifact manifest (which references the blob)
+// is pushed, then releases the claim; a
 // second worker with an empty local cache adopts the value instead of
 // building.
 func TestSharedCacheClaimsRenewsAndAdopts(t *testing.T) {
@@ -127,5 +131,163 @@ func TestSharedCacheClaimsRenewsAndAdopts(t *testing.T) {
 	}
 	if again.Images[0].Artifact != res.Images[0].Artifact {
 		t.Fatalf("artifact %s, want the same deterministic artifact %s", again.Images[0].Artifact, res.Images[0].Artifact)
+	}
+}
+
+// storedRepos lists the repository each stored value names.
+func (m *memShared) storedRepos(t *testing.T) []string {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var repos []string
+	for _, raw := range m.values {
+		var v struct {
+			Repo string `json:"repo"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			t.Fatalf("shared value %s: %v", raw, err)
+		}
+		repos = append(repos, v.Repo)
+	}
+	return repos
+}
+
+// A shared value whose blob is gone (the repository it names deleted, or
+// the blob deleted or garbage-collected) is stale, not a reason to fail: a
+// worker without the layer in its local cache builds it, its value replaces
+// the stale one, and the next worker adopts that. Failing (404, retry cannot
+// help) would dead-letter every image on the chain, on every such worker,
+// for good: nothing else replaces the value.
+func TestSharedCacheStaleValueIsReplaced(t *testing.T) {
+	for _, r := range registries {
+		for _, how := range []string{"blob deleted", "repository deleted"} {
+			t.Run(r.name+"/"+how, func(t *testing.T) {
+				var repoGone atomic.Bool
+				deletedRepo := func(next http.Handler) http.Handler {
+					return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+						if repoGone.Load() && strings.HasPrefix(req.URL.Path, "/v2/win/a/") {
+							w.Header().Set("Content-Type", "application/json")
+							w.WriteHeader(http.StatusNotFound)
+							fmt.Fprint(w, `{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}`)
+							return
+						}
+						next.ServeHTTP(w, req)
+					})
+				}
+				host := r.start(t, registrytest.WithMiddleware(deletedRepo))
+				layers := layersOf(fixture.Chain(2))
+				registrytest.PushImage(t, host+"/win/a:1", layers, win(ltsc2022))
+				registrytest.PushImage(t, host+"/win/b:1", layers, win(ltsc2022))
+				shared := newMemShared()
+				newConv := func() *convert.Converter {
+					cache, err := convert.NewCache(t.TempDir())
+					if err != nil {
+						t.Fatal(err)
+					}
+					return convert.New(fetchtest.NewRegistry(t), portable.New(), cache, convert.WithWorkDir(t.TempDir()), convert.WithSharedCache(shared))
+				}
+				first, err := newConv().Convert(context.Background(), convert.Request{Image: host + "/win/a:1"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := shared.storedRepos(t); len(got) != 1 || got[0] != host+"/win/a" {
+					t.Fatalf("after the first worker the shared cache names %v, want the base layer in %s/win/a", got, host)
+				}
+				switch how {
+				case "blob deleted":
+					deleteBlob(t, host, "win/a", first.Images[0].Layers[0].Blob)
+				case "repository deleted":
+					repoGone.Store(true)
+				}
+
+				res, err := newConv().Convert(context.Background(), convert.Request{Image: host + "/win/b:1"})
+				if err != nil {
+					t.Fatalf("a stale shared value failed the conversion of another image on the chain: %v", err)
+				}
+				if ls := res.Images[0].Layers; !ls[0].Built {
+					t.Fatal("the base layer whose shared blob is gone was not built")
+				}
+				if got := shared.storedRepos(t); len(got) != 1 || got[0] != host+"/win/b" {
+					t.Fatalf("shared cache names %v, want the rebuilt base layer in %s/win/b in place of the stale value", got, host)
+				}
+				again, err := newConv().Convert(context.Background(), convert.Request{Image: host + "/win/b:1", Force: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ls := again.Images[0].Layers; ls[0].Built {
+					t.Fatal("the next worker built the base layer instead of adopting the value that replaced the stale one")
+				}
+			})
+		}
+	}
+}
+
+// deleteBlob deletes a blob from a repository through the registry API.
+func deleteBlob(t *testing.T, host, repo, digest string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodDelete, fmt.Sprintf("http://%s/v2/%s/blobs/%s", host, repo, digest), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("DELETE blob %s from %s: %s", digest, repo, resp.Status)
+	}
+}
+
+// A value is stored only once the artifact manifest referencing its blob is
+// pushed: a conversion that fails before leaves its blob unreferenced, which
+// a registry's garbage collection may delete, so it stores nothing and
+// releases its claim; the next worker to claim the layer stores it.
+func TestSharedValueStoredAfterTheManifest(t *testing.T) {
+	var refuse atomic.Bool
+	refuseManifests := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if refuse.Load() && req.Method == http.MethodPut && strings.Contains(req.URL.Path, "/manifests/") {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusBadRequest)
+				fmt.Fprint(w, `{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid"}]}`)
+				return
+			}
+			next.ServeHTTP(w, req)
+		})
+	}
+	host := registrytest.NewReferrersRegistry(t, registrytest.WithMiddleware(refuseManifests))
+	registrytest.PushImage(t, host+"/win/app:1", layersOf(fixture.Chain(2)), win(ltsc2022))
+	refuse.Store(true)
+	shared := newMemShared()
+	newConv := func() *convert.Converter {
+		cache, err := convert.NewCache(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return convert.New(fetchtest.NewRegistry(t), portable.New(), cache, convert.WithWorkDir(t.TempDir()), convert.WithSharedCache(shared))
+	}
+	if _, err := newConv().Convert(context.Background(), convert.Request{Image: host + "/win/app:1"}); err == nil {
+		t.Fatal("conversion succeeded although its manifest was refused")
+	}
+	shared.mu.Lock()
+	stored, claims, released := len(shared.values), len(shared.claims), len(shared.released)
+	shared.mu.Unlock()
+	if stored != 0 {
+		t.Fatalf("%d values stored by a conversion whose manifest was never pushed, want 0", stored)
+	}
+	if claims != 0 || released != 1 {
+		t.Fatalf("claims left %d, released %d; want 0 and 1", claims, released)
+	}
+	refuse.Store(false)
+	res, err := newConv().Convert(context.Background(), convert.Request{Image: host + "/win/app:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Images[0].Layers[0].Built {
+		t.Fatal("the next worker did not build the base layer: it adopted a value stored without a manifest")
+	}
+	if got := shared.storedRepos(t); len(got) != 1 || got[0] != host+"/win/app" {
+		t.Fatalf("after the manifest was pushed the shared cache names %v, want the base layer in %s/win/app", got, host)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,7 +14,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/registry/registrytest"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -178,4 +181,133 @@ func TestNewRefusesBadDockerConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// heldPings holds the registry's answer to the ping (GET /v2/) that sets up
+// a transport while armed, until release is closed or the client gives up.
+type heldPings struct {
+	armed   atomic.Bool
+	count   atomic.Int32
+	pinged  chan struct{} // one send per held ping
+	release chan struct{}
+}
+
+func newHeldPings() *heldPings {
+	return &heldPings{pinged: make(chan struct{}, 16), release: make(chan struct{})}
+}
+
+func (h *heldPings) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			h.count.Add(1)
+			if h.armed.Load() {
+				h.pinged <- struct{}{}
+				select {
+				case <-h.release:
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// The transport setup (credentials, ping, first token) that concurrent
+// operations on a repository share runs detached from all of them: the one
+// that started it giving up fails only itself, at once, and never the others
+// (a delivery wasted, eventually a dead letter); a setup that timed out is
+// not kept, so the next operation sets up again.
+func TestTransportSetupIsNotTiedToACaller(t *testing.T) {
+	start := func(t *testing.T, opts ...Option) (*heldPings, *Client, func(context.Context) error) {
+		t.Helper()
+		pings := newHeldPings()
+		host := registrytest.NewReferrersRegistry(t, registrytest.WithMiddleware(pings.middleware))
+		registrytest.PushImage(t, host+"/win/app:1", [][]byte{registrytest.Tar(t, "Files/a.txt", "a")}, v1.Platform{OS: "windows", Architecture: "amd64"})
+		pings.armed.Store(true)
+		pings.count.Store(0)
+		c, _ := newTestClient(t, opts...)
+		repo := mustRepo(t, host+"/win/app")
+		return pings, c, func(ctx context.Context) error { _, err := c.ListTags(ctx, repo); return err }
+	}
+	// waitErr waits for an operation's result, failing the test if it takes
+	// longer than any held ping could explain.
+	waitErr := func(t *testing.T, what string, errc <-chan error) error {
+		t.Helper()
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not return", what)
+			return nil
+		}
+	}
+
+	t.Run("the first caller cancelled, another waiting", func(t *testing.T) {
+		pings, _, listTags := start(t)
+		ctx1, cancel1 := context.WithCancel(context.Background())
+		err1, err2 := make(chan error, 1), make(chan error, 1)
+		go func() { err1 <- listTags(ctx1) }()
+		<-pings.pinged // the first caller is setting up the transport
+		go func() { err2 <- listTags(context.Background()) }()
+		time.Sleep(200 * time.Millisecond) // the second one waits on that setup
+		cancel1()
+		if err := waitErr(t, "the cancelled caller", err1); !errors.Is(err, context.Canceled) {
+			t.Errorf("cancelled caller: %v, want context.Canceled", err)
+		}
+		close(pings.release) // only now does the ping answer
+		if err := waitErr(t, "the waiting caller", err2); err != nil {
+			t.Fatalf("a caller whose context is live failed with the setup it waited on: %v", err)
+		}
+	})
+
+	t.Run("the only caller cancelled", func(t *testing.T) {
+		pings, c, listTags := start(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- listTags(ctx) }()
+		<-pings.pinged
+		cancel()
+		if err := waitErr(t, "the cancelled caller", errc); !errors.Is(err, context.Canceled) {
+			t.Errorf("cancelled caller: %v, want context.Canceled", err)
+		}
+		close(pings.release)
+		// The setup goes on without its caller and is kept.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			c.transportsMu.Lock()
+			kept := len(c.transports)
+			c.transportsMu.Unlock()
+			if kept == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the setup its cancelled caller started was not kept")
+			}
+		}
+		if err := listTags(context.Background()); err != nil {
+			t.Fatalf("next operation: %v", err)
+		}
+		if n := pings.count.Load(); n != 1 {
+			t.Errorf("%d pings, want 1: the kept setup serves the next operation", n)
+		}
+	})
+
+	t.Run("the setup timed out", func(t *testing.T) {
+		pings, c, listTags := start(t)
+		c.setupTimeout = 300 * time.Millisecond
+		// The caller's own deadline only bounds the test.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := listTags(ctx)
+		if err == nil {
+			t.Fatal("operation succeeded although its transport setup timed out")
+		}
+		if got := errdefs.Classify(err); got != errdefs.RetryMayHelp {
+			t.Errorf("setup timeout: %v classified %v, want RetryMayHelp (the caller was not cancelled)", err, got)
+		}
+		pings.armed.Store(false)
+		if err := listTags(context.Background()); err != nil {
+			t.Fatalf("operation after the timed-out setup: %v (a failed setup was kept)", err)
+		}
+	})
 }

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/cimconv/cimconv/internal/errdefs"
 	"github.com/cimconv/cimconv/internal/keymutex"
 	"github.com/cimconv/cimconv/internal/wait"
 )
@@ -44,6 +45,7 @@ type Client struct {
 	transportsMu sync.Mutex
 	transports   map[string]http.RoundTripper
 	transportsSF singleflight.Group
+	setupTimeout time.Duration  // transportSetupTimeout; tests shorten it
 	subjectLocks keymutex.Mutex // serializes fallback tag updates per subject
 	retryingBase http.RoundTripper
 	plainClient  *http.Client // foreign layer URLs: no registry auth
@@ -104,6 +106,7 @@ func New(opts ...Option) (*Client, error) {
 		userAgent:    "cimconv",
 		sleep:        wait.Sleep,
 		transports:   map[string]http.RoundTripper{},
+		setupTimeout: transportSetupTimeout,
 	}
 	for _, o := range opts {
 		o(c)
@@ -201,8 +204,21 @@ func (c *Client) repoFor(repo name.Repository) name.Repository {
 	return repo
 }
 
+// transportSetupTimeout bounds the setup of a repository's transport
+// (credentials, ping, first token). The setup is shared by every caller that
+// needs it meanwhile and runs detached from all of them, so it needs a limit
+// of its own: room for the retry policy's backoffs and a Retry-After or two,
+// not for a registry that never answers.
+const transportSetupTimeout = 3 * time.Minute
+
 // httpClient returns an authenticated client for repo with the given
 // action (transport.PullScope or transport.PushScope, which is "push,pull"); extra are additional scopes (mount sources).
+//
+// Concurrent callers share one setup per repository and scopes. It runs on a
+// context detached from every caller (values kept, cancellation not): a
+// caller that gives up returns at once with its own ctx's error, and the
+// others, whose contexts are live, still get the transport. Only a
+// successful setup is kept; a failed one is tried again by the next caller.
 func (c *Client) httpClient(ctx context.Context, repo name.Repository, action string, extra ...string) (*http.Client, error) {
 	repo = c.repoFor(repo)
 	scopes := []string{repo.Scope(action)}
@@ -214,13 +230,23 @@ func (c *Client) httpClient(ctx context.Context, repo name.Repository, action st
 	if ok {
 		return &http.Client{Transport: rt}, nil
 	}
-	v, err, _ := c.transportsSF.Do(key, func() (any, error) {
-		auth, err := authn.Resolve(ctx, c.keychain, repo)
+	setup := c.transportsSF.DoChan(key, func() (v any, err error) {
+		// DoChan re-raises a panic on a goroutine of its own, where
+		// nothing recovers it: it would end the process.
+		defer func() {
+			if p := recover(); p != nil {
+				v, err = nil, fmt.Errorf("setting up a transport for %s panicked: %v", repo.RegistryStr(), p)
+			}
+		}()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.setupTimeout)
+		defer cancel()
+		rt, err := c.newTransport(sctx, repo, scopes)
 		if err != nil {
-			return nil, fmt.Errorf("resolving credentials for %s: %w", repo.RegistryStr(), err)
-		}
-		rt, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewUserAgent(c.retryingBase, c.userAgent), scopes)
-		if err != nil {
+			if sctx.Err() != nil {
+				// Its own deadline, not a caller's: a registry too slow
+				// now, which a later try may find answering.
+				return nil, errdefs.Unavailable(fmt.Errorf("setting up a transport for %s: no answer within %s: %v", repo.RegistryStr(), c.setupTimeout, err))
+			}
 			return nil, err
 		}
 		c.transportsMu.Lock()
@@ -228,10 +254,25 @@ func (c *Client) httpClient(ctx context.Context, repo name.Repository, action st
 		c.transportsMu.Unlock()
 		return rt, nil
 	})
-	if err != nil {
-		return nil, err
+	select {
+	case r := <-setup:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return &http.Client{Transport: r.Val.(http.RoundTripper)}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return &http.Client{Transport: v.(http.RoundTripper)}, nil
+}
+
+// newTransport resolves repo's credentials and makes the authenticating
+// transport (ping, and the first token where the registry wants one).
+func (c *Client) newTransport(ctx context.Context, repo name.Repository, scopes []string) (http.RoundTripper, error) {
+	auth, err := authn.Resolve(ctx, c.keychain, repo)
+	if err != nil {
+		return nil, fmt.Errorf("resolving credentials for %s: %w", repo.RegistryStr(), err)
+	}
+	return transport.NewWithContext(ctx, repo.Registry, auth, transport.NewUserAgent(c.retryingBase, c.userAgent), scopes)
 }
 
 // registryURL builds scheme://registry/v2/<repo>/<suffix>; the scheme is

@@ -87,13 +87,45 @@ func wrapErr(op, ref string, err error) error {
 	return &Error{Op: op, Ref: ref, Transient: classifyTransient(err), Err: err}
 }
 
+// isNotFound: the registry says the object asked for is not there. An
+// upload session it does not know (BLOB_UPLOAD_UNKNOWN) is not such an
+// object: the blob can still be pushed through a new session.
 func isNotFound(terr *transport.Error) bool {
+	if hasCode(terr, transport.BlobUploadUnknownErrorCode) {
+		return false
+	}
 	if terr.StatusCode == http.StatusNotFound {
 		return true
 	}
 	for _, d := range terr.Errors {
 		switch d.Code {
 		case transport.ManifestUnknownErrorCode, transport.BlobUnknownErrorCode, transport.NameUnknownErrorCode:
+			return true
+		}
+	}
+	return false
+}
+
+// uploadSessionLost reports whether err is the registry answering an upload
+// session's PUT (or PATCH) with 404 or BLOB_UPLOAD_UNKNOWN: the session was
+// closed (committed, expired) or lives on another replica.
+func uploadSessionLost(err error) bool {
+	var terr *transport.Error
+	if !errors.As(err, &terr) {
+		return false
+	}
+	return terr.StatusCode == http.StatusNotFound || hasCode(terr, transport.BlobUploadUnknownErrorCode)
+}
+
+// isStatus reports whether err is a registry API answer with HTTP status code.
+func isStatus(err error, code int) bool {
+	var terr *transport.Error
+	return errors.As(err, &terr) && terr.StatusCode == code
+}
+
+func hasCode(terr *transport.Error, code transport.ErrorCode) bool {
+	for _, d := range terr.Errors {
+		if d.Code == code {
 			return true
 		}
 	}

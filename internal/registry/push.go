@@ -17,11 +17,24 @@ import (
 	"go.uber.org/zap"
 )
 
+// maxUploadRestarts bounds the new upload sessions PushBlob opens after the
+// registry lost or closed the one it was uploading into.
+const maxUploadRestarts = 2
+
 // PushBlob uploads one blob to repo unless it is already there (HEAD). With
 // mountFrom on the same registry it first asks for a cross-repository mount;
-// a registry that declines gets a normal upload. open is called for each
-// upload attempt (retries re-open it), and must return exactly desc.Size
-// bytes hashing to desc.Digest (the registry checks).
+// a registry that declines (202 with an upload session) or does not know the
+// source (404: the next source is asked) gets a normal upload. open is
+// called for each upload attempt (retries re-open it), and must return
+// exactly desc.Size bytes hashing to desc.Digest (the registry checks).
+//
+// An upload session the registry no longer knows (404 BLOB_UPLOAD_UNKNOWN on
+// its PUT) is not a missing object: a proxy that answered 5xx to a PUT the
+// registry had committed makes the retried PUT find the session closed, and a
+// replica without shared upload state does not know another's sessions. The
+// blob is then looked for (HEAD) and, when absent, uploaded again through a
+// new session, up to maxUploadRestarts times; after that the error is
+// transient, never ErrNotFound.
 func (c *Client) PushBlob(ctx context.Context, repo name.Repository, desc v1.Descriptor, open func() (io.ReadCloser, error), mountFrom ...name.Repository) error {
 	ref := repo.Digest(desc.Digest.String()).String()
 	var extra []string
@@ -49,6 +62,14 @@ func (c *Client) PushBlob(ctx context.Context, repo name.Repository, desc v1.Des
 	for _, m := range mounts {
 		q := url.Values{"mount": {desc.Digest.String()}, "from": {m.RepositoryStr()}}
 		loc, mounted, err := startUpload(ctx, hc, repo, q)
+		if isStatus(err, http.StatusNotFound) {
+			// Some registries answer 404 for a source they do not know
+			// (deleted, or not readable with these credentials) instead of
+			// opening a session; a 404 of repo itself comes back from the
+			// plain POST below.
+			c.log.Debug("mount source not found", zap.String("digest", desc.Digest.String()), zap.String("from", m.String()), zap.Error(err))
+			continue
+		}
 		if err != nil {
 			return wrapErr("push blob", ref, err)
 		}
@@ -65,9 +86,39 @@ func (c *Client) PushBlob(ctx context.Context, repo name.Repository, desc v1.Des
 			return wrapErr("push blob", ref, err)
 		}
 	}
+	for restarts := 0; ; restarts++ {
+		err := putBlob(ctx, hc, ref, location, desc, open)
+		if err == nil {
+			return nil
+		}
+		if !uploadSessionLost(err) {
+			return wrapErr("push blob", ref, err)
+		}
+		exists, herr := blobExists(ctx, hc, repo, desc.Digest)
+		if herr != nil {
+			return wrapErr("push blob", ref, fmt.Errorf("looking for the blob after the upload session was lost (%v): %w", err, herr))
+		}
+		if exists {
+			c.log.Debug("upload session lost but the blob is in", zap.String("digest", desc.Digest.String()), zap.String("repo", repo.String()))
+			return nil
+		}
+		if restarts == maxUploadRestarts {
+			return &Error{Op: "push blob", Ref: ref, Transient: true,
+				Err: fmt.Errorf("the registry lost %d upload sessions in a row: %w", restarts+1, err)}
+		}
+		c.log.Debug("upload session lost, starting a new one", zap.String("digest", desc.Digest.String()), zap.String("repo", repo.String()), zap.Error(err))
+		if location, _, err = startUpload(ctx, hc, repo, nil); err != nil {
+			return wrapErr("push blob", ref, err)
+		}
+	}
+}
+
+// putBlob uploads the whole blob into the upload session at location
+// (monolithic PUT).
+func putBlob(ctx context.Context, hc *http.Client, ref, location string, desc v1.Descriptor, open func() (io.ReadCloser, error)) error {
 	u, err := url.Parse(location)
 	if err != nil {
-		return wrapErr("push blob", ref, fmt.Errorf("upload location %q: %w", location, err))
+		return fmt.Errorf("upload location %q: %w", location, err)
 	}
 	q := u.Query()
 	q.Set("digest", desc.Digest.String())
@@ -79,7 +130,7 @@ func (c *Client) PushBlob(ctx context.Context, repo name.Repository, desc v1.Des
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), body)
 	if err != nil {
 		body.Close()
-		return wrapErr("push blob", ref, err)
+		return err
 	}
 	req.GetBody = open
 	req.ContentLength = desc.Size
@@ -89,7 +140,7 @@ func (c *Client) PushBlob(ctx context.Context, repo name.Repository, desc v1.Des
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := do(hc, req, http.StatusCreated)
 	if err != nil {
-		return wrapErr("push blob", ref, err)
+		return err
 	}
 	resp.Body.Close()
 	return nil

@@ -6,13 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/cimconv/cimconv/internal/errdefs"
+	"github.com/cimconv/cimconv/internal/registry/registrytest"
 )
 
 const testArtifactType = "application/vnd.cimconv.cim.v1+json"
@@ -248,4 +253,126 @@ func FuzzNextLink(f *testing.F) {
 	f.Fuzz(func(t *testing.T, link string) {
 		_, _ = nextLink(base, link)
 	})
+}
+
+// uploadFault stands between the client and the registry for the PUT that
+// completes a blob upload.
+type uploadFault int
+
+const (
+	// sessionUnknown answers 404 BLOB_UPLOAD_UNKNOWN without passing the
+	// PUT on, as a replica that does not share upload state would.
+	sessionUnknown uploadFault = iota
+	// bare404 answers 404 with no registry error body (a proxy's page).
+	bare404
+	// committedThen504 lets the registry commit the upload and answers
+	// 504, as a load balancer that gave up waiting would; the client's
+	// retry then finds the session closed.
+	committedThen504
+)
+
+// failUploads applies fault to the first n upload PUTs (all when n < 0).
+func failUploads(fault uploadFault, n int) func(http.Handler) http.Handler {
+	var left atomic.Int64
+	left.Store(int64(n))
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPut || !strings.Contains(r.URL.Path, "/blobs/uploads/") || (n >= 0 && left.Add(-1) < 0) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			switch fault {
+			case sessionUnknown:
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusNotFound)
+				fmt.Fprint(w, `{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"blob upload unknown to registry"}]}`)
+			case bare404:
+				http.Error(w, "404 page not found", http.StatusNotFound)
+			case committedThen504:
+				next.ServeHTTP(httptest.NewRecorder(), r)
+				http.Error(w, "upstream timed out", http.StatusGatewayTimeout)
+			}
+		})
+	}
+}
+
+// An upload session the registry lost or closed is not a missing blob: the
+// push looks for the blob and opens a new session, and when sessions keep
+// being lost the error is transient (the worker retries), never ErrNotFound
+// (it would dead-letter a request that a later delivery completes).
+func TestPushBlobUploadSessionLost(t *testing.T) {
+	tests := []struct {
+		name  string
+		fault uploadFault
+		times int // PUTs failed; -1: all
+		// sessions is how many upload sessions the push opens (POSTs).
+		sessions int
+		wantErr  bool
+	}{
+		{"registry committed, proxy answered 504", committedThen504, 1, 1, false},
+		{"session unknown to the replica once", sessionUnknown, 1, 2, false},
+		{"bare 404 from a proxy once", bare404, 1, 2, false},
+		{"session unknown twice", sessionUnknown, 2, 3, false},
+		{"session lost every time", sessionUnknown, -1, 1 + maxUploadRestarts, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			forEachRegistry(t, func(t *testing.T, r testRegistry) {
+				counter := newRequestCounter()
+				host := r.start(t, registrytestRequestLog(counter), registrytest.WithMiddleware(failUploads(tt.fault, tt.times)))
+				c, _ := newTestClient(t)
+				repo := mustRepo(t, host+"/win/lost")
+				b := newTestBlob([]byte(strings.Repeat("cim layer blob ", 1000)))
+				ctx := context.Background()
+				err := c.PushBlob(ctx, repo, b.desc, b.open)
+				if posts := counter.matching("POST /v2/win/lost/blobs/uploads/"); len(posts) != tt.sessions {
+					t.Errorf("upload sessions opened: %d, want %d", len(posts), tt.sessions)
+				}
+				if !tt.wantErr {
+					if err != nil {
+						t.Fatalf("PushBlob = %v, want the blob pushed", err)
+					}
+					b.check(ctx, t, c, repo, "pushed blob")
+					return
+				}
+				if err == nil {
+					t.Fatal("PushBlob succeeded although every upload session was lost")
+				}
+				if errors.Is(err, ErrNotFound) || errdefs.Classify(err) != errdefs.RetryMayHelp {
+					t.Fatalf("PushBlob = %v: ErrNotFound %v, Classify %v; want transient (retry may help), not ErrNotFound",
+						err, errors.Is(err, ErrNotFound), errdefs.Classify(err))
+				}
+			})
+		})
+	}
+}
+
+// A mount whose source the registry does not know (404 instead of a new
+// upload session) falls back to a normal upload.
+func TestPushBlobMountSourceNotFound(t *testing.T) {
+	counter := newRequestCounter()
+	unknownSource := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && r.URL.Query().Has("mount") {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusNotFound)
+				fmt.Fprint(w, `{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}`)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	host := registrytest.NewDistribution(t, registrytest.WithRequestLog(counter.record), registrytest.WithMiddleware(unknownSource))
+	c, _ := newTestClient(t)
+	ctx := context.Background()
+	b := newTestBlob([]byte("mount source gone"))
+	gone, other, dst := mustRepo(t, host+"/src/gone"), mustRepo(t, host+"/src/other"), mustRepo(t, host+"/dst/b")
+	if err := c.PushBlob(ctx, dst, b.desc, b.open, gone, other); err != nil {
+		t.Fatalf("push with a mount source the registry does not know: %v", err)
+	}
+	posts := counter.matching("POST /v2/dst/b/blobs/uploads/")
+	if len(posts) != 3 {
+		t.Fatalf("upload sessions asked for in dst: %v, want a mount from each source and a plain upload", posts)
+	}
+	b.check(ctx, t, c, dst, "blob in dst")
 }
