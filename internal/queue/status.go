@@ -177,37 +177,57 @@ func (q *Queue) undoDead(ctx context.Context, req Request, dead, st Status) erro
 
 // replaceStatus stores st under imageOrDigest if the stored status matches.
 func (q *Queue) replaceStatus(ctx context.Context, imageOrDigest string, match func(Status) bool, st Status) error {
+	_, _, err := q.casStatus(ctx, imageOrDigest, st, func(old *Status) bool { return old != nil && match(*old) })
+	return err
+}
+
+// casStatus stores st under imageOrDigest by a revision-checked
+// compare-and-set, safe against concurrent writers: write decides from the
+// stored status (nil when there is none or it does not decode) whether st
+// replaces it, and a writer that loses the race reads again and decides
+// again. It returns whether st was stored and, if so, the status it replaced.
+func (q *Queue) casStatus(ctx context.Context, imageOrDigest string, st Status, write func(old *Status) bool) (bool, *Status, error) {
 	key, err := StatusKey(imageOrDigest)
 	if err != nil {
-		return err
+		return false, nil, err
 	}
 	if st.Updated.IsZero() {
 		st.Updated = time.Now().UTC()
 	}
 	val, err := json.Marshal(st)
 	if err != nil {
-		return err
+		return false, nil, err
 	}
 	for range 10 {
 		e, err := q.status.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("status of %s: %w", imageOrDigest, err)
-		}
-		var old Status
-		if json.Unmarshal(e.Value(), &old) != nil || !match(old) {
-			return nil
-		}
-		if _, err = q.status.Update(ctx, key, val, e.Revision()); err == nil {
-			return nil
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			if !write(nil) {
+				return false, nil, nil
+			}
+			if _, err = q.status.Create(ctx, key, val); err == nil {
+				return true, nil, nil
+			}
+		case err != nil:
+			return false, nil, fmt.Errorf("status of %s: %w", imageOrDigest, err)
+		default:
+			var old *Status
+			if json.Unmarshal(e.Value(), &old) != nil {
+				old = nil
+			}
+			if !write(old) {
+				return false, nil, nil
+			}
+			if _, err = q.status.Update(ctx, key, val, e.Revision()); err == nil {
+				return true, old, nil
+			}
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return false, nil, ctx.Err()
 		}
+		// Lost a race with another writer: read again.
 	}
-	return fmt.Errorf("status of %s: too many concurrent updates", imageOrDigest)
+	return false, nil, fmt.Errorf("status of %s: too many concurrent updates", imageOrDigest)
 }
 
 // Succeeded reports whether the status of imageOrDigest says that request
@@ -224,46 +244,11 @@ func (q *Queue) Succeeded(ctx context.Context, imageOrDigest string, seq uint64)
 // race reads again and decides again. A success replacing a dead state of
 // the same request removes that request's dead letter.
 func (q *Queue) UpdateStatus(ctx context.Context, imageOrDigest string, st Status) error {
-	key, err := StatusKey(imageOrDigest)
-	if err != nil {
-		return err
+	stored, old, err := q.casStatus(ctx, imageOrDigest, st, func(old *Status) bool { return old == nil || Supersedes(*old, st) })
+	if stored && old != nil && old.Seq == st.Seq && old.State == StateDead && st.State == StateSucceeded {
+		// An earlier delivery succeeded after a later one was
+		// dead-lettered: the artifact exists, the dead letter is false.
+		q.dropDeadLetter(ctx, st.Seq)
 	}
-	if st.Updated.IsZero() {
-		st.Updated = time.Now().UTC()
-	}
-	val, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	for range 10 {
-		e, err := q.status.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			if _, err = q.status.Create(ctx, key, val); err == nil {
-				return nil
-			}
-		case err != nil:
-			return fmt.Errorf("status of %s: %w", imageOrDigest, err)
-		default:
-			var old Status
-			decoded := json.Unmarshal(e.Value(), &old) == nil
-			if decoded && !Supersedes(old, st) {
-				return nil
-			}
-			if _, err = q.status.Update(ctx, key, val, e.Revision()); err == nil {
-				if decoded && old.Seq == st.Seq && old.State == StateDead && st.State == StateSucceeded {
-					// An earlier delivery succeeded after a later one was
-					// dead-lettered: the artifact exists, the dead letter
-					// is false.
-					q.dropDeadLetter(ctx, st.Seq)
-				}
-				return nil
-			}
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		// Lost a race with another writer: read again.
-	}
-	return fmt.Errorf("status of %s: too many concurrent updates", imageOrDigest)
+	return err
 }

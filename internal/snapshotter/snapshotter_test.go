@@ -129,36 +129,62 @@ func TestMountShape(t *testing.T) {
 	}
 }
 
-// TestUntrustedFallsThrough: without a verifier the fast path never runs;
-// the layer gets the inner snapshotter's writable extraction snapshot.
-func TestUntrustedFallsThrough(t *testing.T) {
+// newStandIn returns a Snapshotter around a cimfs stand-in in a temp dir.
+func newStandIn(t *testing.T, opts ...Option) *Snapshotter {
+	t.Helper()
 	root := t.TempDir()
 	inner, err := NewCimFS(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	m := metrics.NewSnapshotter(reg)
-	s, err := New(inner, root, WithMetrics(m))
+	s, err := New(inner, root, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	labels := map[string]string{LabelSnapshotRef: "sha256:" + hex64, LabelImageRef: "127.0.0.1:1/x:y", LabelManifestDigest: "sha256:" + hex64, LabelLayerDigest: "sha256:" + hex64}
-	ms, err := s.Prepare(context.Background(), "extract-1 sha256:"+hex64, "", snapshots.WithLabels(labels))
-	if err != nil {
-		t.Fatalf("Prepare = %v, want the normal path", err)
-	}
-	if pm, err := ParseCimFSMount(ms); err != nil || pm.ReadOnly {
-		t.Fatalf("mounts %+v (%v): want a writable CimFS extraction snapshot", ms, err)
-	}
-	want := `
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// Layers the fast path cannot serve go to containerd's normal path (the
+// inner snapshotter's writable extraction snapshot), counted by reason:
+// without a verifier the fast path never runs. A panic while resolving
+// the artifact runs on singleflight's goroutine, which re-raises it out of
+// safeFastPath's reach: it must be a fall-through too, not the end of the
+// snapshotter.
+func TestFallsThrough(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		opts    []Option
+		resolve func(context.Context, string, string) (*resolved, error)
+		reason  string
+	}{
+		{name: "no verifier", reason: "untrusted"},
+		{name: "resolver panics", opts: []Option{WithVerifier(trust.AllowUnsigned())},
+			resolve: func(context.Context, string, string) (*resolved, error) { panic("resolver bug") }, reason: "internal"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			s := newStandIn(t, append(tc.opts, WithMetrics(metrics.NewSnapshotter(reg)))...)
+			if tc.resolve != nil {
+				s.resolveFn = tc.resolve
+			}
+			labels := map[string]string{LabelSnapshotRef: "sha256:" + hex64, LabelImageRef: "127.0.0.1:1/x:y", LabelManifestDigest: "sha256:" + hex64, LabelLayerDigest: "sha256:" + hex64}
+			ms, err := s.Prepare(context.Background(), "extract-1 sha256:"+hex64, "", snapshots.WithLabels(labels))
+			if err != nil {
+				t.Fatalf("Prepare = %v, want the normal path", err)
+			}
+			if pm, err := ParseCimFSMount(ms); err != nil || pm.ReadOnly {
+				t.Fatalf("mounts %+v (%v): want a writable CimFS extraction snapshot", ms, err)
+			}
+			want := `
 # HELP cimconv_snapshotter_fallthrough_total Layers handed back to containerd's normal fetch and import, by reason.
 # TYPE cimconv_snapshotter_fallthrough_total counter
-cimconv_snapshotter_fallthrough_total{reason="untrusted"} 1
+cimconv_snapshotter_fallthrough_total{reason="` + tc.reason + `"} 1
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), metrics.SnapshotterFallThroughTotal); err != nil {
-		t.Fatal(err)
+			if err := testutil.GatherAndCompare(reg, strings.NewReader(want), metrics.SnapshotterFallThroughTotal); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
@@ -544,49 +570,10 @@ func TestCacheEntryLeavesAfterFailedPlacement(t *testing.T) {
 	}
 }
 
-// A panic while resolving an image's artifact runs on singleflight's
-// goroutine, which re-raises it out of safeFastPath's reach: it must be a
-// fall-through (internal), not the end of the snapshotter.
-func TestResolvePanicFallsThrough(t *testing.T) {
-	root := t.TempDir()
-	inner, err := NewCimFS(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	s, err := New(inner, root, WithMetrics(metrics.NewSnapshotter(reg)), WithVerifier(trust.AllowUnsigned()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.resolveFn = func(context.Context, string, string) (*resolved, error) { panic("resolver bug") }
-	labels := map[string]string{LabelSnapshotRef: "sha256:" + hex64, LabelImageRef: "127.0.0.1:1/x:y", LabelManifestDigest: "sha256:" + hex64, LabelLayerDigest: "sha256:" + hex64}
-	if _, err := s.Prepare(context.Background(), "extract-1 sha256:"+hex64, "", snapshots.WithLabels(labels)); err != nil {
-		t.Fatalf("Prepare = %v, want the normal path", err)
-	}
-	want := `
-# HELP cimconv_snapshotter_fallthrough_total Layers handed back to containerd's normal fetch and import, by reason.
-# TYPE cimconv_snapshotter_fallthrough_total counter
-cimconv_snapshotter_fallthrough_total{reason="internal"} 1
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), metrics.SnapshotterFallThroughTotal); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // Expired lookups leave the cache when new ones are stored, or a node keeps
 // one per manifest it ever resolved.
 func TestResolveCacheDropsExpiredAnswers(t *testing.T) {
-	root := t.TempDir()
-	inner, err := NewCimFS(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(inner, root, WithResolveCache(time.Minute, time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newStandIn(t, WithResolveCache(time.Minute, time.Minute))
 	now := time.Unix(1_800_000_000, 0)
 	s.now = func() time.Time { return now }
 	calls := 0
