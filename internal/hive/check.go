@@ -160,7 +160,10 @@ func (c *checker) key(off, parent uint32, path string, depth int) error {
 	var prev []uint16
 	var maxName uint32
 	for i, so := range offs {
-		c.useOnce(path, so, "key")
+		first := c.use(so)
+		if !first {
+			c.add(path, "key cell %#x is referenced twice", so)
+		}
 		sc, err := c.h.cell(so, "key")
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
@@ -182,6 +185,12 @@ func (c *checker) key(off, parent uint32, path string, depth int) error {
 		sub := path + `\` + string16(name)
 		if depth == 0 {
 			sub = `\` + string16(name)
+		}
+		if !first {
+			// Reported above; walking it again would visit its subtree
+			// once per reference: exponential in a chain of lists that
+			// each name a key twice.
+			continue
 		}
 		if err := c.key(so, off, sub, depth+1); err != nil {
 			return err

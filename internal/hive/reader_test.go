@@ -348,3 +348,62 @@ func TestWriteAtMatchesMarshal(t *testing.T) {
 		t.Fatalf("WriteAt wrote %d bytes (reported %d), Marshal %d; equal: %v", len(got), n, len(want), bytes.Equal(got, want))
 	}
 }
+
+// A subkey list that names the same key twice is reported once per list,
+// and the key's subtree is walked once: walking it per reference made
+// Check exponential in a chain of such lists (a few KiB of hive, 2^33 walks).
+// The reader refuses such a hive outright.
+func TestCheckWalksADoubledKeyOnce(t *testing.T) {
+	const depth = 12
+	leaf := key("A")
+	for range depth {
+		leaf = key("A", sub(leaf, key("B")))
+	}
+	b, err := Marshal(key("ROOT", sub(leaf)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doubled := 0
+	for off := h.root; ; {
+		c, err := h.cell(off, "key")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, lo := le.Uint32(c[nkSubkeys:]), le.Uint32(c[nkSubkeyList:])
+		if n == 0 {
+			break
+		}
+		lc, err := h.cell(lo, "list")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 2 { // [A, B] -> [A, A]
+			copy(lc[12:20], lc[4:12])
+			doubled++
+		}
+		off = le.Uint32(lc[4:])
+	}
+	if doubled != depth {
+		t.Fatalf("doubled %d lists, want %d", doubled, depth)
+	}
+	if _, err := ReadTree(b); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("reader: %v, want ErrCorrupt", err)
+	}
+	var ce *CheckError
+	if err := Check(b); !errors.As(err, &ce) {
+		t.Fatalf("Check = %v, want a *CheckError", err)
+	}
+	twice := 0
+	for _, p := range ce.Problems {
+		if strings.Contains(p.Msg, "referenced twice") {
+			twice++
+		}
+	}
+	if twice != depth {
+		t.Fatalf("%d \"referenced twice\" problems for %d doubled lists (%d problems in all): the doubled keys were walked more than once", twice, depth, len(ce.Problems))
+	}
+}
