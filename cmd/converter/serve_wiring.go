@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cimconv/cimconv/internal/devenv"
+	"github.com/cimconv/cimconv/internal/registry"
 	"github.com/cimconv/cimconv/internal/service"
 	"github.com/cimconv/cimconv/internal/worker"
 )
@@ -29,7 +30,14 @@ func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger)
 	if bf.workDir == "" {
 		bf.workDir = filepath.Join(cfg.DataDir, "work")
 	}
-	reg, err := rf.client(log)
+	policy, err := worker.NewRegistryPolicy(cfg.AllowedRegistries,
+		worker.AllowLocal(cfg.AllowLocalRegistries || cfg.Dev), worker.AllowHosts(cfg.InsecureRegistries...))
+	if err != nil {
+		return nil, err
+	}
+	// The policy also guards every connection the client makes: redirects,
+	// token realms, upload locations, DNS answers at dial time.
+	reg, err := rf.client(log, registry.WithDialGuard(policy.DialGuard()))
 	if err != nil {
 		return nil, err
 	}
@@ -39,11 +47,6 @@ func newServeConverter(ctx context.Context, cfg service.Config, log *zap.Logger)
 	}
 	// Leftover chain directories of a killed process are not reused.
 	_ = os.RemoveAll(bf.workDir)
-	policy, err := worker.NewRegistryPolicy(cfg.AllowedRegistries,
-		worker.AllowLocal(cfg.AllowLocalRegistries || cfg.Dev), worker.AllowHosts(cfg.InsecureRegistries...))
-	if err != nil {
-		return nil, err
-	}
 	if len(cfg.AllowedRegistries) == 0 {
 		log.Info("no allowed-registries: requests may name any registry except loopback and link-local ones",
 			zap.Bool("localAllowed", cfg.AllowLocalRegistries || cfg.Dev))

@@ -35,7 +35,7 @@ func (f *registryFlags) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&f.foreignHosts, "foreign-layer-hosts", nil, "hosts non-distributable layers may be fetched from (default: Microsoft's container registry)")
 }
 
-func (f *registryFlags) client(log *zap.Logger) (*registry.Client, error) {
+func (f *registryFlags) client(log *zap.Logger, extra ...registry.Option) (*registry.Client, error) {
 	opts := []registry.Option{
 		registry.WithLogger(log),
 		registry.WithUserAgent("cimconv/" + version.Version),
@@ -50,7 +50,7 @@ func (f *registryFlags) client(log *zap.Logger) (*registry.Client, error) {
 	if len(f.foreignHosts) > 0 {
 		opts = append(opts, registry.WithForeignLayerHosts(f.foreignHosts...))
 	}
-	return registry.New(opts...)
+	return registry.New(append(opts, extra...)...)
 }
 
 // buildFlags configure the builder and the chain cache.

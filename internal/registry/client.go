@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -49,6 +50,7 @@ type Client struct {
 	subjectLocks keymutex.Mutex // serializes fallback tag updates per subject
 	retryingBase http.RoundTripper
 	plainClient  *http.Client // foreign layer URLs: no registry auth
+	dialGuard    DialGuard    // WithDialGuard
 }
 
 // Option configures a Client.
@@ -113,6 +115,17 @@ func New(opts ...Option) (*Client, error) {
 	}
 	if c.base == nil { // a clone of http.DefaultTransport
 		c.base = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	if c.dialGuard != nil {
+		t, ok := c.base.(*http.Transport)
+		if !ok {
+			return nil, fmt.Errorf("registry client: a dial guard needs an *http.Transport, not %T", c.base)
+		}
+		t = t.Clone()
+		guardDials(t, c.dialGuard, func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		})
+		c.base = t
 	}
 	c.retry = c.retry.withDefaults()
 	if c.dockerConfig != "" {

@@ -95,7 +95,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		var wait time.Duration
 		switch {
 		case err != nil:
-			if last || ctx.Err() != nil || !classifyTransient(err) || errors.Is(err, ErrInsecureRefused) {
+			if last || ctx.Err() != nil || !classifyTransient(err) || errors.Is(err, ErrInsecureRefused) || errors.Is(err, ErrDialRefused) {
 				return nil, err
 			}
 			wait = t.policy.backoff(attempt)

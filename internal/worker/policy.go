@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/cimconv/cimconv/internal/allowlist"
+	"github.com/cimconv/cimconv/internal/registry"
 )
 
 // ErrRegistryNotAllowed is wrapped by the (permanent) error of a request
@@ -103,10 +104,69 @@ func (p *RegistryPolicy) Check(ctx context.Context, image string) error {
 	}
 	for _, a := range addrs {
 		a = a.Unmap()
-		if a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsUnspecified() {
+		if refusedAddr(a) {
 			return Permanent(fmt.Errorf("%s: %w: %s is a loopback or link-local address (set allowed-registries to list it, or allow-local-registries / --dev for development)",
 				reg, ErrRegistryNotAllowed, a))
 		}
 	}
 	return nil
+}
+
+// refusedAddr: loopback, link-local (the cloud metadata endpoint among
+// them) and unspecified addresses.
+func refusedAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsUnspecified()
+}
+
+// DialGuard is the policy applied to every connection the registry client
+// makes (registry.WithDialGuard), on the address it dials: Check sees the
+// registry the request names, not where that registry redirects, its token
+// realm or upload locations, nor what DNS answers at the moment of the
+// connection. A loopback, link-local or unspecified address is refused
+// unless local registries are allowed or its host[:port] is one the
+// operator named (AllowHosts, or an allowed-registries entry). Nil (no
+// guard) for a nil policy or when local registries are allowed.
+func (p *RegistryPolicy) DialGuard() registry.DialGuard {
+	if p == nil || p.allowLocal {
+		return nil
+	}
+	return func(_ context.Context, hostport string, a netip.Addr) error {
+		if !refusedAddr(a) || p.named(hostport) {
+			return nil
+		}
+		return fmt.Errorf("%w: %s is a loopback or link-local address (list %s in allowed-registries or insecure-registry, or allow-local-registries / --dev for development)",
+			ErrRegistryNotAllowed, a, hostport)
+	}
+}
+
+// named reports whether hostport is one the operator named in AllowHosts or
+// an allowed-registries entry: the same host and port, or the same host
+// where the name gives no port.
+func (p *RegistryPolicy) named(hostport string) bool {
+	hostport = strings.ToLower(hostport)
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	matches := func(n string) bool {
+		if n == hostport {
+			return true
+		}
+		if _, _, err := net.SplitHostPort(n); err == nil {
+			return false // a port is named: only that one
+		}
+		return strings.Trim(n, "[]") == strings.Trim(host, "[]")
+	}
+	for h := range p.hosts {
+		if matches(h) {
+			return true
+		}
+	}
+	for _, e := range p.allow {
+		if matches(e.Host) {
+			return true
+		}
+	}
+	return false
 }
