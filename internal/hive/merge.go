@@ -88,9 +88,6 @@ func (m *merger) key(b, d *Key, depth int) (*Key, error) {
 	}
 	out.Name = b.Name
 	out.LastWrite = max(b.LastWrite, d.LastWrite)
-	if m.o.security == SecurityBase && b.Security != nil {
-		out.Security = b.Security
-	}
 	if d.Layer == LayerSupersedeLocal {
 		out.Values = liveValues(d.Values)
 	} else {
@@ -149,7 +146,9 @@ func (m *merger) copyKey(b, d *Key, depth int) (*Key, error) {
 		if d.InheritClass {
 			out.Class = b.Class
 		}
-		if out.Security == nil {
+		// A key on both sides, merged or superseding the one below: its
+		// descriptor is the delta's unless the option says the base's.
+		if out.Security == nil || (m.o.security == SecurityBase && b.Security != nil) {
 			out.Security = b.Security
 		}
 	}

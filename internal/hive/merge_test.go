@@ -244,34 +244,49 @@ func TestMergeRules(t *testing.T) {
 	}
 }
 
+// The descriptor of a key on both sides is the delta's, or the base's with
+// SecurityBase, whether the delta merges onto the key or supersedes it (its
+// values, or its whole tree: supersede-tree ignored the option before).
 func TestMergeSecurityChoice(t *testing.T) {
 	sdBase := append([]byte(nil), defaultSecurity...)
 	sdDelta := append([]byte(nil), defaultSecurity...)
 	sdDelta[len(sdDelta)-1] ^= 0xff // a different descriptor
-	base := key("ROOT", sub(key("A", sd(sdBase))))
-	delta := key("ROOT", sub(key("A", inherit(), sd(sdDelta))))
-	for _, tc := range []struct {
-		opt  []MergeOption
-		want []byte
-	}{{nil, sdDelta}, {[]MergeOption{WithSecurityFrom(SecurityBase)}, sdBase}} {
-		m, err := Merge(context.Background(), base, []*Key{delta}, tc.opt...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		root, err := ReadTree(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, _ := root.Subkey("a")
-		if a == nil || !bytes.Equal(a.Security, tc.want) {
-			t.Fatalf("options %v: key A has the wrong security descriptor", tc.opt)
-		}
-		if err := Check(out); err != nil {
-			t.Fatal(err)
+	base := key("ROOT", sub(key("A", sd(sdBase), sub(key("C", sd(sdBase))))))
+	for _, d := range []struct {
+		name  string
+		delta *Key
+	}{
+		{"merged", key("ROOT", sub(key("A", inherit(), sd(sdDelta), sub(key("C", sd(sdDelta))))))},
+		{"supersede-local", key("ROOT", sub(key("A", layer(LayerSupersedeLocal), sd(sdDelta), sub(key("C", sd(sdDelta))))))},
+		{"supersede-tree", key("ROOT", sub(key("A", layer(LayerSupersedeTree), sd(sdDelta), sub(key("C", sd(sdDelta))))))},
+	} {
+		for _, tc := range []struct {
+			opt  []MergeOption
+			want []byte
+		}{{nil, sdDelta}, {[]MergeOption{WithSecurityFrom(SecurityBase)}, sdBase}} {
+			m, err := Merge(context.Background(), base, []*Key{d.delta}, tc.opt...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			root, err := ReadTree(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, _ := root.Subkey("a")
+			if a == nil || !bytes.Equal(a.Security, tc.want) {
+				t.Fatalf("%s, options %v: key A has the wrong security descriptor", d.name, tc.opt)
+			}
+			c, _ := a.Subkey("c")
+			if c == nil || !bytes.Equal(c.Security, tc.want) {
+				t.Fatalf("%s, options %v: key A\\C has the wrong security descriptor", d.name, tc.opt)
+			}
+			if err := Check(out); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
