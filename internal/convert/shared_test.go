@@ -87,12 +87,7 @@ func TestSharedCacheClaimsRenewsAndAdopts(t *testing.T) {
 	registrytest.PushImage(t, host+"/win/shared:1", layers, v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.2031"})
 	shared := newMemShared()
 	newConv := func() *convert.Converter {
-		cache, err := convert.NewCache(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return convert.New(fetchtest.NewRegistry(t), portable.New(), cache, convert.WithWorkDir(t.TempDir()),
-			convert.WithSharedCache(shared), convert.WithClaimRenewal(20*time.Millisecond))
+		return sharedConverter(t, shared, convert.WithClaimRenewal(20*time.Millisecond))
 	}
 	res, err := newConv().Convert(context.Background(), convert.Request{Image: host + "/win/shared:1"})
 	if err != nil {
@@ -166,9 +161,7 @@ func TestSharedCacheStaleValueIsReplaced(t *testing.T) {
 				deletedRepo := func(next http.Handler) http.Handler {
 					return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 						if repoGone.Load() && strings.HasPrefix(req.URL.Path, "/v2/win/a/") {
-							w.Header().Set("Content-Type", "application/json")
-							w.WriteHeader(http.StatusNotFound)
-							fmt.Fprint(w, `{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}`)
+							registryError(w, http.StatusNotFound, "NAME_UNKNOWN", "repository name not known to registry")
 							return
 						}
 						next.ServeHTTP(w, req)
@@ -179,13 +172,7 @@ func TestSharedCacheStaleValueIsReplaced(t *testing.T) {
 				registrytest.PushImage(t, host+"/win/a:1", layers, win(ltsc2022))
 				registrytest.PushImage(t, host+"/win/b:1", layers, win(ltsc2022))
 				shared := newMemShared()
-				newConv := func() *convert.Converter {
-					cache, err := convert.NewCache(t.TempDir())
-					if err != nil {
-						t.Fatal(err)
-					}
-					return convert.New(fetchtest.NewRegistry(t), portable.New(), cache, convert.WithWorkDir(t.TempDir()), convert.WithSharedCache(shared))
-				}
+				newConv := func() *convert.Converter { return sharedConverter(t, shared) }
 				first, err := newConv().Convert(context.Background(), convert.Request{Image: host + "/win/a:1"})
 				if err != nil {
 					t.Fatal(err)
@@ -248,9 +235,7 @@ func TestSharedValueStoredAfterTheManifest(t *testing.T) {
 	refuseManifests := func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			if refuse.Load() && req.Method == http.MethodPut && strings.Contains(req.URL.Path, "/manifests/") {
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(http.StatusBadRequest)
-				fmt.Fprint(w, `{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid"}]}`)
+				registryError(w, http.StatusBadRequest, "MANIFEST_INVALID", "manifest invalid")
 				return
 			}
 			next.ServeHTTP(w, req)
@@ -260,13 +245,7 @@ func TestSharedValueStoredAfterTheManifest(t *testing.T) {
 	registrytest.PushImage(t, host+"/win/app:1", layersOf(fixture.Chain(2)), win(ltsc2022))
 	refuse.Store(true)
 	shared := newMemShared()
-	newConv := func() *convert.Converter {
-		cache, err := convert.NewCache(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return convert.New(fetchtest.NewRegistry(t), portable.New(), cache, convert.WithWorkDir(t.TempDir()), convert.WithSharedCache(shared))
-	}
+	newConv := func() *convert.Converter { return sharedConverter(t, shared) }
 	if _, err := newConv().Convert(context.Background(), convert.Request{Image: host + "/win/app:1"}); err == nil {
 		t.Fatal("conversion succeeded although its manifest was refused")
 	}
@@ -290,4 +269,24 @@ func TestSharedValueStoredAfterTheManifest(t *testing.T) {
 	if got := shared.storedRepos(t); len(got) != 1 || got[0] != host+"/win/app" {
 		t.Fatalf("after the manifest was pushed the shared cache names %v, want the base layer in %s/win/app", got, host)
 	}
+}
+
+// sharedConverter is one more worker on shared: a converter with a local
+// cache and work dir of its own.
+func sharedConverter(t *testing.T, shared convert.SharedCache, opts ...convert.Option) *convert.Converter {
+	t.Helper()
+	cache, err := convert.NewCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return convert.New(fetchtest.NewRegistry(t), portable.New(), cache,
+		append([]convert.Option{convert.WithWorkDir(t.TempDir()), convert.WithSharedCache(shared)}, opts...)...)
+}
+
+// registryError answers as a registry refusing a request: status and one
+// error of the distribution API.
+func registryError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `{"errors":[{"code":%q,"message":%q}]}`, code, message)
 }
