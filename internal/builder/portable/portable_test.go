@@ -15,6 +15,7 @@ import (
 
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/cim"
+	"github.com/cimconv/cimconv/internal/fsview"
 	"github.com/cimconv/cimconv/internal/wclayer"
 	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
@@ -66,19 +67,7 @@ func TestChainViewMatchesLayers(t *testing.T) {
 	dir := t.TempDir()
 	built := buildChain(t, New(), dir, layers)
 	for i := range built {
-		want, err := ExpectedView(context.Background(), openers(layers[:i+1]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		im, err := cim.Open(filepath.Join(dir, built[i].CimName))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := im.View()
-		im.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		want, got := chainViews(t, layers[:i+1], dir, built[i])
 		if diffs := CompareViews(want, got); len(diffs) > 0 {
 			t.Fatalf("layer %d: %d differences, first: %v", i, len(diffs), diffs[0])
 		}
@@ -111,19 +100,7 @@ func TestNamesCountAsInTheCIM(t *testing.T) {
 	dir := t.TempDir()
 	built := buildChain(t, New(), dir, layers)
 	for i := range built {
-		want, err := ExpectedView(context.Background(), openers(layers[:i+1]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		im, err := cim.Open(filepath.Join(dir, built[i].CimName))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := im.View()
-		im.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		want, got := chainViews(t, layers[:i+1], dir, built[i])
 		if len(got) != 8 || len(want) != len(got) {
 			t.Errorf("layer %d: the CIM has %d entries, the expected view %d; want Files and 7 files in both", i, len(got), len(want))
 		}
@@ -131,6 +108,25 @@ func TestNamesCountAsInTheCIM(t *testing.T) {
 			t.Errorf("layer %d: differences %v", i, diffs)
 		}
 	}
+}
+
+// chainViews returns the view the layers merge to (ExpectedView) and the
+// view of b, their top layer built in dir.
+func chainViews(t *testing.T, layers [][]byte, dir string, b *builder.BuiltLayer) (want, got []fsview.Entry) {
+	t.Helper()
+	want, err := ExpectedView(context.Background(), openers(layers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := cim.Open(filepath.Join(dir, b.CimName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if got, err = im.View(); err != nil {
+		t.Fatal(err)
+	}
+	return want, got
 }
 
 func regionBytes(t *testing.T, dir string, b *builder.BuiltLayer) int64 {

@@ -18,7 +18,6 @@ import (
 
 	"github.com/cimconv/cimconv/internal/builder"
 	"github.com/cimconv/cimconv/internal/builder/buildertest"
-	"github.com/cimconv/cimconv/internal/cim"
 	"github.com/cimconv/cimconv/internal/wclayer/fixture"
 )
 
@@ -125,19 +124,7 @@ func TestTwoPhaseMatchesBuildLayer(t *testing.T) {
 			t.Errorf("layer %d: BuiltLayer\n%+v\nwant\n%+v", i, g, s)
 		}
 
-		view, err := ExpectedView(context.Background(), openers(layers[:i+1]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		im, err := cim.Open(filepath.Join(tpDir, tp[i].CimName))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cimView, err := im.View()
-		im.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		view, cimView := chainViews(t, layers[:i+1], tpDir, tp[i])
 		if diffs := CompareViews(view, cimView); len(diffs) > 0 {
 			t.Errorf("layer %d: %d differences from the layers' view, first: %v", i, len(diffs), diffs[0])
 		}
