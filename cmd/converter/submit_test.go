@@ -152,24 +152,34 @@ func TestServeRefusesWithoutConverter(t *testing.T) {
 	}
 }
 
+// goneArtifactService starts the service with a converter whose result
+// names an artifact the registry does not have (gone), except for requests
+// found returns true for, whose result names an image it has (exists). It
+// returns the registry, both digests and the --nats-url flag.
+func goneArtifactService(t *testing.T, found func(queue.Request) bool) (reg, exists, gone, url string) {
+	t.Helper()
+	reg = registrytest.NewReferrersRegistry(t)
+	layer := registrytest.Gzip(t, registrytest.Tar(t, "Files/a.txt", "a"))
+	windows := v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"}
+	exists = registrytest.PushImage(t, reg+"/win/app:stands-for-an-artifact", [][]byte{layer}, windows).Digest.String()
+	gone = "sha256:" + strings.Repeat("f", 64)
+	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
+		artifact := gone
+		if found(req) {
+			artifact = exists
+		}
+		return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("a", 64)}, ArtifactDigests: []string{artifact}}, nil
+	})
+	url = "--nats-url=" + startService(t, service.DefaultConfig(), conv).NATSURL()
+	return reg, exists, gone, url
+}
+
 // submit --wait reports success only for an artifact the registry has: a
 // result recorded for an artifact deleted since (answered from the
 // duplicate window) is converted again, and one still missing is an error
 // (issue 9 #5/#9).
 func TestSubmitWaitChecksTheArtifactExists(t *testing.T) {
-	reg := registrytest.NewReferrersRegistry(t)
-	layer := registrytest.Gzip(t, registrytest.Tar(t, "Files/a.txt", "a"))
-	windows := v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"}
-	exists := registrytest.PushImage(t, reg+"/win/app:stands-for-an-artifact", [][]byte{layer}, windows).Digest.String()
-	gone := "sha256:" + strings.Repeat("f", 64)
-	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
-		artifact := gone
-		if req.Force && strings.HasSuffix(req.Image, ":v1") {
-			artifact = exists
-		}
-		return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("a", 64)}, ArtifactDigests: []string{artifact}}, nil
-	})
-	url := "--nats-url=" + startService(t, service.DefaultConfig(), conv).NATSURL()
+	reg, exists, gone, url := goneArtifactService(t, func(req queue.Request) bool { return req.Force && strings.HasSuffix(req.Image, ":v1") })
 
 	out, err := runCLI(t, "submit", reg+"/win/app:v1", "--wait", url)
 	if err != nil || !strings.Contains(out, gone+" is not in the registry; converting again") || !strings.Contains(out, "artifact "+exists) {
@@ -186,19 +196,7 @@ func TestSubmitWaitChecksTheArtifactExists(t *testing.T) {
 // again: that notice goes to stderr. Before, it was printed on stdout ahead
 // of the JSON, and a CI script parsing stdout failed.
 func TestSubmitWaitJSONPrintsOnlyJSONOnStdout(t *testing.T) {
-	reg := registrytest.NewReferrersRegistry(t)
-	layer := registrytest.Gzip(t, registrytest.Tar(t, "Files/a.txt", "a"))
-	windows := v1.Platform{OS: "windows", Architecture: "amd64", OSVersion: "10.0.20348.1"}
-	exists := registrytest.PushImage(t, reg+"/win/app:stands-for-an-artifact", [][]byte{layer}, windows).Digest.String()
-	gone := "sha256:" + strings.Repeat("f", 64)
-	conv := worker.ConverterFunc(func(ctx context.Context, req queue.Request, _ func(string)) (*queue.Result, error) {
-		artifact := gone
-		if req.Force {
-			artifact = exists
-		}
-		return &queue.Result{SubjectDigests: []string{"sha256:" + strings.Repeat("a", 64)}, ArtifactDigests: []string{artifact}}, nil
-	})
-	url := "--nats-url=" + startService(t, service.DefaultConfig(), conv).NATSURL()
+	reg, exists, gone, url := goneArtifactService(t, func(req queue.Request) bool { return req.Force })
 
 	stdout, stderr, err := runCLISplit(t, "submit", reg+"/win/app:v1", "--wait", "--json", url)
 	if err != nil {
