@@ -262,7 +262,7 @@ func (d *Delivery) Requeue(ctx context.Context) error {
 		return fmt.Errorf("requeue request #%d: %w", d.Seq, err)
 	}
 	if d.ParseError == nil && stored {
-		_ = d.q.updateStatuses(ctx, d.Request, Status{State: StateQueued, Image: d.Request.Image, Key: d.Key(), Seq: ack.Sequence,
+		_ = d.q.UpdateStatuses(ctx, d.Request, Status{State: StateQueued, Image: d.Request.Image, Key: d.Key(), Seq: ack.Sequence,
 			LastError: "requeued: interrupted by a worker shutdown on its last delivery"})
 	}
 	if err := d.msg.Term(); err != nil {

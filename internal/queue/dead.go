@@ -41,7 +41,7 @@ func (q *Queue) deadLetter(ctx context.Context, d DeadLetter) error {
 	// (A waiter on the status may look for the dead letter a moment before
 	// it is stored: such callers poll.)
 	if d.Request != nil {
-		_ = q.updateStatuses(ctx, *d.Request, d.status())
+		_ = q.UpdateStatuses(ctx, *d.Request, d.status())
 	}
 	if q.afterDeadStatus != nil {
 		q.afterDeadStatus()
@@ -120,7 +120,7 @@ func (q *Queue) Replay(ctx context.Context, seq uint64) error {
 		return fmt.Errorf("replay dead letter #%d: %w", seq, err)
 	}
 	if d.Request != nil && stored {
-		_ = q.updateStatuses(ctx, *d.Request, Status{State: StateQueued, Image: d.Request.Image, Key: d.Request.IdempotencyKey(), Seq: ack.Sequence})
+		_ = q.UpdateStatuses(ctx, *d.Request, Status{State: StateQueued, Image: d.Request.Image, Key: d.Request.IdempotencyKey(), Seq: ack.Sequence})
 	}
 	if err := q.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("replayed dead letter #%d but could not remove it: %w", seq, err)

@@ -352,7 +352,7 @@ func (q *Queue) submit(ctx context.Context, req Request, msgID string) (uint64, 
 	if !stored {
 		return ack.Sequence, true, nil
 	}
-	err = q.updateStatuses(ctx, req, Status{State: StateQueued, Image: req.Image, Key: key, Seq: ack.Sequence})
+	err = q.UpdateStatuses(ctx, req, Status{State: StateQueued, Image: req.Image, Key: key, Seq: ack.Sequence})
 	return ack.Sequence, false, err
 }
 

@@ -145,12 +145,13 @@ func Supersedes(old, st Status) bool {
 	return rank(st) >= rank(old)
 }
 
-// updateStatuses stores st under every name req's status is recorded under
-// (Request.StatusImages: the image, and repo:tag for a digest-pinned request
-// with a tag) and returns the first error.
-func (q *Queue) updateStatuses(ctx context.Context, req Request, st Status) error {
+// UpdateStatuses stores st (UpdateStatus) under every name req's status is
+// recorded under (Request.StatusImages: the image, and repo:tag for a
+// digest-pinned request with a tag) and under extra names (the subject
+// digests of a result), and returns the first error.
+func (q *Queue) UpdateStatuses(ctx context.Context, req Request, st Status, extra ...string) error {
 	var first error
-	for _, img := range req.StatusImages() {
+	for _, img := range append(req.StatusImages(), extra...) {
 		if err := q.UpdateStatus(ctx, img, st); err != nil && first == nil {
 			first = err
 		}

@@ -269,10 +269,8 @@ func (j *job) setStatus(ctx context.Context, state queue.State, mutate func(*que
 	if mutate != nil {
 		mutate(&st)
 	}
-	for _, img := range append(j.d.Request.StatusImages(), images...) {
-		if err := j.w.q.UpdateStatus(ctx, img, st); err != nil {
-			j.log.Warn("status update failed", zap.String("state", string(state)), zap.Error(err))
-		}
+	if err := j.w.q.UpdateStatuses(ctx, j.d.Request, st, images...); err != nil {
+		j.log.Warn("status update failed", zap.String("state", string(state)), zap.Error(err))
 	}
 }
 
